@@ -1,0 +1,367 @@
+"""The hyperkernel and the hyper-NNGP as scikit-learn Gaussian-process kernels."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import numpy as np
+from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
+from sklearn.utils.validation import check_array
+
+from ._evaluate import (
+    Architecture,
+    FactorizedRows,
+    diagonal,
+    factorize,
+    gram,
+    length_scale_array,
+)
+
+__all__ = ["HyperKernel", "HyperNNGP"]
+
+_ENCODINGS = ("linear", "fourier")
+_ACTIVATIONS = ("relu", "leaky_relu")
+
+
+class _HypernetworkKernel(Kernel):
+    """Shared machinery of :class:`HyperKernel` and :class:`HyperNNGP`."""
+
+    _kind: str = ""
+
+    def __init__(
+        self,
+        z_dim: int = 2,
+        f_depth: int = 3,
+        g_depth: int = 2,
+        z_encoding: str = "linear",
+        length_scale: float | Sequence[float] = 1.0,
+        length_scale_bounds: tuple[float, float] | str = (1e-5, 1e5),
+        activation: str = "relu",
+        negative_slope: float = 0.01,
+        block_size: int | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.z_dim = z_dim
+        self.f_depth = f_depth
+        self.g_depth = g_depth
+        self.z_encoding = z_encoding
+        self.length_scale = length_scale
+        self.length_scale_bounds = length_scale_bounds
+        self.activation = activation
+        self.negative_slope = negative_slope
+        self.block_size = block_size
+        self.n_jobs = n_jobs
+
+    # -- hyperparameters ---------------------------------------------------
+    @property
+    def anisotropic(self) -> bool:
+        """Whether there is one length scale per z column."""
+        return np.iterable(self.length_scale) and len(self.length_scale) > 1
+
+    @property
+    def hyperparameter_length_scale(self) -> Hyperparameter:
+        """``length_scale`` of the Fourier encoding of z; fixed for ``"linear"``."""
+        n_elements = len(self.length_scale) if self.anisotropic else 1
+        bounds = "fixed" if self.z_encoding == "linear" else self.length_scale_bounds
+        return Hyperparameter("length_scale", "numeric", bounds, n_elements)
+
+    def is_stationary(self) -> bool:
+        """False: the kernels depend on x through its norm and direction."""
+        return False
+
+    @property
+    def requires_vector_input(self) -> bool:
+        """True: rows are fixed-length vectors ``[x | z]``."""
+        return True
+
+    # -- validation --------------------------------------------------------
+    def _architecture(self, n_features: int) -> Architecture:
+        _check_int(self.z_dim, "z_dim", 1)
+        if self.z_dim >= n_features:
+            raise ValueError(
+                f"z_dim={self.z_dim} leaves no x columns: X has {n_features} columns and the "
+                f"last z_dim of them are z. Use z_dim < {n_features}."
+            )
+        _check_int(self.f_depth, "f_depth", 1)
+        _check_int(self.g_depth, "g_depth", 1)
+        if self.z_encoding not in _ENCODINGS:
+            raise ValueError(f"z_encoding must be one of {_ENCODINGS}; got {self.z_encoding!r}.")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}; got {self.activation!r}.")
+        slope = 0.0
+        if self.activation == "leaky_relu":
+            if not isinstance(self.negative_slope, numbers.Real) or not np.isfinite(self.negative_slope):
+                raise ValueError(f"negative_slope must be a finite real number; got {self.negative_slope!r}.")
+            slope = float(self.negative_slope)
+        if self.block_size is not None:
+            _check_int(self.block_size, "block_size", 1)
+        return Architecture(
+            f_depth=int(self.f_depth),
+            g_depth=int(self.g_depth),
+            z_encoding=self.z_encoding,
+            length_scale=length_scale_array(self.length_scale, int(self.z_dim)),
+            negative_slope=slope,
+            kind=self._kind,
+        )
+
+    def _validate(self, X, name: str) -> np.ndarray:
+        return check_array(
+            X,
+            dtype=np.float64,
+            ensure_2d=True,
+            ensure_all_finite=True,
+            ensure_min_samples=0,
+            input_name=name,
+        )
+
+    # -- evaluation --------------------------------------------------------
+    def factorize_rows(self, X) -> FactorizedRows:
+        """Validate rows ``[x | z]`` and find their distinct x rows once.
+
+        Estimators that evaluate many cross-Grams against the same rows (for
+        example a regressor predicting block by block against its training
+        rows) keep the result and pass it to :meth:`gram_factorized`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        FactorizedRows
+        """
+        X = self._validate(X, "X")
+        self._architecture(X.shape[1])
+        return factorize(X, int(self.z_dim))
+
+    def gram_factorized(self, rows_a: FactorizedRows, rows_b: FactorizedRows | None = None) -> np.ndarray:
+        """Kernel matrix between two sets of rows from :meth:`factorize_rows`.
+
+        Parameters
+        ----------
+        rows_a, rows_b : FactorizedRows
+            ``rows_b=None`` gives the symmetric Gram of ``rows_a``.
+
+        Returns
+        -------
+        ndarray of shape (rows_a.n_rows, rows_b.n_rows)
+        """
+        n_features = rows_a.x_distinct.shape[1] + rows_a.z.shape[1]
+        arch = self._architecture(n_features)
+        if rows_b is not None and rows_b.x_distinct.shape[1] + rows_b.z.shape[1] != n_features:
+            raise ValueError("rows_a and rows_b have different numbers of columns.")
+        K, _ = gram(arch, rows_a, rows_b, block_size=self.block_size, n_jobs=self.n_jobs)
+        if rows_b is None:
+            np.fill_diagonal(K, diagonal(arch, rows_a))
+        return K
+
+    def __call__(self, X, Y=None, eval_gradient: bool = False):
+        """Return the kernel k(X, Y) and optionally its gradient.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples_X, n_features)
+            Rows ``[x | z]``: the last ``z_dim`` columns are z.
+        Y : array-like of shape (n_samples_Y, n_features), default=None
+            None evaluates k(X, X), using its symmetry.
+        eval_gradient : bool, default=False
+            Whether to return the gradient with respect to the log of the
+            non-fixed hyperparameters (``length_scale`` with the Fourier
+            encoding). Only when Y is None.
+
+        Returns
+        -------
+        K : ndarray of shape (n_samples_X, n_samples_Y)
+        K_gradient : ndarray of shape (n_samples_X, n_samples_X, n_dims)
+            Only when ``eval_gradient`` is True; ``n_dims`` is 0 with the
+            linear encoding.
+        """
+        X = self._validate(X, "X")
+        arch = self._architecture(X.shape[1])
+        rows_x = factorize(X, int(self.z_dim))
+        if Y is not None:
+            if eval_gradient:
+                raise ValueError("Gradient can only be evaluated when Y is None.")
+            Y = self._validate(Y, "Y")
+            if Y.shape[1] != X.shape[1]:
+                raise ValueError(
+                    f"X has {X.shape[1]} columns but Y has {Y.shape[1]}; both must be rows [x | z] "
+                    "of the same width."
+                )
+            K, _ = gram(arch, rows_x, factorize(Y, int(self.z_dim)), block_size=self.block_size, n_jobs=self.n_jobs)
+            return K
+        with_gradient = eval_gradient and not self.hyperparameter_length_scale.fixed
+        K, K_gradient = gram(
+            arch, rows_x, None, eval_gradient=with_gradient, block_size=self.block_size, n_jobs=self.n_jobs
+        )
+        # correlations of a row with itself are 1 in exact arithmetic: read the
+        # diagonal off in closed form rather than from a rounded rho
+        np.fill_diagonal(K, diagonal(arch, rows_x))
+        if not eval_gradient:
+            return K
+        if K_gradient is None:
+            K_gradient = np.empty((X.shape[0], X.shape[0], 0))
+        return K, K_gradient
+
+    def diag(self, X) -> np.ndarray:
+        """Diagonal of k(X, X), in O(n_samples) without the Gram matrix.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        X = self._validate(X, "X")
+        arch = self._architecture(X.shape[1])
+        n_x = X.shape[1] - int(self.z_dim)
+        x, z = X[:, :n_x], X[:, n_x:]
+        rows = FactorizedRows(x, np.arange(X.shape[0]), np.einsum("ij,ij->i", x, x) / n_x, z)
+        return diagonal(arch, rows)
+
+    def __repr__(self) -> str:
+        defaults = type(self)().get_params()
+        shown = []
+        for name, value in self.get_params().items():
+            if name in ("z_dim", "f_depth", "g_depth") or not _same(value, defaults[name]):
+                if name == "length_scale" and np.iterable(value):
+                    value = "[" + ", ".join(f"{v:.3g}" for v in value) + "]"
+                    shown.append(f"{name}={value}")
+                elif name == "length_scale":
+                    shown.append(f"{name}={value:.3g}")
+                else:
+                    shown.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(np.all(np.asarray(a) == np.asarray(b))) and np.shape(a) == np.shape(b)
+    except Exception:  # noqa: BLE001 - incomparable values are different
+        return False
+
+
+def _check_int(value, name: str, minimum: int) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+
+
+_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    z_dim : int, default=2
+        Number of trailing columns of each row that are z, the input of the
+        primary network g; the other columns are x, the input of the
+        hypernetwork f. The default serves image + 2-D pixel-coordinate rows.
+    f_depth : int, default=3
+        Number of weight matrices ``L`` of f.
+    g_depth : int, default=2
+        Number of weight matrices ``H`` of g.
+    z_encoding : {"linear", "fourier"}, default="linear"
+        Input kernel of g: ``z.z' / m0``, or the infinite random-Fourier-
+        feature limit ``exp(-sum_d (z_d - z'_d)^2 / (2 length_scale_d^2))``
+        (paper, Remarks 2-3).
+    length_scale : float or array-like of shape (z_dim,), default=1.0
+        Length scale of the Fourier encoding; one per z column gives an
+        anisotropic encoding. A hyperparameter (fitted in log space by
+        ``GaussianProcessRegressor``) with ``"fourier"``; fixed and unused with
+        ``"linear"``.
+    length_scale_bounds : pair of floats >= 0 or "fixed", default=(1e-5, 1e5)
+        Bounds on ``length_scale``.
+    activation : {"relu", "leaky_relu"}, default="relu"
+        Activation of f and g: ``sqrt(2) * relu``, or
+        ``sqrt(2 / (1 + a^2)) * leaky_relu_a`` with ``a = negative_slope``
+        (normalised so that each layer keeps the variance of its input).
+    negative_slope : float, default=0.01
+        Slope ``a`` of the leaky ReLU; ignored for ``"relu"``.
+    block_size : int, default=None
+        Rows per block of the Gram computation; None chooses about 2^18
+        entries per block. Results do not depend on it.
+    n_jobs : int, default=None
+        Threads over blocks (joblib); None means 1, -1 all cores.
+"""
+
+
+class HyperKernel(_HypernetworkKernel):
+    __doc__ = (
+        """The hyperkernel: NTK of an infinitely wide hypernetwork.
+
+    For rows ``u = [x | z]``, ``Theta^h(u, u') = Theta^f(x, x') * K^g(u, u')``:
+    the NTK of the hypernetwork f (depth ``f_depth``) times the backward kernel
+    of the primary network g (depth ``g_depth``) fed with f's outputs, whose
+    covariance ``S_f(x, x')`` enters every layer of g (Littwin et al., 2020,
+    Thm. 3). Gradient-descent training of a wide hypernetwork's f is kernel
+    regression with this kernel. See the math page of the documentation for
+    the exact recursions.
+"""
+        + _PARAMETERS_DOC
+        + """
+    See Also
+    --------
+    HyperNNGP : the Gaussian-process kernel of the same architecture.
+
+    Notes
+    -----
+    f's quantities depend on x alone and are computed once per distinct x of
+    each block, so rows that share an image (many pixel coordinates per image)
+    cost little more than the z part. ``HyperKernel(u, u) = L * H * s^H * e``
+    with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)``. Rows with x = 0, or
+    z = 0 under the linear encoding, have kernel 0 with every row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hyperkernel import HyperKernel
+    >>> rng = np.random.default_rng(0)
+    >>> U = rng.normal(size=(5, 6))      # x: 4 columns, z: the last 2
+    >>> K = HyperKernel(z_dim=2, f_depth=3, g_depth=2)(U)
+    >>> K.shape
+    (5, 5)
+    >>> bool(np.allclose(np.diag(K), HyperKernel().diag(U)))
+    True
+    """
+    )
+
+    _kind = "ntk"
+
+
+class HyperNNGP(_HypernetworkKernel):
+    __doc__ = (
+        """Hyper-NNGP: the Gaussian-process kernel of an infinitely wide hypernetwork.
+
+    The output of a hypernetwork with f and g infinitely wide at
+    initialisation is a Gaussian process with covariance ``Lambda^H(u, u')``
+    (Littwin et al., 2020, Thm. 2): g's NNGP recursion in which every layer's
+    covariance is multiplied by ``S_f(x, x')``, the NNGP of f.
+"""
+        + _PARAMETERS_DOC
+        + """
+    See Also
+    --------
+    HyperKernel : the NTK (hyperkernel) of the same architecture.
+
+    Notes
+    -----
+    ``HyperNNGP(u, u) = s^H * e`` with ``s = |x|^2 / n0`` and
+    ``e = Sigma^0(z, z)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.gaussian_process import GaussianProcessRegressor
+    >>> from sklearn.gaussian_process.kernels import WhiteKernel
+    >>> from sklearn_hyperkernel import HyperNNGP
+    >>> rng = np.random.default_rng(0)
+    >>> U = rng.normal(size=(30, 5))
+    >>> y = np.sin(3 * U[:, -1]) * U[:, 0]
+    >>> kernel = HyperNNGP(z_dim=1, z_encoding="fourier") + WhiteKernel(1e-2)
+    >>> gp = GaussianProcessRegressor(kernel=kernel, random_state=0).fit(U, y)
+    >>> gp.predict(U[:2]).shape
+    (2,)
+    """
+    )
+
+    _kind = "nngp"
