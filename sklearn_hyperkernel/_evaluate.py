@@ -16,21 +16,25 @@ evaluated:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from joblib import Parallel, delayed
 
 from .recursions import (
-    _row_correlations,
     _z_correlations,
     hyper_correlations,
     mlp_correlations,
 )
 
-# Elements of one output block. About 2 MB of float64 per temporary: the dozen
-# temporaries of a block stay near the CPU caches and far below the output.
-_BLOCK_ELEMENTS = 1 << 18
+# Entries of one chunk of the elementwise recursions: about 2 MB of float64 per
+# temporary, so the dozen temporaries of a chunk stay near the CPU caches (and
+# are reused by the allocator instead of being page-faulted in afresh).
+_CHUNK_ELEMENTS = 1 << 18
+# Entries of one panel of x correlations: BLAS needs a few hundred rows per
+# product to reach full speed.
+_PANEL_ELEMENTS = 1 << 21
+_MIN_PANEL_ROWS = 256
 
 _HASH_MULTIPLIERS_SEED = 0x5EED
 
@@ -48,12 +52,16 @@ class FactorizedRows:
     x_variance : ndarray of shape (n_distinct,)
         ``|x|^2 / n0`` per distinct x.
     z : ndarray of shape (n_rows, m0)
+    x_unit : ndarray of shape (n_distinct, n0)
+        ``x / |x|`` per distinct x (zero rows stay zero), so that a block's
+        correlations are one matrix product.
     """
 
     x_distinct: np.ndarray
     x_index: np.ndarray
     x_variance: np.ndarray
     z: np.ndarray
+    x_unit: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
@@ -106,8 +114,10 @@ def factorize(U: np.ndarray, z_dim: int) -> FactorizedRows:
     x = U[:, : U.shape[1] - z_dim]
     z = np.ascontiguousarray(U[:, U.shape[1] - z_dim :])
     x_distinct, x_index = distinct_rows(x)
-    x_variance = np.einsum("ij,ij->i", x_distinct, x_distinct) / max(x.shape[1], 1)
-    return FactorizedRows(x_distinct, x_index, x_variance, z)
+    squared_norm = np.einsum("ij,ij->i", x_distinct, x_distinct)
+    norm = np.sqrt(squared_norm)
+    x_unit = x_distinct * np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)[:, None]
+    return FactorizedRows(x_distinct, x_index, squared_norm / max(x.shape[1], 1), z, x_unit)
 
 
 @dataclass(frozen=True)
@@ -122,15 +132,15 @@ class Architecture:
     kind: str  # "ntk" or "nngp"
 
 
-def _local_distinct(index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _local_distinct(index: np.ndarray) -> tuple[np.ndarray | slice, np.ndarray | None]:
     """Distinct x indices used by a block, and the block's index into them.
 
-    Returns None as the second value when the block's rows are the distinct
-    rows themselves in order, so no gather is needed.
+    When the block's rows are consecutive distinct rows (every x differs), the
+    first value is a slice (no copy of x) and the second None (no gather).
     """
+    if index.shape[0] and index[-1] - index[0] == index.shape[0] - 1 and np.all(np.diff(index) == 1):
+        return slice(int(index[0]), int(index[-1]) + 1), None
     used, local = np.unique(index, return_inverse=True)
-    if used.shape[0] == index.shape[0] and np.array_equal(used, index):
-        return used, None
     return used, local.reshape(-1)
 
 
@@ -142,19 +152,77 @@ def _gather(table: np.ndarray, rows: np.ndarray | None, cols: np.ndarray | None)
     return table
 
 
-def _block(
+def _panel(
     arch: Architecture,
     a: FactorizedRows,
     rows: slice,
     b: FactorizedRows,
     cols: slice,
     need_gradient: bool,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Kernel (and, for Fourier z, its gradient in log length scale) on one block."""
-    need_ntk = arch.kind == "ntk"
+    chunk_rows: int,
+    symmetric: bool,
+    write: Callable[[slice, slice, np.ndarray, np.ndarray | None], None],
+) -> None:
+    """Kernel (and its log-length-scale gradient) on a panel of rows.
+
+    x's correlations come from one matrix product for the whole panel (BLAS is
+    slow on thin panels); the elementwise recursions then run on chunks of
+    ``chunk_rows`` rows so their temporaries stay small. Each chunk is handed
+    to ``write(chunk_rows, chunk_cols, value, gradient)``.
+    """
     used_a, local_a = _local_distinct(a.x_index[rows])
     used_b, local_b = _local_distinct(b.x_index[cols])
-    rho_x, _, _ = _row_correlations(a.x_distinct[used_a], b.x_distinct[used_b], np)
+    rho_x_panel = a.x_unit[used_a] @ b.x_unit[used_b].T
+    if symmetric:
+        _set_self_correlations(rho_x_panel, used_a, used_b, a.x_distinct.shape[0])
+    for start in range(rows.start, rows.stop, chunk_rows):
+        chunk = slice(start, min(start + chunk_rows, rows.stop))
+        within = slice(chunk.start - rows.start, chunk.stop - rows.start)
+        # in a symmetric Gram each chunk starts at its own diagonal, so every
+        # entry is computed once and mirrored: the result is exactly symmetric
+        skip = within.start if symmetric else 0
+        chunk_cols = slice(cols.start + skip, cols.stop)
+        if local_a is None:
+            # distinct rows: this chunk owns its rows of the panel
+            rho_x, local_chunk = rho_x_panel[within], None
+        else:
+            used_chunk, local_chunk = _local_distinct(local_a[within])
+            rho_x = rho_x_panel[used_chunk]
+        if local_b is None:
+            rho_x, local_chunk_b = rho_x[:, skip:], None
+        else:
+            local_chunk_b = local_b[skip:]
+        rho_x = np.array(rho_x, copy=True)  # the recursion works in place
+        value, gradient = _chunk(arch, a, chunk, b, chunk_cols, rho_x, local_chunk, local_chunk_b, need_gradient)
+        write(chunk, chunk_cols, value, gradient)
+
+
+def _set_self_correlations(rho: np.ndarray, used_a, used_b, n_distinct: int) -> None:
+    """Set the correlation of each distinct x with itself to exactly 1.
+
+    The product of a unit row with itself is 1 only up to rounding, and the
+    ReLU's derivative dual is steep there (kappa0 moves by ~sqrt(ulp)).
+    """
+    all_rows = np.arange(n_distinct)
+    index_a, index_b = all_rows[used_a], all_rows[used_b]  # index_b is sorted
+    position = np.minimum(np.searchsorted(index_b, index_a), index_b.shape[0] - 1)
+    same = index_b[position] == index_a
+    rho[np.flatnonzero(same), position[same]] = 1.0
+
+
+def _chunk(
+    arch: Architecture,
+    a: FactorizedRows,
+    rows: slice,
+    b: FactorizedRows,
+    cols: slice,
+    rho_x: np.ndarray,
+    local_a: np.ndarray | None,
+    local_b: np.ndarray | None,
+    need_gradient: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The recursions on one chunk, from x's correlations on its distinct rows."""
+    need_ntk = arch.kind == "ntk"
     rho_f, ntk_f = mlp_correlations(rho_x, arch.f_depth, arch.negative_slope, need_ntk=need_ntk)
     rho_f = _gather(rho_f, local_a, local_b)
     z_a, z_b = a.z[rows], b.z[cols]
@@ -213,10 +281,12 @@ def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return sq
 
 
-def _block_rows(n_cols: int, block_size: int | None) -> int:
+def _panel_and_chunk_rows(n_cols: int, block_size: int | None) -> tuple[int, int]:
     if block_size is not None:
-        return max(1, int(block_size))
-    return max(1, _BLOCK_ELEMENTS // max(n_cols, 1))
+        return max(1, int(block_size)), max(1, int(block_size))
+    chunk = max(1, _CHUNK_ELEMENTS // max(n_cols, 1))
+    panel = max(_MIN_PANEL_ROWS, _PANEL_ELEMENTS // max(n_cols, 1))
+    return panel, min(chunk, panel)
 
 
 def gram(
@@ -240,9 +310,10 @@ def gram(
         Also return the gradient with respect to log length scale
         (Fourier encoding only), shape (n_a, n_b, n_theta).
     block_size : int or None
-        Rows per block; None chooses about 2^18 elements per block.
+        Rows per block; None chooses panels for BLAS and chunks of about 2^18
+        entries for the elementwise recursions.
     n_jobs : int or None
-        joblib threads over blocks.
+        joblib threads over panels.
     """
     symmetric = b is None
     b = a if b is None else b
@@ -251,20 +322,31 @@ def gram(
     gradient = None
     if eval_gradient:
         gradient = np.empty((n_a, n_b, arch.length_scale.shape[0]))
-    step = _block_rows(n_b, block_size)
-    starts = range(0, n_a, step)
+    panel_rows, chunk_rows = _panel_and_chunk_rows(n_b, block_size)
+    starts = range(0, n_a, panel_rows)
 
     def fill(start: int) -> None:
-        rows = slice(start, min(start + step, n_a))
+        rows = slice(start, min(start + panel_rows, n_a))
         cols = slice(start, n_b) if symmetric else slice(0, n_b)
-        value, grad = _block(arch, a, rows, b, cols, eval_gradient)
-        out[rows, cols] = value
-        if grad is not None:
-            gradient[rows, cols] = grad
-        if symmetric:
-            out[cols, rows] = value.T
+
+        def write(chunk: slice, chunk_cols: slice, value: np.ndarray, grad: np.ndarray | None) -> None:
+            if symmetric:
+                # the chunk's leading square straddles the diagonal: keep its
+                # upper triangle and mirror it, so the Gram is exactly symmetric
+                lower = np.tril_indices(value.shape[0], -1)
+                square = value[:, : value.shape[0]]
+                square[lower] = square.T[lower]
+                if grad is not None:
+                    grad_square = grad[:, : value.shape[0]]
+                    grad_square[lower] = grad_square.transpose(1, 0, 2)[lower]
+                out[chunk_cols, chunk] = value.T
+                if grad is not None:
+                    gradient[chunk_cols, chunk] = grad.transpose(1, 0, 2)
+            out[chunk, chunk_cols] = value
             if grad is not None:
-                gradient[cols, rows] = grad.transpose(1, 0, 2)
+                gradient[chunk, chunk_cols] = grad
+
+        _panel(arch, a, rows, b, cols, eval_gradient, chunk_rows, symmetric, write)
 
     if n_jobs in (None, 1) or len(starts) <= 1:
         for start in starts:

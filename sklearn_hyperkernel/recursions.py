@@ -84,17 +84,18 @@ def dual_correlations(
     there is no bias at ``rho = +-1``.
     """
     xp = array_namespace(rho)
-    rho = xp.clip(rho, -1.0, 1.0) if not _is_writeable(rho) else _clip_inplace(rho, xp)
+    rho = _clip_inplace(rho, xp) if _is_writeable(rho) else xp.clip(rho, -1.0, 1.0)
     linear, relu = _slope_coefficients(negative_slope)
-    # kappa0 of the ReLU: (pi - t) / pi
+    # the ReLU's kappa0, (pi - t) / pi
     kappa0 = xp.acos(rho)
     kappa0 *= -1.0 / math.pi
     kappa0 += 1.0
-    sine = (1.0 - rho) * (1.0 + rho)
-    sine = xp.sqrt(sine)
-    sine *= 1.0 / math.pi
-    kappa1 = kappa0 * rho
-    kappa1 += sine
+    # sin(t) / pi = sqrt((1 - rho)(1 + rho) / pi^2); 1 - rho is exact near 1
+    kappa1 = 1.0 - rho
+    kappa1 *= 1.0 + rho
+    kappa1 *= 1.0 / math.pi**2
+    kappa1 = _sqrt_inplace(kappa1, xp)
+    kappa1 += kappa0 * rho
     if negative_slope != 0.0:
         kappa1 *= relu
         kappa1 += linear * rho
@@ -112,6 +113,14 @@ def _kappa0_slope(rho: Array, negative_slope: float) -> Array:
     positive = sine > 0.0
     safe = xp.where(positive, sine, xp.ones_like(sine))
     return xp.where(positive, (relu / math.pi) / safe, xp.zeros_like(sine))
+
+
+def _sqrt_inplace(array: Array, xp: Any) -> Array:
+    if isinstance(array, np.ndarray):
+        return np.sqrt(array, out=array)
+    if hasattr(array, "sqrt_"):
+        return array.sqrt_()
+    return xp.sqrt(array)
 
 
 def _is_writeable(array: Array) -> bool:
