@@ -1,0 +1,472 @@
+"""Tests of the pure array functions in :mod:`sklearn_hyperkernel.recursions`.
+
+The expected values come from closed forms of the dual activations, from the exact
+identities listed in ``docs/hyperkernel-math.md`` ("Checks that hold exactly") and from a
+small scalar implementation of the recursions written in this file with :mod:`math` only,
+so that it shares no code (and no vectorisation tricks) with the package.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from sklearn_hyperkernel import recursions
+from sklearn_hyperkernel.recursions import (
+    hyper_kernels,
+    mlp_kernels,
+    relu_duals,
+    z_input_kernel,
+)
+
+LEAKY_SLOPES = [0.01, 0.2, 0.5]
+
+
+@contextmanager
+def no_floating_point_warnings() -> Iterator[None]:
+    """Turn numpy floating-point errors and every ``RuntimeWarning`` into exceptions.
+
+    Underflow is left alone: ``exp`` of a very negative number legitimately underflows.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with np.errstate(divide="raise", invalid="raise", over="raise"):
+            yield
+
+
+# ---------------------------------------------------------------------------
+# Independent scalar reference: the math doc's recursions, literally, one pair at a time
+# ---------------------------------------------------------------------------
+
+
+def scalar_duals(var_a: float, var_b: float, cov: float, slope: float) -> tuple[float, float]:
+    """(kappa1, kappa0) of the variance-normalised leaky relu (relu when ``slope == 0``)."""
+    norm = 1.0 + slope**2
+    if var_a <= 0.0 or var_b <= 0.0:
+        return 0.0, (2.0 * slope + (1.0 - slope) ** 2 * 0.5) / norm
+    root = math.sqrt(var_a * var_b)
+    rho = max(-1.0, min(1.0, cov / root))
+    angle = math.acos(rho)
+    kappa1 = (
+        2.0 * slope * cov
+        + (1.0 - slope) ** 2
+        * root
+        / math.pi
+        * (math.sin(angle) + (math.pi - angle) * math.cos(angle))
+    ) / norm
+    kappa0 = (2.0 * slope + (1.0 - slope) ** 2 * (math.pi - angle) / math.pi) / norm
+    return kappa1, kappa0
+
+
+def scalar_dot(u: Sequence[float], v: Sequence[float]) -> float:
+    return math.fsum(a * b for a, b in zip(u, v, strict=True))
+
+
+def scalar_z_kernel(
+    z: Sequence[float], z_other: Sequence[float], encoding: str, length_scale
+) -> float:
+    if encoding == "linear":
+        return scalar_dot(z, z_other) / len(z)
+    scales = [float(s) for s in np.broadcast_to(length_scale, (len(z),))]
+    squares = (((a - b) / s) ** 2 for a, b, s in zip(z, z_other, scales, strict=True))
+    return math.exp(-0.5 * math.fsum(squares))
+
+
+def scalar_mlp(
+    x: Sequence[float], x_other: Sequence[float], depth: int, slope: float
+) -> tuple[tuple[float, float, float], float]:
+    """f's NNGP as the 2x2 triple (S(x,x), S(x',x'), S(x,x')) at layer L-1, and Theta^f(x,x')."""
+    n0 = len(x)
+    # S[l] = (S^l(x,x), S^l(x',x'), S^l(x,x')); S_dot[l] = Sdot^l(x,x') (index 0 unused).
+    S = [(scalar_dot(x, x) / n0, scalar_dot(x_other, x_other) / n0, scalar_dot(x, x_other) / n0)]
+    S_dot = [math.nan]
+    for _ in range(1, depth):
+        aa, bb, ab = S[-1]
+        k1_ab, k0_ab = scalar_duals(aa, bb, ab, slope)
+        k1_aa, _ = scalar_duals(aa, aa, aa, slope)
+        k1_bb, _ = scalar_duals(bb, bb, bb, slope)
+        S.append((k1_aa, k1_bb, k1_ab))
+        S_dot.append(k0_ab)
+    # Theta^f = sum_{l=1..L} S^{l-1} * prod_{k=l..L-1} Sdot^k
+    theta_f = math.fsum(
+        S[layer - 1][2] * math.prod(S_dot[k] for k in range(layer, depth))
+        for layer in range(1, depth + 1)
+    )
+    return S[depth - 1], theta_f
+
+
+def scalar_hyper(
+    x, z, x_other, z_other, f_depth, g_depth, encoding="linear", length_scale=1.0, slope=0.0
+) -> tuple[float, float]:
+    """(HyperNNGP, HyperKernel) of one pair of rows, straight from the math doc."""
+    S_f, theta_f = scalar_mlp(x, x_other, f_depth, slope)
+    sigma0 = (
+        scalar_z_kernel(z, z, encoding, length_scale),
+        scalar_z_kernel(z_other, z_other, encoding, length_scale),
+        scalar_z_kernel(z, z_other, encoding, length_scale),
+    )
+    Sigma = [sigma0]
+    Sigma_dot = [math.nan]
+    Lam = [None, tuple(S_f[i] * sigma0[i] for i in range(3))]  # Lambda^1
+    for layer in range(1, g_depth):
+        aa, bb, ab = Lam[layer]
+        k1_ab, k0_ab = scalar_duals(aa, bb, ab, slope)
+        k1_aa, _ = scalar_duals(aa, aa, aa, slope)
+        k1_bb, _ = scalar_duals(bb, bb, bb, slope)
+        Sigma.append((k1_aa, k1_bb, k1_ab))
+        Sigma_dot.append(k0_ab)
+        Lam.append(tuple(S_f[i] * Sigma[layer][i] for i in range(3)))  # Lambda^{l+1}
+    hyper_nngp = Lam[g_depth][2]
+    # K^g = sum_{l=1..H} Sigma^{l-1} * prod_{k=l..H-1} [S_f * Sigmadot^k]
+    k_g = math.fsum(
+        Sigma[layer - 1][2] * math.prod(S_f[2] * Sigma_dot[k] for k in range(layer, g_depth))
+        for layer in range(1, g_depth + 1)
+    )
+    return hyper_nngp, theta_f * k_g
+
+
+def reference_grams(x_a, z_a, x_b, z_b, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    nngp = np.empty((len(x_a), len(x_b)))
+    ntk = np.empty_like(nngp)
+    for i in range(len(x_a)):
+        for j in range(len(x_b)):
+            nngp[i, j], ntk[i, j] = scalar_hyper(
+                list(x_a[i]), list(z_a[i]), list(x_b[j]), list(z_b[j]), **kwargs
+            )
+    return nngp, ntk
+
+
+def _rows(seed: int, n: int, dim: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim))
+
+
+# ---------------------------------------------------------------------------
+# relu_duals
+# ---------------------------------------------------------------------------
+
+# Variances whose products are perfect squares, so that c = rho * sqrt(a b) is exact.
+VAR_A = np.array([4.0, 1.0, 0.25])
+VAR_B = np.array([9.0, 16.0])
+ROOT = np.sqrt(np.outer(VAR_A, VAR_B))
+
+
+def test_relu_duals_shapes_and_dtype():
+    kappa1, kappa0 = relu_duals(VAR_A, VAR_B, 0.3 * ROOT)
+    assert kappa1.shape == (3, 2) and kappa0.shape == (3, 2)
+    assert kappa1.dtype == np.float64 and kappa0.dtype == np.float64
+
+
+def test_relu_duals_relu_closed_values():
+    k1, k0 = relu_duals(VAR_A, VAR_B, ROOT)  # rho = 1
+    assert_allclose(k1, ROOT, rtol=1e-14)
+    assert_allclose(k0, 1.0, rtol=1e-14)
+    k1, k0 = relu_duals(VAR_A, VAR_B, np.zeros_like(ROOT))  # rho = 0
+    assert_allclose(k1, ROOT / np.pi, rtol=1e-14)
+    assert_allclose(k0, 0.5, rtol=1e-14)
+    k1, k0 = relu_duals(VAR_A, VAR_B, -ROOT)  # rho = -1
+    assert_allclose(k1, 0.0, atol=1e-14 * ROOT.max())
+    assert_allclose(k0, 0.0, atol=1e-14)
+
+
+def test_relu_duals_keep_the_variance():
+    var = np.array([0.3, 1.0, 7.5])
+    k1, k0 = relu_duals(var, var, np.diag(var))
+    assert_allclose(np.diag(k1), var, rtol=1e-14)
+    # rho = c / sqrt(a b) may land one ulp below 1; kappa0 is then off by ~5e-9 (math doc).
+    assert_allclose(np.diag(k0), 1.0, rtol=1e-7)
+
+
+@pytest.mark.parametrize("slope", LEAKY_SLOPES)
+def test_relu_duals_leaky_closed_values(slope):
+    norm = 1.0 + slope**2
+    k1, k0 = relu_duals(VAR_A, VAR_B, ROOT, negative_slope=slope)  # rho = 1: t = 0
+    assert_allclose(k1, ROOT, rtol=1e-13)  # (2a c + (1-a)^2 c) / (1+a^2) = c
+    assert_allclose(k0, 1.0, rtol=1e-13)
+    k1, k0 = relu_duals(VAR_A, VAR_B, np.zeros_like(ROOT), negative_slope=slope)  # t = pi/2
+    assert_allclose(k1, (1 - slope) ** 2 * ROOT / np.pi / norm, rtol=1e-13)
+    assert_allclose(k0, (2 * slope + (1 - slope) ** 2 / 2) / norm, rtol=1e-13)
+    k1, k0 = relu_duals(VAR_A, VAR_B, -ROOT, negative_slope=slope)  # rho = -1: t = pi
+    assert_allclose(k1, -2 * slope * ROOT / norm, rtol=1e-12, atol=1e-14 * ROOT.max())
+    assert_allclose(k0, 2 * slope / norm, rtol=1e-12, atol=1e-14)
+
+
+def test_relu_duals_zero_slope_is_relu():
+    rng = np.random.default_rng(0)
+    var_a, var_b = rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 4)
+    cov = rng.uniform(-1, 1, (5, 4)) * np.sqrt(np.outer(var_a, var_b))
+    for got, expected in zip(
+        relu_duals(var_a, var_b, cov, negative_slope=0.0),
+        relu_duals(var_a, var_b, cov),
+        strict=True,
+    ):
+        assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("slope", [0.0, *LEAKY_SLOPES])
+def test_relu_duals_against_scalar_reference(slope):
+    rng = np.random.default_rng(1)
+    var_a, var_b = rng.uniform(0.05, 4, 6), rng.uniform(0.05, 4, 5)
+    cov = rng.uniform(-0.999, 0.999, (6, 5)) * np.sqrt(np.outer(var_a, var_b))
+    k1, k0 = relu_duals(var_a, var_b, cov, negative_slope=slope)
+    for i in range(6):
+        for j in range(5):
+            ref1, ref0 = scalar_duals(var_a[i], var_b[j], cov[i, j], slope)
+            assert k1[i, j] == pytest.approx(ref1, rel=1e-12, abs=1e-15)
+            assert k0[i, j] == pytest.approx(ref0, rel=1e-12, abs=1e-15)
+
+
+def test_relu_duals_swap_arguments_transposes():
+    rng = np.random.default_rng(2)
+    var_a, var_b = rng.uniform(0.1, 3, 4), rng.uniform(0.1, 3, 3)
+    cov = rng.uniform(-1, 1, (4, 3)) * np.sqrt(np.outer(var_a, var_b))
+    for got, swapped in zip(
+        relu_duals(var_a, var_b, cov), relu_duals(var_b, var_a, cov.T), strict=True
+    ):
+        assert_allclose(got, swapped.T, rtol=1e-14, atol=1e-15)
+
+
+def test_relu_duals_rho_slightly_outside_unit_interval_is_clipped():
+    # Rounding can put |c| a hair above sqrt(ab); the duals must then equal the rho = +-1 values.
+    var_a, var_b = np.array([1.0]), np.array([1.0])
+    with no_floating_point_warnings():
+        k1, k0 = relu_duals(var_a, var_b, np.array([[1.0 + 1e-15]]))
+        k1n, k0n = relu_duals(var_a, var_b, np.array([[-1.0 - 1e-15]]))
+    assert np.isfinite([k1, k0, k1n, k0n]).all()
+    assert_allclose(k1, 1.0, rtol=1e-13)
+    assert_allclose(k0, 1.0, rtol=1e-13)
+    assert_allclose(k1n, 0.0, atol=1e-14)
+    assert_allclose(k0n, 0.0, atol=1e-14)
+
+
+@pytest.mark.parametrize("slope", [0.0, *LEAKY_SLOPES])
+def test_relu_duals_zero_variance(slope):
+    independent_kappa0 = (2 * slope + (1 - slope) ** 2 / 2) / (1 + slope**2)
+    var_a = np.array([0.0, 2.0, 0.0])
+    var_b = np.array([0.0, 3.0])
+    cov = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    with no_floating_point_warnings():
+        k1, k0 = relu_duals(var_a, var_b, cov, negative_slope=slope)
+    assert np.isfinite(k1).all() and np.isfinite(k0).all()
+    zero_rows = np.array([[True, True], [True, False], [True, True]])
+    assert_array_equal(k1[zero_rows], 0.0)
+    assert_allclose(k0[zero_rows], independent_kappa0, rtol=1e-14)
+    if slope == 0.0:
+        assert_allclose(k0[zero_rows], 0.5, rtol=1e-14)
+    ref1, ref0 = scalar_duals(2.0, 3.0, 1.0, slope)
+    assert k1[1, 1] == pytest.approx(ref1, rel=1e-12)
+    assert k0[1, 1] == pytest.approx(ref0, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# mlp_kernels
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_mlp_kernels_diagonal_identities(depth, slope):
+    x = _rows(3, 7, 5)
+    s = (x**2).sum(axis=1) / x.shape[1]
+    S_f, theta_f = mlp_kernels(x, depth=depth, negative_slope=slope)
+    assert S_f.shape == (7, 7) and theta_f.shape == (7, 7)
+    assert_allclose(np.diag(S_f), s, rtol=1e-12)
+    # Theta^f diagonal goes through kappa0 at rho = 1, which is sensitive (math doc): rtol 1e-6.
+    assert_allclose(np.diag(theta_f), depth * s, rtol=1e-6)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_mlp_kernels_depth_one_is_the_scaled_dot_product(slope):
+    x_a, x_b = _rows(4, 6, 3), _rows(5, 4, 3)
+    S_f, theta_f = mlp_kernels(x_a, x_b, depth=1, negative_slope=slope)
+    expected = x_a @ x_b.T / 3
+    assert_allclose(S_f, expected, rtol=1e-13, atol=1e-15)
+    assert_allclose(theta_f, expected, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_mlp_kernels_against_scalar_reference(depth, slope):
+    x_a, x_b = _rows(6, 5, 4), _rows(7, 3, 4)
+    S_f, theta_f = mlp_kernels(x_a, x_b, depth=depth, negative_slope=slope)
+    for i in range(5):
+        for j in range(3):
+            S_ref, theta_ref = scalar_mlp(list(x_a[i]), list(x_b[j]), depth, slope)
+            assert S_f[i, j] == pytest.approx(S_ref[2], rel=1e-10, abs=1e-14)
+            assert theta_f[i, j] == pytest.approx(theta_ref, rel=1e-10, abs=1e-14)
+
+
+def test_mlp_kernels_auto_equals_cross_and_is_symmetric():
+    x = _rows(8, 6, 3)
+    S_auto, theta_auto = mlp_kernels(x, depth=3)
+    S_cross, theta_cross = mlp_kernels(x, x, depth=3)
+    assert_allclose(S_auto, S_cross, rtol=1e-12)
+    assert_allclose(theta_auto, theta_cross, rtol=1e-6)
+    assert_allclose(S_auto, S_auto.T, rtol=1e-13)
+    assert_allclose(theta_auto, theta_auto.T, rtol=1e-13)
+
+
+def test_mlp_kernels_zero_row_is_zero_without_warnings():
+    x = _rows(9, 4, 3)
+    x[1] = 0.0
+    with no_floating_point_warnings():
+        S_f, theta_f = mlp_kernels(x, depth=3)
+    assert np.isfinite(S_f).all() and np.isfinite(theta_f).all()
+    for gram in (S_f, theta_f):
+        assert_array_equal(gram[1], 0.0)
+        assert_array_equal(gram[:, 1], 0.0)
+
+
+# ---------------------------------------------------------------------------
+# z_input_kernel
+# ---------------------------------------------------------------------------
+
+
+def test_z_input_kernel_linear():
+    z_a, z_b = _rows(10, 5, 3), _rows(11, 4, 3)
+    assert_allclose(z_input_kernel(z_a, z_b, encoding="linear"), z_a @ z_b.T / 3, rtol=1e-13)
+    assert_allclose(z_input_kernel(z_a), z_a @ z_a.T / 3, rtol=1e-13)
+
+
+@pytest.mark.parametrize("length_scale", [1.0, 0.3, [0.5, 2.0, 1.0]])
+def test_z_input_kernel_fourier(length_scale):
+    z_a, z_b = _rows(12, 5, 3), _rows(13, 4, 3)
+    scales = np.broadcast_to(np.asarray(length_scale, dtype=float), (3,))
+    diff = (z_a[:, None, :] - z_b[None, :, :]) / scales
+    expected = np.exp(-0.5 * (diff**2).sum(axis=-1))
+    got = z_input_kernel(z_a, z_b, encoding="fourier", length_scale=length_scale)
+    assert got.shape == (5, 4)
+    assert_allclose(got, expected, rtol=1e-12)
+    auto = z_input_kernel(z_a, encoding="fourier", length_scale=length_scale)
+    assert_allclose(np.diag(auto), 1.0, rtol=1e-14)
+    assert_allclose(auto, auto.T, rtol=1e-14)
+
+
+def test_z_input_kernel_fourier_one_dimensional_z():
+    z_a, z_b = _rows(14, 4, 1), _rows(15, 3, 1)
+    got = z_input_kernel(z_a, z_b, encoding="fourier", length_scale=[0.7])
+    assert_allclose(got, np.exp(-0.5 * ((z_a - z_b.T) / 0.7) ** 2), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# hyper_kernels
+# ---------------------------------------------------------------------------
+
+HYPER_CASES = [
+    dict(f_depth=2, g_depth=2),
+    dict(f_depth=2, g_depth=2, slope=0.2),
+    dict(f_depth=2, g_depth=2, encoding="fourier", length_scale=0.8),
+    dict(f_depth=1, g_depth=1),
+    dict(f_depth=3, g_depth=2, encoding="fourier", length_scale=[0.5, 1.5]),
+    dict(f_depth=2, g_depth=3, slope=0.1),
+    dict(f_depth=4, g_depth=3),
+]
+
+
+def _case_id(case: dict) -> str:
+    return "-".join(f"{key}={value}" for key, value in case.items())
+
+
+@pytest.mark.parametrize("case", HYPER_CASES, ids=_case_id)
+def test_hyper_kernels_against_scalar_loop(case):
+    rng = np.random.default_rng(16)
+    x_a, z_a = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))
+    x_b, z_b = rng.normal(size=(4, 4)), rng.normal(size=(4, 2))
+    # rows sharing x with a different z, as in (image, pixel) data
+    x_b[1] = x_a[0]
+    encoding = case.get("encoding", "linear")
+    length_scale = case.get("length_scale", 1.0)
+    slope = case.get("slope", 0.0)
+    nngp, ntk = hyper_kernels(
+        x_a,
+        z_a,
+        x_b,
+        z_b,
+        f_depth=case["f_depth"],
+        g_depth=case["g_depth"],
+        z_encoding=encoding,
+        length_scale=length_scale,
+        negative_slope=slope,
+    )
+    ref_nngp, ref_ntk = reference_grams(
+        x_a,
+        z_a,
+        x_b,
+        z_b,
+        f_depth=case["f_depth"],
+        g_depth=case["g_depth"],
+        encoding=encoding,
+        length_scale=length_scale,
+        slope=slope,
+    )
+    assert nngp.shape == ntk.shape == (5, 4)
+    scale_nngp, scale_ntk = np.abs(ref_nngp).max(), np.abs(ref_ntk).max()
+    assert_allclose(nngp, ref_nngp, rtol=1e-9, atol=1e-13 * scale_nngp)
+    assert_allclose(ntk, ref_ntk, rtol=1e-7, atol=1e-13 * scale_ntk)
+
+
+def test_hyper_kernels_two_two_literal_loop_auto():
+    rng = np.random.default_rng(17)
+    x, z = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    nngp, ntk = hyper_kernels(x, z, f_depth=2, g_depth=2)
+    ref_nngp, ref_ntk = reference_grams(x, z, x, z, f_depth=2, g_depth=2)
+    assert_allclose(nngp, ref_nngp, rtol=1e-9)
+    assert_allclose(ntk, ref_ntk, rtol=1e-6)
+
+
+@pytest.mark.parametrize("f_depth,g_depth", [(1, 1), (2, 2), (3, 2), (2, 4)])
+@pytest.mark.parametrize("encoding", ["linear", "fourier"])
+def test_hyper_kernels_diagonal_identities(f_depth, g_depth, encoding):
+    rng = np.random.default_rng(18)
+    x, z = rng.normal(size=(7, 4)), rng.normal(size=(7, 3))
+    nngp, ntk = hyper_kernels(
+        x, z, f_depth=f_depth, g_depth=g_depth, z_encoding=encoding, length_scale=0.9
+    )
+    s = (x**2).sum(axis=1) / 4
+    e = (z**2).sum(axis=1) / 3 if encoding == "linear" else np.ones(7)
+    assert_allclose(np.diag(nngp), s**g_depth * e, rtol=1e-10)
+    assert_allclose(np.diag(ntk), f_depth * g_depth * s**g_depth * e, rtol=1e-6)
+
+
+def test_hyper_kernels_depth_one_is_bilinear():
+    rng = np.random.default_rng(19)
+    x_a, z_a = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    x_b, z_b = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    expected = (x_a @ x_b.T / 3) * (z_a @ z_b.T / 2)
+    nngp, ntk = hyper_kernels(x_a, z_a, x_b, z_b, f_depth=1, g_depth=1)
+    assert_allclose(nngp, expected, rtol=1e-12, atol=1e-15)
+    assert_allclose(ntk, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_hyper_kernels_default_second_argument():
+    rng = np.random.default_rng(20)
+    x, z = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    auto = hyper_kernels(x, z, f_depth=3, g_depth=2)
+    cross = hyper_kernels(x, z, x, z, f_depth=3, g_depth=2)
+    assert_allclose(auto[0], cross[0], rtol=1e-12)
+    assert_allclose(auto[1], cross[1], rtol=1e-6)
+
+
+def test_hyper_kernels_zero_x_or_zero_z_rows_are_zero():
+    rng = np.random.default_rng(21)
+    x, z = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    x[1] = 0.0
+    z[3] = 0.0
+    with no_floating_point_warnings():
+        grams = hyper_kernels(x, z, f_depth=3, g_depth=3)
+    for gram in grams:
+        assert np.isfinite(gram).all()
+        for row in (1, 3):
+            assert_array_equal(gram[row], 0.0)
+            assert_array_equal(gram[:, row], 0.0)
+        assert np.all(np.abs(np.delete(np.diag(gram), [1, 3])) > 0)
+
+
+def test_module_exposes_the_documented_functions():
+    for name in ("relu_duals", "mlp_kernels", "z_input_kernel", "hyper_kernels"):
+        assert callable(getattr(recursions, name))
