@@ -1,0 +1,86 @@
+"""
+Pixel regression on digits with the hyperkernel
+================================================
+
+The paper's image tasks feed a hypernetwork the image ``x`` and the primary
+network a pixel coordinate ``z``; the target is the pixel's value. Here each of
+a handful of 8x8 ``load_digits`` images gives 64 rows
+``u = [image (64 values, unit norm) | (row, col) scaled to [-1, 1]]`` and
+``HyperKernelRegressor`` (kernel regression with the infinite-width
+hyperkernel, the paper's Eq. 18) predicts
+
+* the held-out half of the pixels of the training images, and
+* every pixel of images it has not seen,
+
+compared with predicting the mean and with ``KernelRidge(kernel="rbf")`` on the
+same rows. Nothing is downloaded; it runs in a few seconds and prints a table.
+
+With ``z_encoding="linear"`` the kernel is positively homogeneous in ``z``
+(scaling ``z`` scales it), so it cannot fit a general function of a 2-D
+coordinate; a constant third ``z`` column (a bias of the primary network's
+first layer) or the Fourier encoding of ``z`` fixes that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.kernel_ridge import KernelRidge
+
+from sklearn_hyperkernel.kernel_ridge import HyperKernelRegressor
+
+
+def pixel_rows(images: np.ndarray, bias_column: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``[image | coordinate (| 1)]`` and pixel values, one row per pixel."""
+    n_images, height, width = images.shape
+    flat = images.reshape(n_images, -1)
+    flat = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    coords = [2.0 * rows.ravel() / (height - 1) - 1.0, 2.0 * cols.ravel() / (width - 1) - 1.0]
+    if bias_column:
+        coords.append(np.ones(height * width))
+    z = np.column_stack(coords)
+    X = np.hstack([np.repeat(flat, height * width, axis=0), np.tile(z, (n_images, 1))])
+    return X, images.reshape(-1)
+
+
+def relative_mse(model, X: np.ndarray, y: np.ndarray, train: np.ndarray) -> float:
+    """Test MSE of the model divided by the test MSE of the training mean."""
+    model.fit(X[train], y[train])
+    mse = np.mean((model.predict(X[~train]) - y[~train]) ** 2)
+    return mse / np.mean((y[train].mean() - y[~train]) ** 2)
+
+
+def main() -> None:
+    images = load_digits().images[:12] / 16.0
+    n_train_images = 9
+    n_rows = images.shape[0] * images[0].size
+    # training masks, the same for every model: half the pixels; the first images
+    train_half_pixels = np.random.default_rng(0).random(n_rows) < 0.5
+    train_first_images = np.arange(n_rows) < n_train_images * images[0].size
+
+    models = {
+        "hyperkernel (NTK), Fourier z, l=0.5": (
+            HyperKernelRegressor(z_encoding="fourier", length_scale=0.5),
+            False,
+        ),
+        "hyper-NNGP, Fourier z, l=0.3": (
+            HyperKernelRegressor(kernel="nngp", z_encoding="fourier", length_scale=0.3),
+            False,
+        ),
+        "hyperkernel (NTK), linear z + constant": (HyperKernelRegressor(z_dim=3), True),
+        "hyperkernel (NTK), linear z (default)": (HyperKernelRegressor(), False),
+        "KernelRidge rbf (gamma=1/n_features)": (KernelRidge(kernel="rbf", alpha=1e-3), False),
+    }
+
+    print(f"{len(images)} digits, {images[0].size} pixels each; test MSE / MSE of the mean")
+    print(f"{'model':<42} {'held-out pixels':>16} {'held-out images':>16}")
+    for name, (model, bias_column) in models.items():
+        X, y = pixel_rows(images, bias_column)
+        pixels = relative_mse(model, X, y, train_half_pixels)
+        unseen = relative_mse(model, X, y, train_first_images)
+        print(f"{name:<42} {pixels:>16.3f} {unseen:>16.3f}")
+
+
+if __name__ == "__main__":
+    main()
