@@ -27,13 +27,13 @@ from .recursions import (
     mlp_correlations,
 )
 
-# Entries of one chunk of the elementwise recursions: about 2 MB of float64 per
+# Entries of one chunk of the elementwise recursions: about 1 MB of float64 per
 # temporary, so the dozen temporaries of a chunk stay near the CPU caches (and
 # are reused by the allocator instead of being page-faulted in afresh).
-_CHUNK_ELEMENTS = 1 << 18
+_CHUNK_ELEMENTS = 1 << 17
 # Entries of one panel of x correlations: BLAS needs a few hundred rows per
 # product to reach full speed.
-_PANEL_ELEMENTS = 1 << 21
+_PANEL_ELEMENTS = 1 << 22
 _MIN_PANEL_ROWS = 256
 
 _HASH_MULTIPLIERS_SEED = 0x5EED
@@ -310,7 +310,7 @@ def gram(
         Also return the gradient with respect to log length scale
         (Fourier encoding only), shape (n_a, n_b, n_theta).
     block_size : int or None
-        Rows per block; None chooses panels for BLAS and chunks of about 2^18
+        Rows per block; None chooses panels for BLAS and chunks of about 2^17
         entries for the elementwise recursions.
     n_jobs : int or None
         joblib threads over panels.

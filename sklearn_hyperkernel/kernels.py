@@ -278,7 +278,7 @@ _PARAMETERS_DOC = """
     negative_slope : float, default=0.01
         Slope ``a`` of the leaky ReLU; ignored for ``"relu"``.
     block_size : int, default=None
-        Rows per block of the Gram computation; None chooses about 2^18
+        Rows per block of the Gram computation; None chooses about 2^17
         entries per block. Results do not depend on it.
     n_jobs : int, default=None
         Threads over blocks (joblib); None means 1, -1 all cores.
