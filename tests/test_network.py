@@ -1,0 +1,294 @@
+"""Tests of the finite torch hypernetwork (sklearn_hyperkernel._network)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sklearn_hyperkernel import _network  # noqa: E402
+from sklearn_hyperkernel._network import Hypernetwork, empirical_ntk, unique_rows  # noqa: E402
+
+DTYPE = torch.float64
+
+
+def make_model(seed: int = 0, **kwargs) -> Hypernetwork:
+    arguments = {"x_dim": 3, "z_dim": 2, "f_width": 9, "g_width": 5}
+    arguments.update(kwargs)
+    return Hypernetwork(generator=torch.Generator().manual_seed(seed), **arguments)
+
+
+def make_rows(rng: np.random.Generator, n_rows: int = 6, x_dim: int = 3, z_dim: int = 2):
+    x = torch.as_tensor(rng.standard_normal((n_rows, x_dim)), dtype=DTYPE)
+    z = torch.as_tensor(rng.standard_normal((n_rows, z_dim)), dtype=DTYPE)
+    return x, z
+
+
+def naive_forward(model: Hypernetwork, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """h(x, z) one row at a time with plain matrix-vector products."""
+    if model.activation == "relu":
+        slope, gain = 0.0, math.sqrt(2.0)
+    else:
+        slope = model.negative_slope
+        gain = math.sqrt(2.0 / (1.0 + slope**2))
+
+    def phi(s):
+        return gain * torch.where(s > 0, s, slope * s)
+
+    outputs = []
+    for row in range(x.shape[0]):
+        q = x[row]
+        for layer, weight in enumerate(model.f_weights):
+            scale = 1.0 / math.sqrt(weight.shape[1]) if model.parameterization == "ntk" else 1.0
+            y = (weight @ q) * scale
+            q = phi(y) if layer < model.f_depth - 1 else y
+        if model.z_encoding == "linear":
+            a = z[row]
+        else:
+            a = math.sqrt(2.0) * torch.cos(
+                model.fourier_weight @ (z[row] / model.length_scale) + model.fourier_phase
+            )
+        offset = 0
+        sizes = model.g_layer_sizes
+        for layer in range(model.g_depth):
+            n_out, n_in = sizes[layer + 1], sizes[layer]
+            v = q[offset : offset + n_out * n_in].reshape(n_out, n_in)
+            offset += n_out * n_in
+            pre = v @ a / math.sqrt(n_in)
+            a = phi(pre) if layer < model.g_depth - 1 else pre
+        assert offset == q.shape[0]
+        outputs.append(a)
+    return torch.stack(outputs)
+
+
+ARCHITECTURES = [
+    {"f_depth": 1, "g_depth": 1},
+    {"f_depth": 3, "g_depth": 2},
+    {"f_depth": 2, "g_depth": 3, "n_outputs": 3},
+    {"f_depth": 2, "g_depth": 2, "activation": "leaky_relu", "negative_slope": 0.2},
+    {
+        "f_depth": 2,
+        "g_depth": 2,
+        "z_encoding": "fourier",
+        "n_fourier_features": 7,
+        "length_scale": [0.5, 2.0],
+    },
+    {"f_depth": 3, "g_depth": 2, "parameterization": "standard", "n_outputs": 2},
+]
+
+
+# ------------------------------------------------------------------------ shapes
+def test_shapes_and_layer_sizes(rng):
+    model = make_model(f_depth=3, g_depth=3, n_outputs=4, f_width=11, g_width=6)
+    x, z = make_rows(rng, 5)
+    assert model(x, z).shape == (5, 4)
+    assert model.g_layer_sizes == (2, 6, 6, 4)
+    assert model.n_generated == 2 * 6 + 6 * 6 + 6 * 4
+    assert model.f_layer_sizes == (3, 11, 11, model.n_generated)
+    generated = model.split_generated(model.f_forward(x))
+    assert [tuple(v.shape) for v in generated] == [(5, 6, 2), (5, 6, 6), (5, 4, 6)]
+    fourier = make_model(z_encoding="fourier", n_fourier_features=13, g_depth=1)
+    assert fourier.g_layer_sizes == (13, 1)
+    assert fourier.encode_z(z).shape == (5, 13)
+    assert fourier(x, z).shape == (5, 1)
+
+
+def test_only_f_weights_are_trainable(rng):
+    model = make_model(f_depth=3, z_encoding="fourier", n_fourier_features=8)
+    parameters = list(model.parameters())
+    assert len(parameters) == 3
+    assert [tuple(p.shape) for p in parameters] == [tuple(w.shape) for w in model.f_weights]
+    assert {name for name, _ in model.named_buffers()} == {
+        "length_scale",
+        "fourier_weight",
+        "fourier_phase",
+    }
+    x, z = make_rows(rng)
+    model(x, z).sum().backward()
+    assert all(p.grad is not None and torch.any(p.grad != 0) for p in parameters)
+    assert all(not b.requires_grad for b in model.buffers())
+
+
+def test_float32_model(rng):
+    model = make_model(dtype=torch.float32)
+    x, z = make_rows(rng)
+    out = model(x.float(), z.float())
+    assert out.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+# ------------------------------------------------------------------- per sample
+def test_every_row_gets_its_own_generated_weights(rng):
+    model = make_model(f_depth=2, g_depth=2)
+    x, _ = make_rows(rng, 2)
+    z = torch.tensor([[0.3, -1.2], [0.3, -1.2]], dtype=DTYPE)
+    generated = model.split_generated(model.f_forward(x))
+    for matrix in generated:
+        assert not torch.allclose(matrix[0], matrix[1])
+    out = model(x, z)
+    assert out[0, 0] != out[1, 0]  # same z, different x: different g
+    same_x = model(x[[0, 0]], z)
+    assert same_x[0, 0] == same_x[1, 0]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_batched_forward_equals_per_row_loop(rng, architecture):
+    model = make_model(**architecture)
+    x, z = make_rows(rng, 7)
+    with torch.no_grad():
+        batched = model(x, z)
+        looped = naive_forward(model, x, z)
+    torch.testing.assert_close(batched, looped, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES[1:3])
+def test_distinct_x_path_equals_plain_path(rng, architecture):
+    model = make_model(**architecture)
+    x_distinct, _ = make_rows(rng, 3)
+    index = torch.tensor([0, 2, 2, 1, 0, 0, 1, 2])
+    x = x_distinct[index]
+    z = torch.as_tensor(rng.standard_normal((8, 2)), dtype=DTYPE)
+    plain = model(x, z)
+    torch.testing.assert_close(model(x_distinct, z, x_index=index), plain, rtol=1e-13, atol=0)
+    torch.testing.assert_close(model(x, z, deduplicate_x=True), plain, rtol=1e-13, atol=0)
+    unique, inverse = unique_rows(x)
+    assert unique.shape == (3, 3)
+    torch.testing.assert_close(unique[inverse], x, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="x_index"):
+        model(x_distinct, z)
+
+
+def test_ntk_and_standard_parameterisations_compute_the_same_function(rng):
+    x, z = make_rows(rng)
+    ntk = make_model(seed=3, f_depth=3, parameterization="ntk")
+    standard = make_model(seed=3, f_depth=3, parameterization="standard")
+    torch.testing.assert_close(standard(x, z), ntk(x, z), rtol=1e-12, atol=1e-12)
+    # depth-1 f: the standard NTK is n0 times the NTK-parameterised one
+    ntk1 = make_model(seed=3, f_depth=1, g_depth=1, parameterization="ntk")
+    standard1 = make_model(seed=3, f_depth=1, g_depth=1, parameterization="standard")
+    torch.testing.assert_close(
+        empirical_ntk(standard1, x, z), 3 * empirical_ntk(ntk1, x, z), rtol=1e-12, atol=1e-12
+    )
+
+
+# ------------------------------------------------------------------ determinism
+def test_seeded_generator_is_deterministic(rng):
+    x, z = make_rows(rng)
+    first = make_model(seed=7, z_encoding="fourier", n_fourier_features=5)
+    second = make_model(seed=7, z_encoding="fourier", n_fourier_features=5)
+    other = make_model(seed=8, z_encoding="fourier", n_fourier_features=5)
+    for (name, a), (_, b) in zip(
+        first.state_dict().items(), second.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert torch.equal(first(x, z), second(x, z))
+    assert not torch.allclose(first(x, z), other(x, z))
+    torch.manual_seed(11)
+    global_a = Hypernetwork(3, 2)(x, z)
+    torch.manual_seed(11)
+    global_b = Hypernetwork(3, 2)(x, z)
+    assert torch.equal(global_a, global_b)
+
+
+# ----------------------------------------------------------------- empirical NTK
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_empirical_ntk_equals_jacobian_gram(rng, architecture):
+    """The layer-factorised kernel equals J J^T from torch.func.jacrev."""
+    model = make_model(**architecture)
+    x, z = make_rows(rng, 5)
+    parameters = dict(model.named_parameters())
+    jacobians = torch.func.jacrev(lambda p: torch.func.functional_call(model, p, (x, z)))(
+        parameters
+    )
+    n_outputs = model.n_outputs
+    jacobian = torch.cat([j.reshape(5, n_outputs, -1) for j in jacobians.values()], dim=-1)
+    expected = torch.einsum("iop,jop->oij", jacobian, jacobian)
+    per_output = empirical_ntk(model, x, z, reduce="none")
+    assert per_output.shape == (n_outputs, 5, 5)
+    torch.testing.assert_close(per_output, expected, rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(empirical_ntk(model, x, z), expected.mean(0), rtol=1e-11, atol=1e-11)
+    cross = empirical_ntk(model, x[:2], z[:2], x[1:], z[1:], reduce="none")
+    torch.testing.assert_close(cross, expected[:, :2, 1:], rtol=1e-11, atol=1e-11)
+
+
+def test_empirical_ntk_chunks_over_outputs(rng, monkeypatch):
+    model = make_model(f_depth=2, g_depth=2, n_outputs=5)
+    x, z = make_rows(rng, 4)
+    whole = empirical_ntk(model, x, z, reduce="none")
+    monkeypatch.setattr(_network, "_NTK_CHUNK_ELEMENTS", 1)  # one output at a time
+    torch.testing.assert_close(empirical_ntk(model, x, z, reduce="none"), whole, rtol=1e-14, atol=0)
+    torch.testing.assert_close(empirical_ntk(model, x, z), whole.mean(0), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("f_width, g_width", [(1, 1), (4, 3), (300, 50)])
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_depth_one_ntk_is_bilinear_kernel_at_any_width(rng, f_width, g_width, parameterization):
+    """f_depth = g_depth = 1: K = (x.x'/n0)(z.z'/m0) exactly (times n0 for "standard")."""
+    model = make_model(
+        f_depth=1,
+        g_depth=1,
+        f_width=f_width,
+        g_width=g_width,
+        parameterization=parameterization,
+    )
+    x1, z1 = make_rows(rng, 6)
+    x2, z2 = make_rows(rng, 4)
+    expected = (x1 @ x2.T / 3) * (z1 @ z2.T / 2)
+    if parameterization == "standard":
+        expected = expected * 3
+    torch.testing.assert_close(
+        empirical_ntk(model, x1, z1, x2, z2), expected, rtol=1e-10, atol=1e-14
+    )
+
+
+def test_fourier_features_approximate_the_gaussian_kernel(rng):
+    length_scale = torch.tensor([0.7, 1.6], dtype=DTYPE)
+    model = make_model(
+        z_encoding="fourier",
+        n_fourier_features=2**15,
+        length_scale=length_scale.tolist(),
+        g_depth=1,
+    )
+    _, z = make_rows(rng, 5)
+    features = model.encode_z(z)
+    approximate = features @ features.T / features.shape[1]
+    scaled = z / length_scale
+    exact = torch.exp(-0.5 * torch.cdist(scaled, scaled) ** 2)
+    torch.testing.assert_close(approximate, exact, rtol=0, atol=0.03)
+
+
+# ---------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"f_depth": 0}, "f_depth"),
+        ({"g_depth": 0}, "g_depth"),
+        ({"f_width": 0}, "f_width"),
+        ({"g_width": -2}, "g_width"),
+        ({"n_outputs": 0}, "n_outputs"),
+        ({"x_dim": 0}, "x_dim"),
+        ({"f_depth": 2.5}, "f_depth"),
+        ({"n_fourier_features": 0}, "n_fourier_features"),
+        ({"z_encoding": "rbf"}, "z_encoding"),
+        ({"activation": "tanh"}, "activation"),
+        ({"parameterization": "mup"}, "parameterization"),
+        ({"negative_slope": float("nan")}, "negative_slope"),
+        ({"z_encoding": "fourier", "length_scale": [1.0, 2.0, 3.0]}, "length_scale"),
+        ({"z_encoding": "fourier", "length_scale": -1.0}, "length_scale"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_model(**kwargs)
+
+
+def test_bad_empirical_ntk_arguments_raise(rng):
+    model = make_model()
+    x, z = make_rows(rng)
+    with pytest.raises(ValueError, match="reduce"):
+        empirical_ntk(model, x, z, reduce="sum")
+    with pytest.raises(ValueError, match="both"):
+        empirical_ntk(model, x, z, x2=x)
