@@ -4,15 +4,25 @@
 * :class:`HyperNNGP` -- its Gaussian-process (NNGP) kernel.
 * :class:`HyperKernelRegressor` -- kernel ridge regression with either (the
   paper's Eq. 18), as a scikit-learn estimator.
+* :class:`HypernetworkRegressor`, :class:`HypernetworkClassifier` -- the finite
+  hypernetwork trained with torch (needs the ``torch`` extra).
 
 Both are :class:`sklearn.gaussian_process.kernels.Kernel` objects over rows
 ``u = [x | z]`` (the last ``z_dim`` columns are z). The closed forms are in
 :mod:`sklearn_hyperkernel.recursions`, which knows nothing of scikit-learn.
 """
 
+from .hypernetwork import HypernetworkClassifier, HypernetworkRegressor
 from .kernel_ridge import HyperKernelRegressor
 from .kernels import HyperKernel, HyperNNGP
 
 __version__ = "0.1.0"
 
-__all__ = ["HyperKernel", "HyperKernelRegressor", "HyperNNGP", "__version__"]
+__all__ = [
+    "HyperKernel",
+    "HyperKernelRegressor",
+    "HyperNNGP",
+    "HypernetworkClassifier",
+    "HypernetworkRegressor",
+    "__version__",
+]
