@@ -41,13 +41,19 @@ def main() -> None:
     chunks_np = [(base[0], base[1])] * n_chunks
     chunks_torch = [(torch.from_numpy(base[0]), torch.from_numpy(base[1]))] * n_chunks
     t_np = min(run(chunks_np, np.copy) for _ in range(args.repeats))
-    t_torch = min(run(chunks_torch, torch.clone) for _ in range(args.repeats))
-    print(f"N = {args.n}: {n_chunks} chunks of {rows} x {args.n}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), numpy {np.__version__}")
+    default_threads = torch.get_num_threads()
+    timings = {}
+    for threads in sorted({1, default_threads}):
+        torch.set_num_threads(threads)
+        timings[threads] = min(run(chunks_torch, torch.clone) for _ in range(args.repeats))
+    torch.set_num_threads(default_threads)
+    print(f"N = {args.n}: {n_chunks} chunks of {rows} x {args.n}, torch {torch.__version__}, "
+          f"numpy {np.__version__} (numpy's ufuncs use one thread)")
     print("| backend | seconds | ratio to numpy |")
     print("|---|---|---|")
     print(f"| numpy | {t_np:.3f} | 1.00 |")
-    print(f"| torch (CPU) | {t_torch:.3f} | {t_torch / t_np:.2f} |")
+    for threads, seconds in timings.items():
+        print(f"| torch CPU, {threads} thread(s) | {seconds:.3f} | {seconds / t_np:.2f} |")
 
 
 if __name__ == "__main__":
