@@ -627,7 +627,7 @@ class HypernetworkRegressor(MultiOutputMixin, RegressorMixin, _BaseHypernetwork)
     t_ : int
         Training rows processed so far.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when ``X`` has string feature names.
 
     Examples

@@ -7,14 +7,18 @@ The paper predicts with kernel regression (its Eq. 18)::
 :class:`HyperKernelRegressor` is that predictor as a scikit-learn estimator. It
 behaves like :class:`sklearn.kernel_ridge.KernelRidge` with ``alpha`` playing the
 role of ``eps``; the differences are the kernel (the hyperkernel ``Theta^h`` or
-the hyper-NNGP ``Lambda^H`` by default), a guarded Cholesky solver, and a
-prediction that works through the test rows in blocks so that its memory does
-not grow with the number of test rows.
+the hyper-NNGP ``Lambda^H`` by default), a guarded Cholesky solver or, for
+training sets whose Gram matrix does not fit in memory, a matrix-free
+preconditioned conjugate-gradient solver, and a prediction that works through
+the test rows in blocks so that its memory does not grow with the number of
+test rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 import warnings
 from numbers import Integral, Real
 from typing import Any
@@ -29,10 +33,24 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sklearn_hyperkernel._solvers import (
+    LowRankPreconditioner,
+    conjugate_gradient,
+    pivoted_cholesky,
+)
+
 __all__ = ["HyperKernelRegressor"]
 
 #: Bytes that one block of the cross-kernel may take when ``block_size=None``.
 DEFAULT_BLOCK_BYTES = 16 * 2**20
+
+#: Bytes that one tile of the training Gram may take in a CG matvec when
+#: ``block_size=None``.
+CG_BLOCK_BYTES = 64 * 2**20
+
+#: ``solver="auto"`` uses Cholesky while the n x n float64 training Gram takes
+#: at most this many bytes (2 GiB: n <= 16,384), and CG beyond.
+AUTO_CHOLESKY_MAX_GRAM_BYTES = 2 * 2**30
 
 #: The first diagonal jitter tried, relative to the mean of the diagonal.
 _FIRST_RELATIVE_JITTER = 1e-10
@@ -101,7 +119,47 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Number of test rows per block in :meth:`predict`: only one block of the
         cross-kernel ``K(X, X_fit_)`` (``block_size x n_samples_fit``) exists at
         a time. ``None`` chooses the largest block that takes at most
-        ``DEFAULT_BLOCK_BYTES`` (16 MiB) of float64 values.
+        ``DEFAULT_BLOCK_BYTES`` (16 MiB) of float64 values. With
+        ``solver="cg"`` it is also the number of training rows per tile of the
+        matrix-free products ``K @ v`` (``None``: tiles of at most
+        ``CG_BLOCK_BYTES``, 64 MiB).
+
+    solver : {"auto", "cholesky", "cg"}, default="auto"
+        How ``(K + alpha I) c = y`` is solved.
+
+        - ``"cholesky"`` forms the ``n x n`` training Gram and factorises it:
+          ``8 n^2`` bytes and ``n^3 / 3`` flops.
+        - ``"cg"`` runs preconditioned conjugate gradients without ever holding
+          ``K``: each iteration computes ``K @ v`` tile by tile from the kernel
+          (the tiles of one block triangle, each used for both of its
+          symmetric halves), so memory is ``O(n * (block rows + cg_rank))``.
+          Each iteration costs one evaluation of half the kernel matrix.
+        - ``"auto"`` uses ``"cholesky"`` while the Gram takes at most
+          ``AUTO_CHOLESKY_MAX_GRAM_BYTES`` (2 GiB, i.e. ``n <= 16384``) and
+          ``"cg"`` beyond.
+
+    tol : float, default=1e-6
+        CG stops when ``|y_j - (K + alpha_j I) c_j| <= tol * |y_j|`` for every
+        target ``j`` (with the weighted system when ``sample_weight`` is
+        given). The error of the fitted values ``K c`` is at most the residual.
+        Ignored by Cholesky.
+
+    max_iter : int, default=1000
+        Largest number of CG iterations; reaching it without meeting ``tol``
+        raises a :class:`~sklearn.exceptions.ConvergenceWarning`. Ignored by
+        Cholesky.
+
+    cg_rank : int, default=300
+        Rank of the CG preconditioner: a partial pivoted Cholesky factor
+        ``L L^T ~ K`` (greedy on the diagonal, one kernel column per rank) used
+        as ``(L L^T + alpha I)^-1``. ``0`` runs unpreconditioned CG. It costs
+        ``cg_rank`` kernel columns and ``O(n * cg_rank^2)`` flops once, and
+        ``8 n cg_rank`` bytes (twice, while it is built). Ignored by Cholesky.
+
+    verbose : int, default=0
+        With ``solver="cg"``, ``verbose >= 1`` prints a line when the
+        preconditioner is built and every 10 CG iterations, ``verbose >= 2``
+        every iteration.
 
     n_jobs : int, default=None
         Passed to the constructed kernel (``"ntk"``/``"nngp"``), which may use
@@ -111,6 +169,22 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
+    solver_ : {"cholesky", "cg"}
+        The solver used (what ``solver="auto"`` chose).
+
+    n_iter_ : int
+        Number of CG iterations; 1 with Cholesky (one direct solve, so that
+        ``n_iter_ >= 1`` as scikit-learn expects of estimators with
+        ``max_iter``).
+
+    cg_residual_ : float or None
+        Largest relative residual ``|y_j - (K + alpha_j I) c_j| / |y_j|`` over
+        the targets when CG stopped; ``None`` with Cholesky.
+
+    cg_rank_ : int or None
+        Rank of the preconditioner actually built (lower than ``cg_rank`` when
+        the kernel is captured earlier); ``None`` with Cholesky.
+
     dual_coef_ : ndarray of shape (n_samples,) or (n_samples, n_targets)
         Weights of the training rows in the kernel expansion of the prediction
         (in the units of the original, unweighted problem).
@@ -126,7 +200,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
 
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during :meth:`fit`. Defined only when ``X`` has
         feature names that are all strings.
 
@@ -140,7 +214,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     Notes
     -----
-    The system ``(K + alpha I) c = y`` is solved by a Cholesky factorisation.
+    With ``solver="cholesky"``, the system ``(K + alpha I) c = y`` is solved by
+    a Cholesky factorisation.
     If ``K + alpha I`` is not numerically positive definite (the factorisation
     fails, or its reciprocal condition number is below ``n_samples`` times the
     machine epsilon), a jitter growing from ``1e-10`` to ``1e-4`` times the mean
@@ -148,6 +223,18 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     that states it; past that, a symmetric eigen-solve that drops the
     non-positive eigenvalues is used, also with a warning. A non-finite Gram
     matrix or solution raises a ``ValueError``.
+
+    With ``solver="cg"`` the Gram matrix is never formed. Each iteration
+    computes ``K @ V`` for the search directions of all targets at once, tile
+    by tile: the tiles ``K[i:j, i:]`` of the upper block triangle are
+    evaluated from the kernel (reusing the training rows' factorisation), used
+    for their rows and, transposed, for the rows below, and dropped; the
+    diagonal is read off in closed form as in the Gram of the Cholesky path.
+    The preconditioner is ``(L L^T + alpha I)^-1`` with ``L`` a partial pivoted
+    Cholesky factor of rank ``cg_rank`` (see :mod:`sklearn_hyperkernel._solvers`),
+    applied through an orthonormal basis of ``L``. The approach is that of
+    GPyTorch's BBMM and of Falkon: memory ``O(n)`` per tile row, time
+    ``O(n^2)`` kernel evaluations per iteration instead of ``O(n^3)`` flops.
 
     With ``sample_weight`` the loss is ``sum_i w_i (y_i - f(u_i))^2 + alpha
     |f|^2``: an integer weight is the same as repeating the row.
@@ -182,6 +269,11 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "activation": [StrOptions({"relu", "leaky_relu"})],
         "negative_slope": [Interval(Real, None, None, closed="neither")],
         "block_size": [Interval(Integral, 1, None, closed="left"), None],
+        "solver": [StrOptions({"auto", "cholesky", "cg"})],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "cg_rank": [Interval(Integral, 0, None, closed="left")],
+        "verbose": ["verbose"],
         "n_jobs": [Integral, None],
     }
 
@@ -198,6 +290,11 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         activation: str = "relu",
         negative_slope: float = 0.01,
         block_size: int | None = None,
+        solver: str = "auto",
+        tol: float = 1e-6,
+        max_iter: int = 1000,
+        cg_rank: int = 300,
+        verbose: int = 0,
         n_jobs: int | None = None,
     ) -> None:
         self.kernel = kernel
@@ -210,6 +307,11 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.activation = activation
         self.negative_slope = negative_slope
         self.block_size = block_size
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.cg_rank = cg_rank
+        self.verbose = verbose
         self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
@@ -363,6 +465,15 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 "and the hypernetwork needs at least one x column before them."
             )
         self.kernel_ = self._build_kernel()
+        self.solver_ = self._choose_solver(X.shape[0])
+        if self.solver_ == "cg":
+            self.X_fit_ = X
+            dual_coef = self._fit_cg(X, Y, alphas, weights)
+            self.dual_coef_ = dual_coef.ravel() if one_dimensional else dual_coef
+            return self
+        self.n_iter_ = 1
+        self.cg_residual_ = None
+        self.cg_rank_ = None
         K = self._train_gram(X)
         if K.shape != (X.shape[0], X.shape[0]):
             raise ValueError(
@@ -381,6 +492,180 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.dual_coef_ = dual_coef.ravel() if one_dimensional else dual_coef
         self.X_fit_ = X
         return self
+
+    # ------------------------------------------------------------ CG solver
+    def _choose_solver(self, n_samples: int) -> str:
+        """Resolve ``solver="auto"`` from the memory the Gram would take."""
+        if self.solver != "auto":
+            return self.solver
+        gram_bytes = 8 * n_samples * n_samples
+        return "cholesky" if gram_bytes <= AUTO_CHOLESKY_MAX_GRAM_BYTES else "cg"
+
+    def _log(self, message: str) -> None:
+        print(f"[{type(self).__name__}] {message}", flush=True)
+
+    def _cg_rows_per_tile(self, n_samples: int) -> int:
+        if self.block_size is not None:
+            return int(self.block_size)
+        return max(1, CG_BLOCK_BYTES // (8 * max(n_samples, 1)))
+
+    def _train_rows_kernel(self, start: int, stop: int, col_start: int) -> np.ndarray:
+        """``K(X_fit_[start:stop], X_fit_[col_start:])`` without holding more."""
+        if self._fit_rows is not None:
+            rows = self._fit_rows
+            block = dataclasses.replace(
+                rows, x_index=rows.x_index[start:stop], z=rows.z[start:stop]
+            )
+            cols = dataclasses.replace(
+                rows, x_index=rows.x_index[col_start:], z=rows.z[col_start:]
+            )
+            K = self.kernel_.gram_factorized(block, cols)
+        else:
+            K = self.kernel_(self.X_fit_[start:stop], self.X_fit_[col_start:])
+        return np.asarray(K, dtype=np.float64)
+
+    def _gram_matvec(self, vectors: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
+        """``K @ vectors`` for the training Gram, one tile of rows at a time.
+
+        Only the tiles ``K[start:stop, start:]`` of the upper block triangle are
+        computed; each serves its rows and, transposed, the rows below. The
+        diagonal is taken from ``diagonal`` and each tile's leading square is
+        made exactly symmetric, as in the Gram of the Cholesky path.
+        """
+        n = vectors.shape[0]
+        product = np.zeros_like(vectors)
+        rows_per_tile = self._cg_rows_per_tile(n)
+        for start in range(0, n, rows_per_tile):
+            stop = min(start + rows_per_tile, n)
+            tile = self._train_rows_kernel(start, stop, start)
+            square = tile[:, : stop - start]
+            lower = np.tril_indices(stop - start, -1)
+            square[lower] = square.T[lower]
+            np.fill_diagonal(square, diagonal[start:stop])
+            product[start:stop] += tile @ vectors[start:]
+            product[stop:] += tile[:, stop - start :].T @ vectors[start:stop]
+        return product
+
+    def _train_column(self, index: int, diagonal: np.ndarray) -> np.ndarray:
+        """Column ``K[:, index]`` of the training Gram (a symmetric matrix)."""
+        column = self._train_rows_kernel(index, index + 1, 0).reshape(-1)
+        column[index] = diagonal[index]
+        return column
+
+    def _fit_cg(
+        self,
+        X: np.ndarray,
+        targets: np.ndarray,
+        alphas: np.ndarray,
+        sample_weight: np.ndarray | None,
+    ) -> np.ndarray:
+        """Dual coefficients by preconditioned CG, never holding the Gram.
+
+        With ``s = sqrt(sample_weight)`` the system is ``(S K S + alpha I) c' =
+        S y`` and ``c = S c'``, as in the Cholesky path.
+        """
+        verbose = int(self.verbose)
+        self._fit_rows = self.kernel_.factorize_rows(X) if self._uses_factorization() else None
+        diagonal = np.asarray(self.kernel_.diag(X), dtype=np.float64)
+        if not np.all(np.isfinite(diagonal)):
+            raise ValueError(
+                "The kernel returned non-finite values on the training data; check the scale of X."
+            )
+        root_weight = None if sample_weight is None else np.sqrt(sample_weight)
+        weighted_diagonal = diagonal if root_weight is None else diagonal * sample_weight
+
+        def weighted_column(index: int) -> np.ndarray:
+            column = self._train_column(index, diagonal)
+            if root_weight is not None:
+                column *= root_weight * root_weight[index]
+            return column
+
+        def weighted_matvec(vectors: np.ndarray) -> np.ndarray:
+            if root_weight is None:
+                product = self._gram_matvec(vectors, diagonal)
+            else:
+                product = self._gram_matvec(vectors * root_weight[:, None], diagonal)
+                product *= root_weight[:, None]
+            if not np.all(np.isfinite(product)):
+                raise ValueError(
+                    "The kernel returned non-finite values on the training data; "
+                    "check the scale of X."
+                )
+            return product
+
+        started = time.perf_counter()
+        factor = pivoted_cholesky(
+            weighted_diagonal,
+            weighted_column,
+            self.cg_rank,
+            # once the remainder is far below the ridge the preconditioner is
+            # as good as exact
+            stop_trace=1e-3 * float(np.min(alphas)),
+        )
+        preconditioner = LowRankPreconditioner(factor)
+        del factor
+        self.cg_rank_ = preconditioner.rank
+        if verbose:
+            self._log(
+                f"pivoted Cholesky preconditioner of rank {preconditioner.rank} "
+                f"built in {time.perf_counter() - started:.1f}s"
+            )
+
+        every = 1 if verbose >= 2 else 10
+
+        def report(iteration: int, relative_residuals: np.ndarray) -> None:
+            if verbose and (iteration % every == 0 or iteration == 1):
+                self._log(
+                    f"CG iteration {iteration}: relative residual "
+                    f"{float(np.max(relative_residuals)):.3e} (tol {self.tol:g}), "
+                    f"{time.perf_counter() - started:.1f}s"
+                )
+
+        rhs = targets if root_weight is None else targets * root_weight[:, None]
+        result = conjugate_gradient(
+            weighted_matvec,
+            rhs,
+            alphas,
+            preconditioner=preconditioner,
+            tol=float(self.tol),
+            max_iter=int(self.max_iter),
+            callback=report,
+        )
+        self.n_iter_ = result.n_iter
+        self.cg_residual_ = float(np.max(result.relative_residuals, initial=0.0))
+        if verbose:
+            self._log(
+                f"CG {'converged' if result.converged else 'stopped'} after "
+                f"{result.n_iter} iteration(s), relative residual "
+                f"{self.cg_residual_:.3e}, {time.perf_counter() - started:.1f}s"
+            )
+        if not result.converged and result.breakdown:
+            warnings.warn(
+                f"CG stopped after {result.n_iter} iteration(s) at a relative residual "
+                f"of {self.cg_residual_:.3e} (tol={self.tol:g}): K + alpha*I is not "
+                "positive definite at working precision (a non-positive or non-finite "
+                "curvature). Increase alpha, rescale X, or use solver='cholesky', "
+                "which falls back to a jitter or an eigen-solve.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        elif not result.converged:
+            warnings.warn(
+                f"CG did not reach tol={self.tol:g} in {result.n_iter} iteration(s) "
+                f"(max_iter={self.max_iter}); relative residual {self.cg_residual_:.3e}. "
+                "Increase max_iter or cg_rank, or increase alpha.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        dual_coef = result.solution
+        if root_weight is not None:
+            dual_coef *= root_weight[:, None]
+        if not np.all(np.isfinite(dual_coef)):
+            raise ValueError(
+                "The CG solve produced non-finite coefficients; the kernel matrix "
+                "may not be positive semi-definite. Increase alpha."
+            )
+        return dual_coef
 
     # ------------------------------------------------------------ predicting
     def _rows_per_block(self) -> int:

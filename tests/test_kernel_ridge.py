@@ -144,6 +144,11 @@ def _expected_failed_checks(estimator: HyperKernelRegressor) -> dict[str, str]:
         HyperKernelRegressor(z_dim=1),
         HyperKernelRegressor(kernel="nngp", z_dim=1, z_encoding="fourier"),
         HyperKernelRegressor(kernel=RBF()),
+        # the matrix-free solver. On the checks that fit rows around 100 the
+        # kernel reaches 1e13 and is numerically indefinite (eigenvalues of
+        # -1e-10 relative): CG stops there with a ConvergenceWarning, as the
+        # Cholesky path falls back with one; the checks pass.
+        HyperKernelRegressor(z_dim=1, solver="cg", tol=1e-10),
     ],
     expected_failed_checks=_expected_failed_checks,
     xfail_strict=True,
@@ -605,3 +610,233 @@ def test_well_conditioned_fit_does_not_warn(regression_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         HyperKernelRegressor().fit(X, y)
+
+
+# ------------------------------------------------------------- the CG solver
+
+from sklearn_hyperkernel import kernel_ridge as kernel_ridge_module  # noqa: E402
+from sklearn_hyperkernel._solvers import (  # noqa: E402
+    LowRankPreconditioner,
+    conjugate_gradient,
+    pivoted_cholesky,
+)
+from sklearn_hyperkernel.datasets import pixel_regression  # noqa: E402
+
+PIXEL_PARAMS = {"z_encoding": "fourier", "length_scale": 0.5}
+
+
+@pytest.fixture(scope="module")
+def pixel_task() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """640 training rows (20 digits, 32 pixels each) and 160 rows of 5 other digits."""
+    images = load_digits().images
+    X, y = pixel_regression(images[:20], pixels_per_image=32, random_state=0)
+    X_test, _ = pixel_regression(images[20:25], pixels_per_image=32, random_state=1)
+    return X, y, X_test
+
+
+def _fit_quietly(model, X, y, **fit_params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        return model.fit(X, y, **fit_params)
+
+
+def test_cg_predictions_equal_cholesky_on_pixel_task(pixel_task):
+    X, y, X_test = pixel_task
+    cholesky = HyperKernelRegressor(solver="cholesky", **PIXEL_PARAMS).fit(X, y)
+    cg = _fit_quietly(HyperKernelRegressor(solver="cg", tol=1e-10, **PIXEL_PARAMS), X, y)
+    assert cg.solver_ == "cg" and cholesky.solver_ == "cholesky"
+    assert cholesky.n_iter_ == 1 and cholesky.cg_residual_ is None and cholesky.cg_rank_ is None
+    assert 0 < cg.n_iter_ < 100
+    assert cg.cg_residual_ <= 1e-10
+    assert cg.cg_rank_ == 300
+    assert_allclose(cg.predict(X_test), cholesky.predict(X_test), rtol=0, atol=1e-6)
+    assert_allclose(cg.predict(X), cholesky.predict(X), rtol=0, atol=1e-6)
+    assert cg.dual_coef_.shape == cholesky.dual_coef_.shape
+
+
+def test_preconditioner_cuts_cg_iterations(pixel_task):
+    # measured on these 640 rows at tol=1e-10: 12 iterations with rank 300,
+    # 32 with rank 30, 53 without a preconditioner
+    X, y, _ = pixel_task
+    iterations = {}
+    for rank in [300, 30, 0]:
+        model = HyperKernelRegressor(solver="cg", tol=1e-10, cg_rank=rank, **PIXEL_PARAMS)
+        iterations[rank] = _fit_quietly(model, X, y).n_iter_
+    assert iterations[300] <= 20
+    assert iterations[300] < iterations[30] < iterations[0]
+    assert iterations[0] >= 40
+
+
+def test_auto_solver_follows_the_memory_budget(pixel_task, monkeypatch):
+    X, y, X_test = pixel_task
+    auto = HyperKernelRegressor(**PIXEL_PARAMS).fit(X, y)
+    assert auto.solver_ == "cholesky" and auto.n_iter_ == 1
+    # 640 rows: a Gram of 3.3 MB, more than this budget
+    monkeypatch.setattr(kernel_ridge_module, "AUTO_CHOLESKY_MAX_GRAM_BYTES", 2**20)
+    forced = HyperKernelRegressor(tol=1e-10, **PIXEL_PARAMS).fit(X, y)
+    assert forced.solver_ == "cg" and forced.n_iter_ > 0
+    assert_allclose(forced.predict(X_test), auto.predict(X_test), atol=1e-6)
+    # the budget is the Gram's size: 8 n^2 bytes
+    monkeypatch.setattr(kernel_ridge_module, "AUTO_CHOLESKY_MAX_GRAM_BYTES", 8 * 640**2)
+    assert HyperKernelRegressor(**PIXEL_PARAMS).fit(X, y).solver_ == "cholesky"
+
+
+@pytest.mark.parametrize(("params", "kernel"), KERNEL_CASES)
+def test_cg_equals_cholesky_for_every_kernel(regression_data, params, kernel):
+    X, y, X_test = regression_data
+    cholesky = HyperKernelRegressor(solver="cholesky", alpha=1e-2, **params).fit(X, y)
+    cg = _fit_quietly(
+        HyperKernelRegressor(solver="cg", alpha=1e-2, tol=1e-12, cg_rank=10, **params), X, y
+    )
+    assert_allclose(cg.predict(X_test), cholesky.predict(X_test), rtol=1e-8, atol=1e-9)
+
+
+def test_cg_multi_output_and_per_target_alpha(pixel_task):
+    X, y, X_test = pixel_task
+    Y = np.column_stack([y, 1.0 - y, np.sin(3 * X[:, -1]), np.zeros_like(y)])
+    alphas = [1e-3, 1e-1, 1e-2, 1e-3]
+    cholesky = HyperKernelRegressor(solver="cholesky", alpha=alphas, **PIXEL_PARAMS).fit(X, Y)
+    cg = _fit_quietly(
+        HyperKernelRegressor(solver="cg", alpha=alphas, tol=1e-10, **PIXEL_PARAMS), X, Y
+    )
+    assert cg.dual_coef_.shape == Y.shape
+    assert_allclose(cg.predict(X_test), cholesky.predict(X_test), atol=1e-6)
+    assert_array_equal(cg.dual_coef_[:, 3], 0.0)  # a zero target needs no iteration
+    # the columns are independent CG runs: a column alone takes the same path
+    single = _fit_quietly(
+        HyperKernelRegressor(solver="cg", alpha=1e-1, tol=1e-10, **PIXEL_PARAMS), X, Y[:, 1]
+    )
+    assert_allclose(single.predict(X_test), cg.predict(X_test)[:, 1], atol=1e-8)
+
+
+def test_cg_sample_weight_equals_cholesky(pixel_task):
+    X, y, X_test = pixel_task
+    weights = np.random.default_rng(0).uniform(0.0, 3.0, size=X.shape[0])
+    weights[::7] = 0.0
+    cholesky = HyperKernelRegressor(solver="cholesky", **PIXEL_PARAMS).fit(
+        X, y, sample_weight=weights
+    )
+    cg = _fit_quietly(
+        HyperKernelRegressor(solver="cg", tol=1e-10, **PIXEL_PARAMS), X, y, sample_weight=weights
+    )
+    assert_allclose(cg.predict(X_test), cholesky.predict(X_test), atol=1e-6)
+    assert_array_equal(cg.dual_coef_[::7], 0.0)
+
+
+def test_cg_never_holds_the_gram():
+    X, y = pixel_regression(load_digits().images[:20])  # 1280 rows
+    model = HyperKernelRegressor(solver="cg", block_size=16, cg_rank=50, **PIXEL_PARAMS)
+    tracemalloc.start()
+    try:
+        _fit_quietly(model, X, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    gram_bytes = 8 * X.shape[0] ** 2  # 13 MB
+    # tiles of 16 x 1280 and their temporaries, and the rank-50 factor
+    assert peak < gram_bytes / 4
+    assert model.cg_residual_ <= model.tol
+
+
+def test_cg_max_iter_warns(pixel_task):
+    X, y, _ = pixel_task
+    model = HyperKernelRegressor(solver="cg", cg_rank=0, max_iter=3, **PIXEL_PARAMS)
+    with pytest.warns(ConvergenceWarning, match="CG did not reach tol"):
+        model.fit(X, y)
+    assert model.n_iter_ == 3
+    assert model.cg_residual_ > model.tol
+    assert np.all(np.isfinite(model.predict(X[:5])))
+
+
+def test_cg_verbose_logs_progress(pixel_task, capsys):
+    X, y, _ = pixel_task
+    HyperKernelRegressor(solver="cg", tol=1e-10, cg_rank=0, verbose=1, **PIXEL_PARAMS).fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[HyperKernelRegressor] pivoted Cholesky preconditioner of rank 0")
+    progress = [line for line in lines if "CG iteration" in line]
+    assert progress[0].startswith("[HyperKernelRegressor] CG iteration 1: relative residual")
+    assert "CG iteration 10:" in progress[1] and "CG iteration 20:" in progress[2]
+    assert "CG converged after" in lines[-1]
+    HyperKernelRegressor(solver="cg", tol=1e-10, cg_rank=0, verbose=2, **PIXEL_PARAMS).fit(X, y)
+    assert "CG iteration 2:" in capsys.readouterr().out
+    HyperKernelRegressor(solver="cg", **PIXEL_PARAMS).fit(X, y)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"solver": "lu"}, "solver"),
+        ({"tol": 0.0}, "tol"),
+        ({"tol": -1e-3}, "tol"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"max_iter": 2.5}, "max_iter"),
+        ({"cg_rank": -1}, "cg_rank"),
+        ({"cg_rank": "full"}, "cg_rank"),
+        ({"verbose": -1}, "verbose"),
+    ],
+)
+def test_bad_cg_parameters_name_the_parameter(regression_data, params, name):
+    X, y, _ = regression_data
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter"):
+        HyperKernelRegressor(**params).fit(X, y)
+
+
+# the pure solvers
+
+
+def _random_psd(n: int, rank: int, seed: int) -> np.ndarray:
+    A = np.random.default_rng(seed).normal(size=(n, rank))
+    return A @ A.T / rank
+
+
+def test_conjugate_gradient_solves_shifted_systems():
+    K = _random_psd(60, 40, 0)
+    B = np.random.default_rng(1).normal(size=(60, 3))
+    shifts = np.array([1e-2, 1.0, 1e-2])
+    result = conjugate_gradient(lambda V: K @ V, B, shifts, tol=1e-12, max_iter=500)
+    assert result.converged and result.n_iter <= 60 + 5
+    for j in range(3):
+        expected = np.linalg.solve(K + shifts[j] * np.eye(60), B[:, j])
+        assert_allclose(result.solution[:, j], expected, rtol=1e-8, atol=1e-10)
+        operator = K + shifts[j] * np.eye(60)
+        true_residual = np.linalg.norm(B[:, j] - operator @ result.solution[:, j])
+        assert true_residual <= 1e-10 * np.linalg.norm(B[:, j])
+
+
+def test_pivoted_cholesky_and_exact_preconditioner():
+    K = _random_psd(50, 8, 2)
+    factor = pivoted_cholesky(np.diag(K), lambda i: K[:, i], max_rank=30)
+    assert factor.shape[1] == 8  # stops at the rank of K
+    assert_allclose(factor @ factor.T, K, atol=1e-10)
+    partial = pivoted_cholesky(np.diag(K), lambda i: K[:, i], max_rank=3)
+    assert partial.shape == (50, 3)
+    # the residual of a partial factor stays PSD with a smaller trace
+    remainder = K - partial @ partial.T
+    assert np.linalg.eigvalsh(remainder).min() > -1e-10
+    assert np.trace(remainder) < np.trace(K)
+
+    preconditioner = LowRankPreconditioner(factor)
+    R = np.random.default_rng(3).normal(size=(50, 2))
+    shifts = np.array([1e-3, 0.5])
+    applied = preconditioner.apply(R, shifts)
+    for j in range(2):
+        expected = np.linalg.solve(K + shifts[j] * np.eye(50), R[:, j])
+        assert_allclose(applied[:, j], expected, rtol=1e-7)
+    # with the exact factor as preconditioner CG needs one iteration
+    B = R.copy()
+    result = conjugate_gradient(
+        lambda V: K @ V, B, shifts, preconditioner=preconditioner, tol=1e-8
+    )
+    assert result.converged and result.n_iter <= 2
+
+
+def test_cg_on_indefinite_kernel_warns_of_breakdown(regression_data):
+    X, y, _ = regression_data
+    negative_kernel = ConstantKernel(-1.0) * RBF()  # negative definite
+    model = HyperKernelRegressor(kernel=negative_kernel, solver="cg", cg_rank=0)
+    with pytest.warns(ConvergenceWarning, match="not positive definite at working precision"):
+        model.fit(X, y)
+    scales = np.arange(1.0, 6.0)[:, None]
+    result = conjugate_gradient(lambda V: -scales * V, np.ones((5, 1)), np.array([0.5]))
+    assert result.breakdown and not result.converged and result.n_iter == 1
