@@ -7,9 +7,13 @@ g of the coordinate. No plotting library is needed: the loss curve is printed.
 Run::
 
     python examples/plot_hypernetwork_training.py
+
+``SKHK_EXAMPLE_QUICK=1`` trains for a few epochs only.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -17,12 +21,14 @@ from sklearn.datasets import load_digits
 from sklearn_hyperkernel.datasets import pixel_regression
 from sklearn_hyperkernel.hypernetwork import HypernetworkRegressor
 
+QUICK = os.environ.get("SKHK_EXAMPLE_QUICK", "") not in ("", "0")
+
 U, y = pixel_regression(load_digits().images[:20])
 train = np.random.default_rng(0).random(y.shape[0]) < 0.7
 
 model = HypernetworkRegressor(
     f_width=128, g_width=32, z_encoding="fourier", length_scale=0.5, n_fourier_features=64,
-    optimizer="adam", learning_rate=0.003, batch_size=64, max_epochs=40,
+    optimizer="adam", learning_rate=0.003, batch_size=64, max_epochs=5 if QUICK else 40,
     random_state=0, device="cpu",
 ).fit(U[train], y[train])
 

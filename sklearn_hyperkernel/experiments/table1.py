@@ -1,0 +1,471 @@
+"""The paper's Table 1 and Fig. 3: pixel regression on MNIST.
+
+For each seed the MNIST subset is shuffled, ``n_test`` images are held out and
+the first N of the others are the training images. Each training image gives
+``pixels_per_image`` random pixels (rows ``[x | pixel coordinate]``, target
+the pixel value); every model predicts all pixels of the held-out images and
+the test MSE is their mean squared error.
+
+Protocol (the authors' code, each choice an option): x is the unit-norm image
+("representation") or its top half ("inpainting"); the Fourier z kernel is a
+Gaussian of raw integer pixel coordinates with length scale ``sqrt(2)``; the
+ridge is ``1e-9`` times the Gram diagonal; each kernel prediction averages
+``draws`` regressions fitted on independent pixel draws.
+
+The "selected" rows choose depths, length scale and ridge on the training
+images only, by grouped (by image) K-fold cross-validation over a small grid,
+then refit on all training images and predict the test images.
+
+Run ``python -m sklearn_hyperkernel.experiments table1 --help``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+
+import numpy as np
+from sklearn.model_selection import GroupKFold
+
+from ..datasets import load_images, pixel_regression
+from ..kernel_ridge import HyperKernelRegressor
+from ._common import Clock, base_parser, prepare_out, pyplot, write_json
+
+__all__ = ["PAPER_TABLE1", "main", "run"]
+
+PAPER_SIZES = (50, 100, 200, 500)
+#: The paper's Table 1 (test MSE), keyed by (model, task), one value per N in PAPER_SIZES.
+PAPER_TABLE1 = {
+    ("hyperkernel", "representation"): (0.055, 0.050, 0.043, 0.032),
+    ("hyperkernel", "inpainting"): (0.057, 0.051, 0.047, 0.038),
+    ("hyper-nngp", "representation"): (0.051, 0.045, 0.037, 0.026),
+    ("hyper-nngp", "inpainting"): (0.054, 0.047, 0.043, 0.034),
+    ("hypernetwork", "representation"): (0.12, 0.08, 0.052, 0.041),
+    ("hypernetwork", "inpainting"): (0.16, 0.098, 0.066, 0.49),
+}
+KERNEL_NAMES = {"ntk": "hyperkernel", "nngp": "hyper-nngp"}
+TASKS = ("representation", "inpainting")
+
+
+def _parser():
+    parser = base_parser(__doc__.split("\n")[0], "table1")
+    add = parser.add_argument
+    add("--seeds", type=int, default=20, help="Number of random splits (mean +- std over them).")
+    add(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="Seeds run are first-seed, ..., first-seed+seeds-1.",
+    )
+    add(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=list(PAPER_SIZES),
+        help="Numbers N of training images.",
+    )
+    add("--n-test", type=int, default=100, help="Held-out test images per seed.")
+    add("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    add(
+        "--source",
+        default="mnist",
+        choices=("mnist", "digits"),
+        help="Image source (digits: 8x8 fallback).",
+    )
+    add("--pixels-per-image", type=int, default=20, help="Random training pixels per image.")
+    add(
+        "--coordinates",
+        default="pixel",
+        choices=("pixel", "scaled"),
+        help="z = raw integer pixel coordinates, or scaled to [-1, 1].",
+    )
+    add(
+        "--encodings",
+        nargs="+",
+        default=["linear", "fourier"],
+        choices=("linear", "fourier"),
+        help="z encodings of the kernels.",
+    )
+    add("--length-scale", type=float, default=math.sqrt(2.0), help="Fourier length scale of z.")
+    add("--f-depth", type=int, default=3)
+    add("--g-depth", type=int, default=2)
+    add("--ridge", type=float, default=1e-9, help="Ridge, relative to the Gram diagonal.")
+    add(
+        "--draws",
+        type=int,
+        default=5,
+        help="Regressions (pixel draws) averaged per kernel prediction.",
+    )
+    add(
+        "--hn-epochs",
+        type=int,
+        default=100,
+        help="Epochs of the trained hypernetwork (0: skip it).",
+    )
+    add("--hn-f-width", type=int, default=256)
+    add("--hn-g-width", type=int, default=32)
+    add("--hn-learning-rate", type=float, default=1e-3)
+    add("--hn-optimizer", default="adam", choices=("adam", "sgd"))
+    add("--no-select", action="store_true", help="Skip the model-selected rows.")
+    add(
+        "--select-images",
+        type=int,
+        default=50,
+        help="Training images (at most) used by the cross-validated selection.",
+    )
+    add("--select-folds", type=int, default=3)
+    add("--select-f-depths", type=int, nargs="+", default=[2, 3, 4])
+    add("--select-g-depths", type=int, nargs="+", default=[2, 3])
+    add("--select-length-scales", type=float, nargs="+", default=[1.0, math.sqrt(2.0), 2.0])
+    add("--select-ridges", type=float, nargs="+", default=[1e-9, 1e-3, 1e-1])
+    return parser
+
+
+def _quick_overrides(args) -> None:
+    """Shrink everything to CI size (seconds)."""
+    args.seeds = min(args.seeds, 2)
+    args.sizes = [10, 20]
+    args.n_test = 4
+    args.draws = 1
+    args.hn_epochs = min(args.hn_epochs, 5)
+    args.hn_f_width = 16
+    args.hn_g_width = 8
+    args.hn_learning_rate = 1e-2
+    args.select_images = 10
+    args.select_folds = 2
+    args.select_f_depths = [2, 3]
+    args.select_g_depths = [2]
+    args.select_length_scales = [math.sqrt(2.0)]
+    args.select_ridges = [1e-9, 1e-1]
+
+
+def _fit_predict_kernel(train_images, test_images, task, kernel, encoding, params, args, seed):
+    """Mean over ``draws`` pixel draws of the kernel regression prediction of all test pixels."""
+    U_test, y_test = pixel_regression(test_images, task=task, coordinates=args.coordinates)
+    predictions = []
+    for draw in range(args.draws):
+        U, y = pixel_regression(
+            train_images,
+            task=task,
+            pixels_per_image=args.pixels_per_image,
+            coordinates=args.coordinates,
+            random_state=1000 * seed + draw,
+        )
+        model = _regressor(kernel, encoding, params, U)
+        predictions.append(model.fit(U, y).predict(U_test))
+    return np.mean(predictions, axis=0), y_test
+
+
+def _regressor(kernel, encoding, params, U):
+    """HyperKernelRegressor whose ridge is ``params['ridge']`` times the Gram diagonal."""
+    model = HyperKernelRegressor(
+        kernel,
+        z_dim=2,
+        f_depth=params["f_depth"],
+        g_depth=params["g_depth"],
+        z_encoding=encoding,
+        length_scale=params["length_scale"],
+    )
+    diagonal = float(np.mean(model._build_kernel().diag(U[: min(len(U), 50)])))
+    return model.set_params(alpha=params["ridge"] * max(diagonal, np.finfo(float).tiny))
+
+
+def _select(train_images, task, kernel, encoding, args, seed):
+    """Grid point with the lowest grouped-CV MSE on (at most ``select_images``) training images."""
+    images = train_images[: args.select_images]
+    U, y = pixel_regression(
+        images,
+        task=task,
+        pixels_per_image=args.pixels_per_image,
+        coordinates=args.coordinates,
+        random_state=10_000 + seed,
+    )
+    groups = np.repeat(np.arange(len(images)), args.pixels_per_image)
+    folds = list(GroupKFold(n_splits=min(args.select_folds, len(images))).split(U, y, groups))
+    length_scales = args.select_length_scales if encoding == "fourier" else [1.0]
+    best = None
+    for f_depth, g_depth, length_scale, ridge in itertools.product(
+        args.select_f_depths, args.select_g_depths, length_scales, args.select_ridges
+    ):
+        params = {
+            "f_depth": f_depth,
+            "g_depth": g_depth,
+            "length_scale": length_scale,
+            "ridge": ridge,
+        }
+        errors = []
+        for train, valid in folds:
+            model = _regressor(kernel, encoding, params, U[train]).fit(U[train], y[train])
+            errors.append(np.mean((model.predict(U[valid]) - y[valid]) ** 2))
+        score = float(np.mean(errors))
+        if best is None or score < best[0]:
+            best = (score, params)
+    return best[1]
+
+
+def _fit_predict_hypernetwork(train_images, test_images, task, args, seed):
+    from ..hypernetwork import HypernetworkRegressor
+
+    U, y = pixel_regression(
+        train_images,
+        task=task,
+        pixels_per_image=args.pixels_per_image,
+        coordinates=args.coordinates,
+        random_state=1000 * seed,
+    )
+    U_test, y_test = pixel_regression(test_images, task=task, coordinates=args.coordinates)
+    model = HypernetworkRegressor(
+        z_dim=2,
+        f_depth=args.f_depth,
+        f_width=args.hn_f_width,
+        g_depth=args.g_depth,
+        g_width=args.hn_g_width,
+        z_encoding="fourier",
+        length_scale=args.length_scale,
+        optimizer=args.hn_optimizer,
+        learning_rate=args.hn_learning_rate,
+        batch_size=100,
+        max_epochs=args.hn_epochs,
+        n_iter_no_change=args.hn_epochs,
+        random_state=seed,
+        device="cpu",
+    )
+    model.fit(U, y)
+    return np.clip(model.predict(U_test), 0.0, 1.0), y_test
+
+
+def run(args) -> dict:
+    """Run the experiment described by parsed ``args``; returns the results dictionary."""
+    clock = Clock()
+    images, _ = load_images(args.source)
+    n_needed = max(args.sizes) + args.n_test
+    if n_needed > len(images):
+        raise ValueError(f"{n_needed} images needed, the source has {len(images)}.")
+    base = {
+        "f_depth": args.f_depth,
+        "g_depth": args.g_depth,
+        "length_scale": args.length_scale,
+        "ridge": args.ridge,
+    }
+    errors: dict[str, list] = {}
+    selected_params: dict[str, list] = {}
+    pictures = {}
+
+    def record(key, value):
+        errors.setdefault(key, []).append(float(value))
+
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        order = np.random.RandomState(seed).permutation(len(images))
+        test_images = images[order[: args.n_test]]
+        pool = images[order[args.n_test :]]
+        for task in args.tasks:
+            chosen = {}
+            if not args.no_select:
+                for kernel in ("ntk", "nngp"):
+                    chosen[kernel] = _select(
+                        pool[: max(args.sizes)], task, kernel, "fourier", args, seed
+                    )
+                    selected_params.setdefault(f"{task}|{kernel}", []).append(chosen[kernel])
+            for n_train in args.sizes:
+                train_images = pool[:n_train]
+                mean_mse = np.mean((train_images.mean() - test_images) ** 2)
+                record(f"{task}|mean-predictor|-|{n_train}", mean_mse)
+                for kernel, encoding in itertools.product(("ntk", "nngp"), args.encodings):
+                    prediction, y_test = _fit_predict_kernel(
+                        train_images, test_images, task, kernel, encoding, base, args, seed
+                    )
+                    record(
+                        f"{task}|{KERNEL_NAMES[kernel]}|{encoding}|{n_train}",
+                        np.mean((prediction - y_test) ** 2),
+                    )
+                    if (
+                        seed == args.first_seed
+                        and n_train == max(args.sizes)
+                        and kernel == "ntk"
+                        and encoding == "fourier"
+                    ):
+                        pictures[(task, "hyperkernel")] = prediction
+                    if kernel in chosen and encoding == "fourier":
+                        prediction, y_test = _fit_predict_kernel(
+                            train_images,
+                            test_images,
+                            task,
+                            kernel,
+                            encoding,
+                            chosen[kernel],
+                            args,
+                            seed,
+                        )
+                        record(
+                            f"{task}|{KERNEL_NAMES[kernel]}|selected|{n_train}",
+                            np.mean((prediction - y_test) ** 2),
+                        )
+                if args.hn_epochs > 0:
+                    prediction, y_test = _fit_predict_hypernetwork(
+                        train_images, test_images, task, args, seed
+                    )
+                    record(
+                        f"{task}|hypernetwork|fourier|{n_train}",
+                        np.mean((prediction - y_test) ** 2),
+                    )
+                    if seed == args.first_seed and n_train == max(args.sizes):
+                        pictures[(task, "hypernetwork")] = prediction
+                print(f"{clock} seed {seed} {task} N={n_train} done", flush=True)
+        if seed == args.first_seed:
+            pictures["test_images"] = test_images
+    return {
+        "errors": errors,
+        "selected_params": selected_params,
+        "pictures": pictures,
+        "seconds": float(str(clock).strip("[]s")),
+    }
+
+
+def _cell(values) -> str:
+    values = np.asarray(values)
+    return f"{values.mean():.4f} ± {values.std():.4f}"
+
+
+def markdown_table(results: dict, args) -> str:
+    """Markdown of our MSEs (mean ± std over seeds) beside the paper's."""
+    errors = results["errors"]
+    lines = [
+        f"Test MSE over all pixels of {args.n_test} held-out images, "
+        f"mean ± std over {args.seeds} seeds "
+        f"(source={args.source}, {args.pixels_per_image} pixels per training image, "
+        f"coordinates={args.coordinates}, Fourier length scale={args.length_scale:.4g}, "
+        f"f_depth={args.f_depth}, g_depth={args.g_depth}, ridge={args.ridge:g} x diag, "
+        f"draws={args.draws}, hypernetwork epochs={args.hn_epochs}).",
+        "",
+    ]
+    for task in args.tasks:
+        header = "| model | z encoding | " + " | ".join(f"N={n}" for n in args.sizes) + " |"
+        lines += [f"### {task}", "", header, "|" + "---|" * (len(args.sizes) + 2)]
+        rows = [("mean-predictor", "-")]
+        rows += [(KERNEL_NAMES[k], e) for k in ("ntk", "nngp") for e in args.encodings]
+        rows += [(KERNEL_NAMES[k], "selected") for k in ("ntk", "nngp")]
+        rows += [("hypernetwork", "fourier")]
+        for model, encoding in rows:
+            keys = [f"{task}|{model}|{encoding}|{n}" for n in args.sizes]
+            if keys[0] not in errors:
+                continue
+            cells = [_cell(errors[key]) for key in keys]
+            lines.append(f"| {model} | {encoding} | " + " | ".join(cells) + " |")
+        for model in ("hyperkernel", "hyper-nngp", "hypernetwork"):
+            paper = dict(zip(PAPER_SIZES, PAPER_TABLE1[(model, task)], strict=True))
+            if any(n in paper for n in args.sizes):
+                cells = [f"{paper[n]:g}" if n in paper else "" for n in args.sizes]
+                lines.append(f"| paper: {model} | | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(
+            f"The paper's Table 1 ({task}, N = "
+            + "/".join(str(n) for n in PAPER_SIZES)
+            + "): "
+            + "; ".join(
+                f"{model} " + "/".join(f"{v:g}" for v in PAPER_TABLE1[(model, task)])
+                for model in ("hyperkernel", "hyper-nngp", "hypernetwork")
+            )
+            + "."
+        )
+        lines.append("")
+    if results["selected_params"]:
+        lines += [
+            "Selected parameters (per seed, chosen by grouped CV on training images only, "
+            f"over f_depth {args.select_f_depths}, g_depth {args.select_g_depths}, "
+            f"length scale {[round(v, 4) for v in args.select_length_scales]}, "
+            f"relative ridge {args.select_ridges}; {args.select_images} images, "
+            f"{args.select_folds} folds):",
+            "",
+        ]
+        for key, chosen in results["selected_params"].items():
+            summary = ", ".join(
+                f"({p['f_depth']},{p['g_depth']},{p['length_scale']:.3g},{p['ridge']:g})"
+                for p in chosen
+            )
+            lines.append(f"- {key} (f_depth, g_depth, length scale, ridge): {summary}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_reconstructions(results: dict, args, path: str, n_show: int = 4) -> None:
+    """Fig. 3: ground truth, input of f, hypernetwork and hyperkernel reconstructions."""
+    plt = pyplot()
+    pictures = results["pictures"]
+    test_images = pictures["test_images"][:n_show]
+    shape = test_images.shape[1:]
+    columns = [("ground truth", lambda task, i: test_images[i])]
+    columns.append(
+        (
+            "input of f",
+            lambda task, i: (
+                test_images[i]
+                if task == "representation"
+                else np.vstack(
+                    [
+                        test_images[i][: shape[0] // 2],
+                        np.zeros_like(test_images[i][shape[0] // 2 :]),
+                    ]
+                )
+            ),
+        )
+    )
+    for name in ("hypernetwork", "hyperkernel"):
+        columns.append(
+            (
+                name,
+                lambda task, i, name=name: (
+                    pictures[(task, name)].reshape(-1, *shape)[i]
+                    if (task, name) in pictures
+                    else np.full(shape, np.nan)
+                ),
+            )
+        )
+    n_rows = len(args.tasks) * len(test_images)
+    fig, axes = plt.subplots(
+        n_rows, len(columns), figsize=(1.6 * len(columns), 1.6 * n_rows), squeeze=False
+    )
+    for t, task in enumerate(args.tasks):
+        for i in range(len(test_images)):
+            row = t * len(test_images) + i
+            for c, (title, image) in enumerate(columns):
+                axis = axes[row, c]
+                axis.imshow(image(task, i), cmap="gray", vmin=0, vmax=1)
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if row == 0:
+                    axis.set_title(title, fontsize=8)
+                if c == 0 and i == 0:
+                    axis.set_ylabel(task, fontsize=8)
+    fig.suptitle(f"N={max(args.sizes)} training images, seed 0", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; writes table1.md, table1.json and table1_reconstructions.png."""
+    args = _parser().parse_args(argv)
+    if args.quick:
+        _quick_overrides(args)
+    out = prepare_out(args.out)
+    results = run(args)
+    table = markdown_table(results, args)
+    with open(os.path.join(out, "table1.md"), "w", encoding="utf-8") as handle:
+        handle.write("# Table 1: pixel regression on MNIST\n\n" + table)
+    write_json(
+        os.path.join(out, "table1.json"),
+        {
+            "args": vars(args),
+            "errors": results["errors"],
+            "selected_params": results["selected_params"],
+            "seconds": results["seconds"],
+        },
+    )
+    plot_reconstructions(results, args, os.path.join(out, "table1_reconstructions.png"))
+    print(table)
+    print(
+        f"wrote {out}/table1.md, table1.json, table1_reconstructions.png "
+        f"in {results['seconds']:.0f} s"
+    )
+    return 0
