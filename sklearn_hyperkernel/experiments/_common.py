@@ -31,6 +31,16 @@ def pyplot():
     return plt
 
 
+def parse_command(
+    parser: argparse.ArgumentParser, quick_overrides, argv: list[str] | None
+) -> tuple[argparse.Namespace, str]:
+    """Parse an experiment's arguments, apply its ``--quick`` sizes, make ``--out``."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        quick_overrides(args)
+    return args, prepare_out(args.out)
+
+
 def prepare_out(path: str) -> str:
     """Create the output directory; returns it."""
     os.makedirs(path, exist_ok=True)

@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from ..kernels import HyperKernel
-from ._common import Clock, base_parser, prepare_out, pyplot, write_json
+from ._common import Clock, base_parser, parse_command, pyplot, write_json
 
 __all__ = ["main", "run"]
 
@@ -193,10 +193,7 @@ def plot(results: dict, args, out: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; writes fig1.json, fig1_variance.png and fig1_theta.png."""
-    args = _parser().parse_args(argv)
-    if args.quick:
-        _quick_overrides(args)
-    out = prepare_out(args.out)
+    args, out = parse_command(_parser(), _quick_overrides, argv)
     results = run(args)
     write_json(os.path.join(out, "fig1.json"), {"args": vars(args), **results})
     paths = plot(results, args, out)

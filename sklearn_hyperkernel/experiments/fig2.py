@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from ..datasets import load_images, make_rotation_task
-from ._common import Clock, base_parser, prepare_out, pyplot, write_json
+from ._common import Clock, base_parser, parse_command, pyplot, write_json
 
 __all__ = ["main", "run"]
 
@@ -164,10 +164,7 @@ def plot(results: dict, args, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; writes fig2.md, fig2.json and fig2_accuracy.png."""
-    args = _parser().parse_args(argv)
-    if args.quick:
-        _quick_overrides(args)
-    out = prepare_out(args.out)
+    args, out = parse_command(_parser(), _quick_overrides, argv)
     results = run(args)
     note = reduction_note(args)
     lines = [

@@ -30,7 +30,7 @@ from sklearn.model_selection import GroupKFold
 
 from ..datasets import load_images, pixel_regression
 from ..kernel_ridge import HyperKernelRegressor
-from ._common import Clock, base_parser, prepare_out, pyplot, write_json
+from ._common import Clock, base_parser, parse_command, pyplot, write_json
 
 __all__ = ["PAPER_TABLE1", "main", "run"]
 
@@ -445,10 +445,7 @@ def plot_reconstructions(results: dict, args, path: str, n_show: int = 4) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; writes table1.md, table1.json and table1_reconstructions.png."""
-    args = _parser().parse_args(argv)
-    if args.quick:
-        _quick_overrides(args)
-    out = prepare_out(args.out)
+    args, out = parse_command(_parser(), _quick_overrides, argv)
     results = run(args)
     table = markdown_table(results, args)
     with open(os.path.join(out, "table1.md"), "w", encoding="utf-8") as handle:
