@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
 
 from .recursions import (
     _z_correlations,
@@ -352,7 +353,10 @@ def gram(
         for start in starts:
             fill(start)
     else:
-        Parallel(n_jobs=n_jobs, prefer="threads")(delayed(fill)(start) for start in starts)
+        # each thread's panel product would otherwise start its own BLAS
+        # threads on the same cores
+        with threadpool_limits(limits=1, user_api="blas"):
+            Parallel(n_jobs=n_jobs, prefer="threads")(delayed(fill)(start) for start in starts)
     return out, gradient
 
 
