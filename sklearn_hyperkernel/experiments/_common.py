@@ -41,6 +41,13 @@ def parse_command(
     return args, prepare_out(args.out)
 
 
+def save_figure(fig, path: str) -> None:
+    """Lay out, write as PNG and close a matplotlib figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+
+
 def prepare_out(path: str) -> str:
     """Create the output directory; returns it."""
     os.makedirs(path, exist_ok=True)

@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from ..kernels import HyperKernel
-from ._common import Clock, base_parser, parse_command, pyplot, write_json
+from ._common import Clock, base_parser, parse_command, pyplot, save_figure, write_json
 
 __all__ = ["main", "run"]
 
@@ -171,9 +171,7 @@ def plot(results: dict, args, out: str) -> list[str]:
         fontsize=9,
     )
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths[0], dpi=100)
-    plt.close(fig)
+    save_figure(fig, paths[0])
 
     fig, axis = plt.subplots(figsize=(5, 4))
     thetas = np.asarray(results["thetas"])
@@ -185,9 +183,7 @@ def plot(results: dict, args, out: str) -> list[str]:
     axis.set_xlabel("theta")
     axis.set_ylabel("K(u(0), u(theta))")
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=100)
-    plt.close(fig)
+    save_figure(fig, paths[1])
     return paths
 
 

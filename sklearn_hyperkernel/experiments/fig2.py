@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from ..datasets import load_images, make_rotation_task
-from ._common import Clock, base_parser, parse_command, pyplot, write_json
+from ._common import Clock, base_parser, parse_command, pyplot, save_figure, write_json
 
 __all__ = ["main", "run"]
 
@@ -157,9 +157,7 @@ def plot(results: dict, args, path: str) -> None:
         axis.set_ylabel("test accuracy")
         axis.legend(fontsize=7)
     fig.suptitle("rotation prediction (CPU scale)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from sklearn.model_selection import GroupKFold
 
 from ..datasets import load_images, pixel_regression
 from ..kernel_ridge import HyperKernelRegressor
-from ._common import Clock, base_parser, parse_command, pyplot, write_json
+from ._common import Clock, base_parser, parse_command, pyplot, save_figure, write_json
 
 __all__ = ["PAPER_TABLE1", "main", "run"]
 
@@ -438,9 +438,7 @@ def plot_reconstructions(results: dict, args, path: str, n_show: int = 4) -> Non
                 if c == 0 and i == 0:
                     axis.set_ylabel(task, fontsize=8)
     fig.suptitle(f"N={max(args.sizes)} training images, seed 0", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
