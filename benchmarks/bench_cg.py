@@ -19,7 +19,8 @@ Run from the repository root with the package importable (installed, or
 
     python benchmarks/bench_cg.py              # N = 20,000, both solvers
     python benchmarks/bench_cg.py --quick      # N = 3,000
-    python benchmarks/bench_cg.py --n 100000   # CG only (the Gram would be 80 GB)
+    python benchmarks/bench_cg.py --n 100000 --cg-rank 1000 --tol 1e-4 --n-jobs 2
+                                               # CG only (the Gram would be 80 GB)
 
 Cholesky is skipped when its Gram would exceed ``--max-gram-gib`` (8 GiB).
 """
@@ -63,11 +64,16 @@ def pixel_rows(n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return X[:n_rows], y[:n_rows], X_test[:N_TEST_ROWS]
 
 
-def run_one(solver: str, n_rows: int, cg_rank: int, tol: float, output: str) -> None:
+def run_one(solver: str, n_rows: int, cg_rank: int, tol: float, n_jobs: int, output: str) -> None:
     """Fit one solver (in this process) and write its figures as JSON."""
     X, y, X_test = pixel_rows(n_rows)
     model = HyperKernelRegressor(
-        solver=solver, cg_rank=cg_rank, tol=tol, verbose=1 if solver == "cg" else 0, **MODEL_PARAMS
+        solver=solver,
+        cg_rank=cg_rank,
+        tol=tol,
+        n_jobs=n_jobs,
+        verbose=1 if solver == "cg" else 0,
+        **MODEL_PARAMS,
     )
     tracemalloc.start()
     started = time.perf_counter()
@@ -105,6 +111,8 @@ def run_in_subprocess(solver: str, args: argparse.Namespace) -> dict:
             str(args.cg_rank),
             "--tol",
             str(args.tol),
+            "--n-jobs",
+            str(args.n_jobs),
             "--output",
             output,
         ]
@@ -123,6 +131,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N = 3000")
     parser.add_argument("--cg-rank", type=int, default=300, help="preconditioner rank")
     parser.add_argument("--tol", type=float, default=1e-6, help="CG relative residual")
+    parser.add_argument("--n-jobs", type=int, default=1, help="threads over Gram panels (both solvers)")
     parser.add_argument(
         "--solvers", nargs="+", choices=["cholesky", "cg"], default=["cholesky", "cg"]
     )
@@ -133,12 +142,12 @@ def main() -> None:
     if args.n is None:
         args.n = 3000 if args.quick else 20000
     if args.worker:
-        run_one(args.worker, args.n, args.cg_rank, args.tol, args.output)
+        run_one(args.worker, args.n, args.cg_rank, args.tol, args.n_jobs, args.output)
         return
 
     print(
         f"# bench_cg: N={args.n} pixel rows (digits, Fourier z), alpha={MODEL_PARAMS['alpha']}, "
-        f"tol={args.tol}, cg_rank={args.cg_rank}; {platform.processor() or platform.machine()}, "
+        f"tol={args.tol}, cg_rank={args.cg_rank}, n_jobs={args.n_jobs}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, numpy {np.__version__}; load average "
         f"{os.getloadavg()[0]:.1f} (other work on the machine slows both solvers)",
         flush=True,

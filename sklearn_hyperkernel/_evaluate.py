@@ -1,4 +1,4 @@
-"""How a hypernetwork Gram matrix is evaluated: x-factorised, blocked, threaded.
+"""How a hypernetwork Gram matrix is evaluated: x-factorised, blocked, parallel.
 
 The recursions (:mod:`sklearn_hyperkernel.recursions`) are elementwise once the
 two input correlations are known. This module decides *where* they are
@@ -7,21 +7,34 @@ evaluated:
 * f's quantities depend on x alone, so they are computed on the distinct x
   rows of each block only and gathered to rows (the paper's tasks share one
   image among many pixel coordinates);
-* the output is filled in row blocks, so the temporaries of the recursion stay
-  a small multiple of one block, not of the whole Gram;
-* a symmetric Gram is filled from its upper block triangle and mirrored;
-* blocks run on joblib threads (numpy releases the GIL in ufuncs and BLAS).
+* the output is filled in panels of rows, so the temporaries of the recursion
+  stay a small multiple of one chunk, not of the whole Gram;
+* a symmetric Gram is filled from its upper block triangle and mirrored, and a
+  product ``K @ V`` (:func:`gram_matvec`) streams over the same triangle
+  without ever holding ``K``;
+* on which arrays: numpy, or torch tensors on a CPU or a GPU
+  (:class:`Placement`) -- the same code runs on both through the array API;
+* by whom: panels are independent tasks run by joblib -- sequentially, on
+  threads (numpy releases the GIL in ufuncs and BLAS), or on any joblib
+  backend the caller activates, such as Dask's (each task returns its
+  results instead of writing to shared memory, so nothing assumes one
+  machine).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from joblib import Parallel, delayed
+from array_api_compat import array_namespace
+from joblib import Parallel, delayed, effective_n_jobs
+from joblib._parallel_backends import SequentialBackend, ThreadingBackend
+from joblib.parallel import get_active_backend
 from threadpoolctl import threadpool_limits
 
+from ._progress import ProgressLog
 from .recursions import (
     _z_correlations,
     hyper_correlations,
@@ -36,6 +49,10 @@ _CHUNK_ELEMENTS = 1 << 17
 # product to reach full speed.
 _PANEL_ELEMENTS = 1 << 22
 _MIN_PANEL_ROWS = 256
+# A GPU wants few, large kernels: one chunk per panel of 2^25 entries (256 MiB
+# of float64 per temporary), far from an H100's memory but long enough that
+# launch latency does not count.
+_GPU_PANEL_ELEMENTS = 1 << 25
 
 _HASH_MULTIPLIERS_SEED = 0x5EED
 
@@ -133,6 +150,121 @@ class Architecture:
     kind: str  # "ntk" or "nngp"
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Which arrays the recursions run on: numpy, or torch on a device.
+
+    Only strings are stored, so a placement travels to other processes (Dask
+    workers) and is resolved there.
+
+    Attributes
+    ----------
+    device : str or None
+        None for numpy; otherwise a torch device such as ``"cpu"``, ``"cuda"``
+        or ``"cuda:1"``.
+    dtype : {"float64", "float32"}
+    """
+
+    device: str | None = None
+    dtype: str = "float64"
+
+    @property
+    def uses_torch(self) -> bool:
+        return self.device is not None
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device is not None and not self.device.startswith("cpu")
+
+    def put(self, array: np.ndarray) -> Any:
+        """A host array as an array of this placement (no copy when possible)."""
+        if not self.uses_torch:
+            return np.asarray(array, dtype=self.dtype)
+        import torch
+
+        return torch.as_tensor(np.asarray(array), dtype=getattr(torch, self.dtype), device=self.device)
+
+    def put_index(self, index: np.ndarray | slice | None) -> Any:
+        """An integer index for arrays of this placement (slices pass through)."""
+        if index is None or isinstance(index, slice) or not self.uses_torch:
+            return index
+        import torch
+
+        return torch.as_tensor(index, dtype=torch.int64, device=self.device)
+
+    @staticmethod
+    def host(array: Any) -> np.ndarray:
+        """A float64 numpy copy (or view) of a result."""
+        if isinstance(array, np.ndarray):
+            return array if array.dtype == np.float64 else array.astype(np.float64)
+        return array.detach().cpu().double().numpy()
+
+
+def resolve_placement(device: str | None, dtype: str = "float64") -> Placement:
+    """Check a ``device`` / ``dtype`` pair and resolve ``"auto"``.
+
+    ``None`` is numpy; ``"auto"`` is CUDA when torch sees a GPU and numpy
+    otherwise; any other string is a torch device (``"cpu"``, ``"cuda"``,
+    ``"cuda:1"``), which needs torch and, for a GPU, that the GPU exists.
+    """
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32'; got {dtype!r}.")
+    if device is None:
+        return Placement(None, dtype)
+    if not isinstance(device, str):
+        raise ValueError(f"device must be None, 'auto', 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}.")
+    if device == "auto":
+        try:
+            import torch
+        except ImportError:
+            return Placement(None, dtype)
+        return Placement("cuda", dtype) if torch.cuda.is_available() else Placement(None, dtype)
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(
+            f"device={device!r} computes the kernels with torch, which is not installed; "
+            "install it with `pip install sklearn-hyperkernel[torch]` or use device=None (numpy)."
+        ) from error
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"device={device!r} is not a torch device: {error}") from error
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but torch finds no CUDA GPU; use device='auto' or 'cpu'.")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} but torch finds {torch.cuda.device_count()} CUDA GPU(s).")
+    return Placement(str(parsed), dtype)
+
+
+@dataclass(frozen=True)
+class _PlacedRows:
+    """The arrays of :class:`FactorizedRows` the recursions read, placed.
+
+    ``x_index`` stays a host array: which distinct rows a panel needs is
+    bookkeeping, done on the host.
+    """
+
+    x_unit: Any
+    x_variance: Any
+    z: Any
+    x_index: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return self.x_index.shape[0]
+
+    @property
+    def n_distinct(self) -> int:
+        return self.x_unit.shape[0]
+
+
+def _place(rows: FactorizedRows, placement: Placement) -> _PlacedRows:
+    return _PlacedRows(
+        placement.put(rows.x_unit), placement.put(rows.x_variance), placement.put(rows.z), rows.x_index
+    )
+
+
 def _local_distinct(index: np.ndarray) -> tuple[np.ndarray | slice, np.ndarray | None]:
     """Distinct x indices used by a block, and the block's index into them.
 
@@ -145,42 +277,43 @@ def _local_distinct(index: np.ndarray) -> tuple[np.ndarray | slice, np.ndarray |
     return used, local.reshape(-1)
 
 
-def _gather(table: np.ndarray, rows: np.ndarray | None, cols: np.ndarray | None) -> np.ndarray:
-    if rows is not None:
-        table = np.take(table, rows, axis=0)
-    if cols is not None:
-        table = np.take(table, cols, axis=1)
-    return table
+def _take(table: Any, index: Any, axis: int) -> Any:
+    if index is None:
+        return table
+    if isinstance(index, slice):
+        return table[index] if axis == 0 else table[:, index]
+    return array_namespace(table).take(table, index, axis=axis)
 
 
-def _panel(
+def _panel_chunks(
     arch: Architecture,
-    a: FactorizedRows,
+    placement: Placement,
+    a: _PlacedRows,
     rows: slice,
-    b: FactorizedRows,
+    b: _PlacedRows,
     cols: slice,
     need_gradient: bool,
     chunk_rows: int,
     symmetric: bool,
-    write: Callable[[slice, slice, np.ndarray, np.ndarray | None], None],
-) -> None:
-    """Kernel (and its log-length-scale gradient) on a panel of rows.
+) -> Iterable[tuple[slice, slice, Any, Any]]:
+    """Kernel (and its log-length-scale gradient) on a panel of rows, by chunks.
 
     x's correlations come from one matrix product for the whole panel (BLAS is
     slow on thin panels); the elementwise recursions then run on chunks of
-    ``chunk_rows`` rows so their temporaries stay small. Each chunk is handed
-    to ``write(chunk_rows, chunk_cols, value, gradient)``.
+    ``chunk_rows`` rows so their temporaries stay small. Yields
+    ``(chunk_rows, chunk_cols, value, gradient)`` with arrays of the placement.
+    In a symmetric Gram each chunk starts at its own diagonal, so every entry
+    is computed once.
     """
     used_a, local_a = _local_distinct(a.x_index[rows])
     used_b, local_b = _local_distinct(b.x_index[cols])
-    rho_x_panel = a.x_unit[used_a] @ b.x_unit[used_b].T
+    rho_x_panel = _take(a.x_unit, placement.put_index(used_a), 0) @ _take(b.x_unit, placement.put_index(used_b), 0).T
     if symmetric:
-        _set_self_correlations(rho_x_panel, used_a, used_b, a.x_distinct.shape[0])
+        _set_self_correlations(rho_x_panel, used_a, used_b, a.n_distinct, placement)
+    xp = array_namespace(rho_x_panel)
     for start in range(rows.start, rows.stop, chunk_rows):
         chunk = slice(start, min(start + chunk_rows, rows.stop))
         within = slice(chunk.start - rows.start, chunk.stop - rows.start)
-        # in a symmetric Gram each chunk starts at its own diagonal, so every
-        # entry is computed once and mirrored: the result is exactly symmetric
         skip = within.start if symmetric else 0
         chunk_cols = slice(cols.start + skip, cols.stop)
         if local_a is None:
@@ -188,17 +321,28 @@ def _panel(
             rho_x, local_chunk = rho_x_panel[within], None
         else:
             used_chunk, local_chunk = _local_distinct(local_a[within])
-            rho_x = rho_x_panel[used_chunk]
+            rho_x = _take(rho_x_panel, placement.put_index(used_chunk), 0)
         if local_b is None:
             rho_x, local_chunk_b = rho_x[:, skip:], None
         else:
             local_chunk_b = local_b[skip:]
-        rho_x = np.array(rho_x, copy=True)  # the recursion works in place
-        value, gradient = _chunk(arch, a, chunk, b, chunk_cols, rho_x, local_chunk, local_chunk_b, need_gradient)
-        write(chunk, chunk_cols, value, gradient)
+        rho_x = xp.asarray(rho_x, copy=True)  # the recursion works in place
+        value, gradient = _chunk(
+            arch,
+            placement,
+            a,
+            chunk,
+            b,
+            chunk_cols,
+            rho_x,
+            placement.put_index(local_chunk),
+            placement.put_index(local_chunk_b),
+            need_gradient,
+        )
+        yield chunk, chunk_cols, value, gradient
 
 
-def _set_self_correlations(rho: np.ndarray, used_a, used_b, n_distinct: int) -> None:
+def _set_self_correlations(rho: Any, used_a, used_b, n_distinct: int, placement: Placement) -> None:
     """Set the correlation of each distinct x with itself to exactly 1.
 
     The product of a unit row with itself is 1 only up to rounding, and the
@@ -208,26 +352,28 @@ def _set_self_correlations(rho: np.ndarray, used_a, used_b, n_distinct: int) -> 
     index_a, index_b = all_rows[used_a], all_rows[used_b]  # index_b is sorted
     position = np.minimum(np.searchsorted(index_b, index_a), index_b.shape[0] - 1)
     same = index_b[position] == index_a
-    rho[np.flatnonzero(same), position[same]] = 1.0
+    rho[placement.put_index(np.flatnonzero(same)), placement.put_index(position[same])] = 1.0
 
 
 def _chunk(
     arch: Architecture,
-    a: FactorizedRows,
+    placement: Placement,
+    a: _PlacedRows,
     rows: slice,
-    b: FactorizedRows,
+    b: _PlacedRows,
     cols: slice,
-    rho_x: np.ndarray,
-    local_a: np.ndarray | None,
-    local_b: np.ndarray | None,
+    rho_x: Any,
+    local_a: Any,
+    local_b: Any,
     need_gradient: bool,
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[Any, Any]:
     """The recursions on one chunk, from x's correlations on its distinct rows."""
+    xp = array_namespace(rho_x)
     need_ntk = arch.kind == "ntk"
     rho_f, ntk_f = mlp_correlations(rho_x, arch.f_depth, arch.negative_slope, need_ntk=need_ntk)
-    rho_f = _gather(rho_f, local_a, local_b)
+    rho_f = _take(_take(rho_f, local_a, 0), local_b, 1)
     z_a, z_b = a.z[rows], b.z[cols]
-    rho_z, e_a, e_b = _z_correlations(z_a, z_b, arch.z_encoding, arch.length_scale, np)
+    rho_z, e_a, e_b = _z_correlations(z_a, z_b, arch.z_encoding, arch.length_scale, xp)
     g = hyper_correlations(
         rho_f,
         rho_z,
@@ -237,14 +383,14 @@ def _chunk(
         need_ntk=need_ntk,
         need_tangent=need_gradient,
     )
-    s_a = a.x_variance[a.x_index[rows]]
-    s_b = b.x_variance[b.x_index[cols]]
+    s_a = _take(a.x_variance, placement.put_index(a.x_index[rows]), 0)
+    s_b = _take(b.x_variance, placement.put_index(b.x_index[cols]), 0)
     half_depth = arch.g_depth / 2.0
-    scale_a = s_a**half_depth * np.sqrt(e_a)
-    scale_b = s_b**half_depth * np.sqrt(e_b)
+    scale_a = s_a**half_depth * xp.sqrt(e_a)
+    scale_b = s_b**half_depth * xp.sqrt(e_b)
     if need_ntk:
         value, tangent = g.ntk_g, g.ntk_g_tangent
-        ntk_f = _gather(ntk_f, local_a, local_b)
+        ntk_f = _take(_take(ntk_f, local_a, 0), local_b, 1)
         value *= ntk_f
         if tangent is not None:
             tangent *= ntk_f
@@ -260,34 +406,203 @@ def _chunk(
     tangent *= rho_z
     ell = arch.length_scale
     n_theta = ell.shape[0]
-    gradient = np.empty(value.shape + (n_theta,))
+    gradient = xp.empty(tuple(value.shape) + (n_theta,), dtype=value.dtype, device=_device_of(value))
     for d in range(n_theta):
         if n_theta == 1:
-            diff = _squared_distances(z_a / ell[0], z_b / ell[0])
+            diff = _squared_distances(z_a / float(ell[0]), z_b / float(ell[0]))
         else:
-            diff = np.subtract.outer(z_a[:, d], z_b[:, d])
+            diff = z_a[:, d][:, None] - z_b[:, d][None, :]
             diff *= diff
-            diff *= 1.0 / ell[d] ** 2
+            diff *= 1.0 / float(ell[d]) ** 2
         diff *= tangent
         gradient[..., d] = diff
     return value, gradient
 
 
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _device_of(array: Any) -> Any:
+    from array_api_compat import device
+
+    return device(array)
+
+
+def _squared_distances(a: Any, b: Any) -> Any:
+    xp = array_namespace(a, b)
     sq = a @ b.T
     sq *= -2.0
-    sq += np.einsum("ij,ij->i", a, a)[:, None]
-    sq += np.einsum("ij,ij->i", b, b)[None, :]
-    np.maximum(sq, 0.0, out=sq)
-    return sq
+    sq += xp.sum(a * a, axis=1)[:, None]
+    sq += xp.sum(b * b, axis=1)[None, :]
+    return xp.clip(sq, 0.0, None) if not isinstance(sq, np.ndarray) else np.maximum(sq, 0.0, out=sq)
 
 
-def _panel_and_chunk_rows(n_cols: int, block_size: int | None) -> tuple[int, int]:
+def _mirror_leading_square(value: np.ndarray) -> None:
+    """Copy the upper triangle of a chunk's leading square onto its lower one.
+
+    In a symmetric Gram a chunk's leading square straddles the diagonal; its
+    upper triangle is the part the chunk owns, so the result is exactly
+    symmetric. Works on host arrays of 2 or 3 (gradient) dimensions.
+    """
+    size = value.shape[0]
+    lower = np.tril_indices(size, -1)
+    square = value[:, :size]
+    square[lower] = np.swapaxes(square, 0, 1)[lower]
+
+
+def _panel_and_chunk_rows(n_cols: int, block_size: int | None, placement: Placement) -> tuple[int, int]:
     if block_size is not None:
         return max(1, int(block_size)), max(1, int(block_size))
+    if placement.on_gpu:
+        panel = max(_MIN_PANEL_ROWS, _GPU_PANEL_ELEMENTS // max(n_cols, 1))
+        return panel, panel
     chunk = max(1, _CHUNK_ELEMENTS // max(n_cols, 1))
     panel = max(_MIN_PANEL_ROWS, _PANEL_ELEMENTS // max(n_cols, 1))
     return panel, min(chunk, panel)
+
+
+# ---------------------------------------------------------------- tasks
+# Module-level functions of plain arguments: joblib sends them to threads,
+# processes or Dask workers alike. The row arrays are separate arguments
+# because joblib's Dask backend scatters large array arguments to the cluster
+# once and reuses them for every panel (a container of arrays would be
+# serialised into every task instead).
+
+
+def _row_arrays(rows: _PlacedRows) -> tuple:
+    return rows.x_unit, rows.x_variance, rows.z, rows.x_index
+
+
+def _gram_panel(
+    arch: Architecture,
+    placement: Placement,
+    rows: slice,
+    cols: slice,
+    eval_gradient: bool,
+    chunk_rows: int,
+    symmetric: bool,
+    *row_arrays: Any,
+) -> list[tuple[slice, slice, np.ndarray, np.ndarray | None]]:
+    """One panel of a Gram as host chunks ``(rows, cols, value, gradient)``.
+
+    ``row_arrays`` are :func:`_row_arrays` of the rows, then of the columns
+    when they differ.
+    """
+    a = _PlacedRows(*row_arrays[:4])
+    b = _PlacedRows(*row_arrays[4:]) if len(row_arrays) > 4 else a
+    chunks = []
+    for chunk, chunk_cols, value, grad in _panel_chunks(
+        arch, placement, a, rows, b, cols, eval_gradient, chunk_rows, symmetric
+    ):
+        value = Placement.host(value)
+        grad = None if grad is None else Placement.host(grad)
+        if symmetric:
+            _mirror_leading_square(value)
+            if grad is not None:
+                _mirror_leading_square(grad)
+        chunks.append((chunk, chunk_cols, value, grad))
+    return chunks
+
+
+def _matvec_panel(
+    arch: Architecture,
+    placement: Placement,
+    rows: slice,
+    vectors: np.ndarray,
+    diagonal: np.ndarray,
+    chunk_rows: int,
+    *row_arrays: Any,
+) -> tuple[int, np.ndarray]:
+    """``K[rows, :] @ V`` and its transposed part, from one upper-triangle panel.
+
+    The panel holds ``K[rows, rows.start:]``; each chunk ``[S | R]`` (``S`` its
+    leading, straddling square, made symmetric with the exact diagonal)
+    contributes ``S v_chunk + R v_rest`` to its own rows and ``R^T v_chunk`` to
+    the rows below. Returns ``(rows.start, contribution to rows rows.start:)``.
+    """
+    a = _PlacedRows(*row_arrays)
+    n = a.n_rows
+    placed_vectors = placement.put(vectors[rows.start :])
+    placed_diagonal = placement.put(diagonal)
+    xp = array_namespace(placed_vectors)
+    contribution = xp.zeros_like(placed_vectors)
+    cols = slice(rows.start, n)
+    for chunk, chunk_cols, value, _ in _panel_chunks(arch, placement, a, rows, a, cols, False, chunk_rows, True):
+        size = chunk.stop - chunk.start
+        # the chunk owns the upper triangle of its leading square: mirror it
+        # and write the exact diagonal, as in the matrix gram() returns
+        square = xp.triu(value[:, :size], k=1)
+        square = square + square.T
+        on_diagonal = placement.put_index(np.arange(size))
+        square[on_diagonal, on_diagonal] = placed_diagonal[chunk]
+        rest = value[:, size:]
+        local = slice(chunk.start - rows.start, chunk.stop - rows.start)
+        below = slice(local.stop, n - rows.start)
+        contribution[local] += square @ placed_vectors[local] + rest @ placed_vectors[below]
+        contribution[below] += rest.T @ placed_vectors[local]
+    return rows.start, Placement.host(contribution)
+
+
+def _run(
+    task: Callable,
+    calls: Sequence[tuple],
+    n_jobs: int | None,
+    placement: Placement,
+    progress: ProgressLog | None,
+    consume: Callable[[Any], None],
+    *,
+    consume_in_workers: bool = False,
+) -> None:
+    """Run ``task(*call)`` for every call and hand each result to ``consume``.
+
+    ``n_jobs`` follows scikit-learn: None is 1 unless a joblib
+    ``parallel_config`` context says otherwise. With the default backend the
+    tasks run on threads, in waves of twice the number of threads, so that
+    progress advances wave by wave and an interruption (KeyboardInterrupt, or
+    an exception in ``consume``) stops at the end of the running wave;
+    ``consume_in_workers`` lets the threads consume their own results when
+    ``consume`` is safe to call concurrently (disjoint writes into a shared
+    array). Any other joblib backend (``parallel_config(backend="dask")``: a
+    Dask cluster) gets all tasks at once -- a wave would send the row arrays
+    to the workers again each time -- and its results come back to the caller
+    as they finish; on an interruption joblib cancels the tasks that have not
+    finished. On torch the local backends run the tasks one after another:
+    torch parallelises inside each, and a GPU runs one at a time.
+    """
+    backend, _ = get_active_backend(prefer="threads")
+    local = isinstance(backend, (ThreadingBackend, SequentialBackend))
+    workers = effective_n_jobs(n_jobs)
+    if len(calls) <= 1 or workers == 1 or (local and placement.uses_torch):
+        for call in calls:
+            consume(task(*call))
+            if progress is not None:
+                progress.step()
+        return
+    if not local:
+        outputs = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1)(
+            delayed(task)(*call) for call in calls
+        )
+        try:
+            for output in outputs:
+                consume(output)
+                if progress is not None:
+                    progress.step()
+        finally:
+            outputs.close()  # after an early exit: cancels what has not finished
+        return
+    wave = 2 * workers
+    # each thread's BLAS would otherwise start its own threads on the same cores
+    with threadpool_limits(limits=1, user_api="blas"), Parallel(n_jobs=n_jobs, prefer="threads") as parallel:
+        for first in range(0, len(calls), wave):
+            part = calls[first : first + wave]
+            if consume_in_workers:
+                parallel(delayed(_consume_in_worker)(task, consume, call) for call in part)
+            else:
+                for output in parallel(delayed(task)(*call) for call in part):
+                    consume(output)
+            if progress is not None:
+                progress.step(len(part))
+
+
+def _consume_in_worker(task: Callable, consume: Callable[[Any], None], call: tuple) -> None:
+    consume(task(*call))
 
 
 def gram(
@@ -298,8 +613,11 @@ def gram(
     eval_gradient: bool = False,
     block_size: int | None = None,
     n_jobs: int | None = None,
+    placement: Placement = Placement(),
+    verbose: int = 0,
+    label: str = "Gram",
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Fill the Gram matrix between two sets of factorised rows, block by block.
+    """Fill the Gram matrix between two sets of factorised rows, panel by panel.
 
     Parameters
     ----------
@@ -311,53 +629,102 @@ def gram(
         Also return the gradient with respect to log length scale
         (Fourier encoding only), shape (n_a, n_b, n_theta).
     block_size : int or None
-        Rows per block; None chooses panels for BLAS and chunks of about 2^17
-        entries for the elementwise recursions.
+        Rows per panel and chunk; None chooses panels for BLAS and chunks of
+        about 2^17 entries for the elementwise recursions (one chunk per
+        panel of 2^25 entries on a GPU).
     n_jobs : int or None
-        joblib threads over panels.
+        joblib workers over panels (see :func:`_run`).
+    placement : Placement
+        numpy, or torch on a device; the result is a float64 numpy array.
+    verbose : int
+        Progress lines (see :class:`ProgressLog`).
     """
     symmetric = b is None
     b = a if b is None else b
     n_a, n_b = a.n_rows, b.n_rows
     out = np.empty((n_a, n_b))
-    gradient = None
-    if eval_gradient:
-        gradient = np.empty((n_a, n_b, arch.length_scale.shape[0]))
-    panel_rows, chunk_rows = _panel_and_chunk_rows(n_b, block_size)
-    starts = range(0, n_a, panel_rows)
+    gradient = np.empty((n_a, n_b, arch.length_scale.shape[0])) if eval_gradient else None
+    panel_rows, chunk_rows = _panel_and_chunk_rows(n_b, block_size, placement)
+    row_arrays = _row_arrays(_place(a, placement))
+    if not symmetric:
+        row_arrays += _row_arrays(_place(b, placement))
+    calls = [
+        (
+            arch,
+            placement,
+            slice(start, min(start + panel_rows, n_a)),
+            slice(start, n_b) if symmetric else slice(0, n_b),
+            eval_gradient,
+            chunk_rows,
+            symmetric,
+            *row_arrays,
+        )
+        for start in range(0, n_a, panel_rows)
+    ]
 
-    def fill(start: int) -> None:
-        rows = slice(start, min(start + panel_rows, n_a))
-        cols = slice(start, n_b) if symmetric else slice(0, n_b)
-
-        def write(chunk: slice, chunk_cols: slice, value: np.ndarray, grad: np.ndarray | None) -> None:
-            if symmetric:
-                # the chunk's leading square straddles the diagonal: keep its
-                # upper triangle and mirror it, so the Gram is exactly symmetric
-                lower = np.tril_indices(value.shape[0], -1)
-                square = value[:, : value.shape[0]]
-                square[lower] = square.T[lower]
-                if grad is not None:
-                    grad_square = grad[:, : value.shape[0]]
-                    grad_square[lower] = grad_square.transpose(1, 0, 2)[lower]
-                out[chunk_cols, chunk] = value.T
-                if grad is not None:
-                    gradient[chunk_cols, chunk] = grad.transpose(1, 0, 2)
+    def consume(chunks: list) -> None:
+        for chunk, chunk_cols, value, grad in chunks:
             out[chunk, chunk_cols] = value
+            if symmetric:
+                out[chunk_cols, chunk] = value.T
             if grad is not None:
                 gradient[chunk, chunk_cols] = grad
+                if symmetric:
+                    gradient[chunk_cols, chunk] = grad.transpose(1, 0, 2)
 
-        _panel(arch, a, rows, b, cols, eval_gradient, chunk_rows, symmetric, write)
-
-    if n_jobs in (None, 1) or len(starts) <= 1:
-        for start in starts:
-            fill(start)
-    else:
-        # each thread's panel product would otherwise start its own BLAS
-        # threads on the same cores
-        with threadpool_limits(limits=1, user_api="blas"):
-            Parallel(n_jobs=n_jobs, prefer="threads")(delayed(fill)(start) for start in starts)
+    progress = ProgressLog(f"{label} {n_a} x {n_b}", len(calls), verbose, unit="panels") if verbose else None
+    # panels write disjoint regions of ``out`` (their rows, and their mirror
+    # below the diagonal), so threads may write their own
+    _run(_gram_panel, calls, n_jobs, placement, progress, consume, consume_in_workers=True)
     return out, gradient
+
+
+def gram_matvec(
+    arch: Architecture,
+    a: FactorizedRows,
+    vectors: np.ndarray,
+    diagonal: np.ndarray,
+    *,
+    block_size: int | None = None,
+    n_jobs: int | None = None,
+    placement: Placement = Placement(),
+    verbose: int = 0,
+    label: str = "K @ V",
+) -> np.ndarray:
+    """``K @ vectors`` for the symmetric Gram ``K`` of ``a``, never holding ``K``.
+
+    Every entry of the upper triangle is computed once, in chunks of the same
+    size as :func:`gram`'s, and serves both its row and its column. The
+    diagonal is ``diagonal`` (the kernel's closed form), so the product is
+    that of the matrix :func:`gram` returns with that diagonal written in.
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n_rows, n_vectors)
+    diagonal : ndarray of shape (n_rows,)
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n_vectors), float64
+    """
+    n = a.n_rows
+    panel_rows, chunk_rows = _panel_and_chunk_rows(n, block_size, placement)
+    row_arrays = _row_arrays(_place(a, placement))
+    vectors = np.asarray(vectors, dtype=np.float64)
+    diagonal = np.asarray(diagonal, dtype=np.float64)
+    calls = [
+        (arch, placement, slice(start, min(start + panel_rows, n)), vectors, diagonal, chunk_rows, *row_arrays)
+        for start in range(0, n, panel_rows)
+    ]
+    product = np.zeros_like(vectors)
+
+    def consume(result: tuple[int, np.ndarray]) -> None:
+        start, contribution = result
+        product[start:] += contribution
+
+    progress = ProgressLog(f"{label} {n} x {n}", len(calls), verbose, unit="panels") if verbose else None
+    _run(_matvec_panel, calls, n_jobs, placement, progress, consume)
+    return product
 
 
 def diagonal(arch: Architecture, a: FactorizedRows) -> np.ndarray:

@@ -120,9 +120,10 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         cross-kernel ``K(X, X_fit_)`` (``block_size x n_samples_fit``) exists at
         a time. ``None`` chooses the largest block that takes at most
         ``DEFAULT_BLOCK_BYTES`` (16 MiB) of float64 values. With
-        ``solver="cg"`` it is also the number of training rows per tile of the
-        matrix-free products ``K @ v`` (``None``: tiles of at most
-        ``CG_BLOCK_BYTES``, 64 MiB).
+        ``solver="cg"`` it is also the number of training rows per panel of
+        the matrix-free products ``K @ v`` (``None``: the hypernetwork
+        kernels' own panels of about 2^22 entries; tiles of at most
+        ``CG_BLOCK_BYTES``, 64 MiB, for other kernels).
 
     solver : {"auto", "cholesky", "cg"}, default="auto"
         How ``(K + alpha I) c = y`` is solved.
@@ -130,10 +131,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         - ``"cholesky"`` forms the ``n x n`` training Gram and factorises it:
           ``8 n^2`` bytes and ``n^3 / 3`` flops.
         - ``"cg"`` runs preconditioned conjugate gradients without ever holding
-          ``K``: each iteration computes ``K @ v`` tile by tile from the kernel
-          (the tiles of one block triangle, each used for both of its
-          symmetric halves), so memory is ``O(n * (block rows + cg_rank))``.
-          Each iteration costs one evaluation of half the kernel matrix.
+          ``K``: each iteration computes ``K @ v`` panel by panel from the
+          kernel (:meth:`HyperKernel.gram_matvec`: the panels of one block
+          triangle, each entry used for both symmetric halves, on ``n_jobs``
+          workers or a Dask cluster), so memory is
+          ``O(n * (panel rows + cg_rank))``. Each iteration costs one
+          evaluation of half the kernel matrix.
         - ``"auto"`` uses ``"cholesky"`` while the Gram takes at most
           ``AUTO_CHOLESKY_MAX_GRAM_BYTES`` (2 GiB, i.e. ``n <= 16384``) and
           ``"cg"`` beyond.
@@ -157,15 +160,29 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         ``8 n cg_rank`` bytes (twice, while it is built). Ignored by Cholesky.
 
     verbose : int, default=0
-        With ``solver="cg"``, ``verbose >= 1`` prints a line when the
-        preconditioner is built and every 10 CG iterations, ``verbose >= 2``
-        every iteration.
+        ``verbose >= 1`` prints progress lines: every few seconds while the
+        training Gram (Cholesky) is computed; with ``solver="cg"``, a line
+        when the preconditioner is built and every 10 CG iterations.
+        ``verbose >= 2`` prints every CG iteration and the progress of each
+        product ``K @ v`` as well.
 
     n_jobs : int, default=None
-        Passed to the constructed kernel (``"ntk"``/``"nngp"``), which may use
-        it to compute its Gram blocks in parallel. Ignored for a kernel
-        instance. ``None`` means 1 unless in a :obj:`joblib.parallel_backend`
-        context.
+        Passed to the constructed kernel (``"ntk"``/``"nngp"``), which
+        computes its Gram blocks and the blocks of each CG product in
+        parallel with joblib. Ignored for a kernel instance. ``None`` means 1
+        unless in a :obj:`joblib.parallel_config` context; inside
+        ``parallel_config(backend="dask")`` the blocks run on a Dask cluster.
+
+    device : str, default=None
+        Passed to the constructed kernel: None computes the kernel with
+        numpy; ``"cpu"``, ``"cuda"``, ``"cuda:<index>"`` with torch on that
+        device; ``"auto"`` on CUDA when available, else numpy. The solves
+        themselves run in float64 numpy. Ignored for a kernel instance (set
+        the kernel's own ``device``).
+
+    dtype : {"float64", "float32"}, default="float64"
+        Precision of the kernel computation (passed to the constructed
+        kernel). The solve is float64 either way.
 
     Attributes
     ----------
@@ -275,6 +292,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "cg_rank": [Interval(Integral, 0, None, closed="left")],
         "verbose": ["verbose"],
         "n_jobs": [Integral, None],
+        "device": [str, None],
+        "dtype": [StrOptions({"float64", "float32"})],
     }
 
     def __init__(
@@ -296,6 +315,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         cg_rank: int = 300,
         verbose: int = 0,
         n_jobs: int | None = None,
+        device: str | None = None,
+        dtype: str = "float64",
     ) -> None:
         self.kernel = kernel
         self.alpha = alpha
@@ -313,6 +334,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.cg_rank = cg_rank
         self.verbose = verbose
         self.n_jobs = n_jobs
+        self.device = device
+        self.dtype = dtype
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -341,6 +364,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             activation=self.activation,
             negative_slope=self.negative_slope,
             n_jobs=self.n_jobs,
+            device=self.device,
+            dtype=self.dtype,
+            verbose=int(self.verbose),
         )
 
     def _uses_factorization(self) -> bool:
@@ -467,6 +493,10 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.kernel_ = self._build_kernel()
         self.solver_ = self._choose_solver(X.shape[0])
         if self.solver_ == "cg":
+            if not isinstance(self.kernel, Kernel):
+                # CG prints its own line per iteration; each product's
+                # progress only at verbose >= 2
+                self.kernel_.set_params(verbose=max(int(self.verbose) - 1, 0), block_size=self.block_size)
             self.X_fit_ = X
             dual_coef = self._fit_cg(X, Y, alphas, weights)
             self.dual_coef_ = dual_coef.ravel() if one_dimensional else dual_coef
@@ -527,11 +557,14 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def _gram_matvec(self, vectors: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
         """``K @ vectors`` for the training Gram, one tile of rows at a time.
 
-        Only the tiles ``K[start:stop, start:]`` of the upper block triangle are
+        A hypernetwork kernel streams the product itself (``gram_matvec``:
+        parallel, on its device, on Dask). For any other kernel only the tiles ``K[start:stop, start:]`` of the upper block triangle are
         computed; each serves its rows and, transposed, the rows below. The
         diagonal is taken from ``diagonal`` and each tile's leading square is
         made exactly symmetric, as in the Gram of the Cholesky path.
         """
+        if self._fit_rows is not None and hasattr(self.kernel_, "gram_matvec"):
+            return self.kernel_.gram_matvec(self._fit_rows, vectors)
         n = vectors.shape[0]
         product = np.zeros_like(vectors)
         rows_per_tile = self._cg_rows_per_tile(n)

@@ -12,10 +12,13 @@ from sklearn.utils.validation import check_array
 from ._evaluate import (
     Architecture,
     FactorizedRows,
+    Placement,
     diagonal,
     factorize,
     gram,
+    gram_matvec,
     length_scale_array,
+    resolve_placement,
 )
 
 __all__ = ["HyperKernel", "HyperNNGP"]
@@ -41,6 +44,9 @@ class _HypernetworkKernel(Kernel):
         negative_slope: float = 0.01,
         block_size: int | None = None,
         n_jobs: int | None = None,
+        device: str | None = None,
+        dtype: str = "float64",
+        verbose: int = 0,
     ) -> None:
         self.z_dim = z_dim
         self.f_depth = f_depth
@@ -52,6 +58,9 @@ class _HypernetworkKernel(Kernel):
         self.negative_slope = negative_slope
         self.block_size = block_size
         self.n_jobs = n_jobs
+        self.device = device
+        self.dtype = dtype
+        self.verbose = verbose
 
     # -- hyperparameters ---------------------------------------------------
     @property
@@ -96,6 +105,9 @@ class _HypernetworkKernel(Kernel):
             slope = float(self.negative_slope)
         if self.block_size is not None:
             _check_int(self.block_size, "block_size", 1)
+        if not isinstance(self.verbose, (bool, np.bool_)):
+            _check_int(self.verbose, "verbose", 0)
+        resolve_placement(self.device, self.dtype)
         return Architecture(
             f_depth=int(self.f_depth),
             g_depth=int(self.g_depth),
@@ -113,6 +125,22 @@ class _HypernetworkKernel(Kernel):
             ensure_all_finite=True,
             ensure_min_samples=0,
             input_name=name,
+        )
+
+    def _placement(self) -> Placement:
+        return resolve_placement(self.device, self.dtype)
+
+    def _gram(self, arch: Architecture, rows_a: FactorizedRows, rows_b: FactorizedRows | None, eval_gradient=False):
+        return gram(
+            arch,
+            rows_a,
+            rows_b,
+            eval_gradient=eval_gradient,
+            block_size=self.block_size,
+            n_jobs=self.n_jobs,
+            placement=self._placement(),
+            verbose=self.verbose,
+            label=f"[{type(self).__name__}] Gram",
         )
 
     # -- evaluation --------------------------------------------------------
@@ -151,10 +179,52 @@ class _HypernetworkKernel(Kernel):
         arch = self._architecture(n_features)
         if rows_b is not None and rows_b.x_distinct.shape[1] + rows_b.z.shape[1] != n_features:
             raise ValueError("rows_a and rows_b have different numbers of columns.")
-        K, _ = gram(arch, rows_a, rows_b, block_size=self.block_size, n_jobs=self.n_jobs)
+        K, _ = self._gram(arch, rows_a, rows_b)
         if rows_b is None:
             np.fill_diagonal(K, diagonal(arch, rows_a))
         return K
+
+    def gram_matvec(self, rows: FactorizedRows, vectors) -> np.ndarray:
+        """``K @ vectors`` for the Gram ``K`` of ``rows``, without forming ``K``.
+
+        The product streams over the upper triangle of ``K`` panel by panel
+        (each entry computed once), with the same parallelism, device and
+        progress lines as a Gram; memory stays a few panels whatever the
+        number of rows. Matrix-free solvers (``HyperKernelRegressor(solver=
+        "cg")``) call it once per iteration.
+
+        Parameters
+        ----------
+        rows : FactorizedRows
+            From :meth:`factorize_rows`.
+        vectors : array-like of shape (rows.n_rows,) or (rows.n_rows, n_vectors)
+
+        Returns
+        -------
+        ndarray of the shape of ``vectors``
+            Equal to ``self.gram_factorized(rows) @ vectors`` up to rounding.
+        """
+        n_features = rows.x_distinct.shape[1] + rows.z.shape[1]
+        arch = self._architecture(n_features)
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.shape[:1] != (rows.n_rows,) or vectors.ndim > 2:
+            raise ValueError(
+                f"vectors must have shape ({rows.n_rows},) or ({rows.n_rows}, n_vectors); got {vectors.shape}."
+            )
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError("vectors contains NaN or infinity.")
+        product = gram_matvec(
+            arch,
+            rows,
+            vectors.reshape(rows.n_rows, -1),
+            diagonal(arch, rows),
+            block_size=self.block_size,
+            n_jobs=self.n_jobs,
+            placement=self._placement(),
+            verbose=self.verbose,
+            label=f"[{type(self).__name__}] K @ V",
+        )
+        return product.reshape(vectors.shape)
 
     def __call__(self, X, Y=None, eval_gradient: bool = False):
         """Return the kernel k(X, Y) and optionally its gradient.
@@ -189,12 +259,10 @@ class _HypernetworkKernel(Kernel):
                     f"X has {X.shape[1]} columns but Y has {Y.shape[1]}; both must be rows [x | z] "
                     "of the same width."
                 )
-            K, _ = gram(arch, rows_x, factorize(Y, int(self.z_dim)), block_size=self.block_size, n_jobs=self.n_jobs)
+            K, _ = self._gram(arch, rows_x, factorize(Y, int(self.z_dim)))
             return K
         with_gradient = eval_gradient and not self.hyperparameter_length_scale.fixed
-        K, K_gradient = gram(
-            arch, rows_x, None, eval_gradient=with_gradient, block_size=self.block_size, n_jobs=self.n_jobs
-        )
+        K, K_gradient = self._gram(arch, rows_x, None, eval_gradient=with_gradient)
         # correlations of a row with itself are 1 in exact arithmetic: read the
         # diagonal off in closed form rather than from a rounded rho
         np.fill_diagonal(K, diagonal(arch, rows_x))
@@ -281,7 +349,21 @@ _PARAMETERS_DOC = """
         Rows per block of the Gram computation; None chooses about 2^17
         entries per block. Results do not depend on it.
     n_jobs : int, default=None
-        Threads over blocks (joblib); None means 1, -1 all cores.
+        Parallel workers over blocks (joblib): None means 1 unless in a
+        ``joblib.parallel_config`` context, -1 all cores. Threads by default;
+        inside ``parallel_config(backend="dask")`` the blocks run on a Dask
+        cluster (see the user guide).
+    device : str, default=None
+        Where the recursions run: None with numpy on the CPU; ``"cpu"``,
+        ``"cuda"`` or ``"cuda:<index>"`` with torch on that device (the same
+        code through the array API); ``"auto"`` on CUDA when torch sees a GPU,
+        else numpy. The result is a float64 numpy array in every case.
+    dtype : {"float64", "float32"}, default="float64"
+        Precision of the recursions (float32 agrees with float64 to about
+        1e-5 relative and is much faster on GPUs).
+    verbose : int, default=0
+        1 prints a progress line every few seconds while a Gram or a product
+        with it is computed, 2 one per block.
 """
 
 

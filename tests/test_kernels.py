@@ -441,6 +441,9 @@ def test_get_params_set_params_round_trip(cls, name):
         "negative_slope",
         "block_size",
         "n_jobs",
+        "device",
+        "dtype",
+        "verbose",
     }
     assert set(params) == expected_names
     for key, value in CONFIGS[name].items():
