@@ -12,7 +12,7 @@ PIP_INSTALL_FLAGS ?= --quiet --progress-bar off
 .PHONY: demo test install clean distclean
 
 demo: $(STAMP)
-	$(VENV_PYTHON) examples/demo.py
+	OMP_NUM_THREADS=1 $(VENV_PYTHON) examples/demo.py
 
 # pytest's own exit codes are kept: 5 ("no tests collected") fails the target too.
 test: $(STAMP)

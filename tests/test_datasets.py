@@ -139,3 +139,23 @@ def test_rotation_task_labels_match_the_extra_rotation():
     assert U.min() >= 0.0 and U.max() <= 1.0
     with pytest.raises(ValueError, match="n_samples"):
         make_rotation_task(images, n_samples=0)
+
+
+def test_rotation_task_label_is_the_angle_from_x_to_z():
+    # An asymmetric "L": rotating x by 30 * label degrees must reproduce z best
+    # among the 12 angles (up to one class next to a bin edge), and the opposite
+    # direction must not.
+    from scipy.ndimage import rotate
+
+    image = np.zeros((15, 15))
+    image[3:12, 5] = image[11, 5:11] = image[3, 5:8] = 1.0
+    U, y = make_rotation_task(image[None], n_samples=200, random_state=0)
+    best = []
+    for row in U:
+        x, z = row[:225].reshape(15, 15), row[225:]
+        scores = [rotate(x, 30.0 * k, reshape=False, order=1).ravel() @ z for k in range(12)]
+        best.append(int(np.argmax(scores)))
+    best = np.asarray(best)
+    distance = np.minimum((best - y) % 12, (y - best) % 12)
+    assert np.all(distance <= 1) and np.mean(best == y) > 0.85
+    assert np.mean((-best) % 12 == y) < 0.3

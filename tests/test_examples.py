@@ -7,6 +7,7 @@ with status 0, print numbers, and write the pictures it draws.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -18,6 +19,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.py"))
 NUMBER = re.compile(r"\d+\.\d+")
+
+
+def _png_size(path: Path) -> int:
+    """Size of a PNG file in bytes (0 when it is missing or not a PNG)."""
+    if not path.is_file() or path.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
+        return 0
+    return path.stat().st_size
 
 
 def test_examples_are_found() -> None:
@@ -52,6 +60,17 @@ def test_example_runs_in_reduced_mode(script: Path, tmp_path: Path) -> None:
     )
     assert run.returncode == 0, f"{script.name} failed:\n{run.stdout}\n{run.stderr}"
     assert NUMBER.search(run.stdout), f"{script.name} printed no numbers:\n{run.stdout}"
+    if script.name == "demo.py":
+        # the demo runs the Table 1 experiment: its table (with the paper's numbers
+        # beside ours), its JSON and its reconstruction picture land in ./results
+        assert "| paper: hyper-nngp |" in run.stdout
+        assert _png_size(tmp_path / "results" / "table1_reconstructions.png") > 1000
+        errors = json.loads((tmp_path / "results" / "table1.json").read_text())["errors"]
+        for task in ("representation", "inpainting"):
+            for n in (20, 50):
+                baseline = errors[f"{task}|mean-predictor|-|{n}"][0]
+                assert 0.0 < errors[f"{task}|hyper-nngp|selected-ml|{n}"][0] < baseline
+                assert 0.0 < errors[f"{task}|hyperkernel|fourier|{n}"][0] < baseline
     if "savefig" in script.read_text(encoding="utf-8"):
         pictures = list(tmp_path.glob("*.png"))
         assert pictures, f"{script.name} wrote no PNG into the working directory"

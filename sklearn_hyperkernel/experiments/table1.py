@@ -13,8 +13,13 @@ ridge is ``1e-9`` times the Gram diagonal; each kernel prediction averages
 ``draws`` regressions fitted on independent pixel draws.
 
 The "selected" rows choose depths, length scale and ridge on the training
-images only, by grouped (by image) K-fold cross-validation over a small grid,
-then refit on all training images and predict the test images.
+images only, never on a test image: "selected-cv" by K-fold cross-validation
+with folds grouped by image, "selected-ml" (hyper-NNGP only) by the Gaussian
+process log marginal likelihood of ``c * HyperNNGP + noise`` (the grid point
+with the highest likelihood, the scale ``c`` profiled out, the noise ``c``
+times the ridge). Each is chosen separately for every N, on the first
+``min(N, select_images)`` training images, then refit on all N training images
+to predict the test images.
 
 Run ``python -m sklearn_hyperkernel.experiments table1 --help``.
 """
@@ -26,13 +31,15 @@ import math
 import os
 
 import numpy as np
+from scipy.linalg import eigh
 from sklearn.model_selection import GroupKFold
 
 from ..datasets import load_images, pixel_regression
 from ..kernel_ridge import HyperKernelRegressor
+from ..kernels import HyperKernel, HyperNNGP
 from ._common import Clock, base_parser, parse_command, pyplot, save_figure, write_json
 
-__all__ = ["PAPER_TABLE1", "main", "run"]
+__all__ = ["PAPER_TABLE1", "log_marginal_likelihoods", "main", "run"]
 
 PAPER_SIZES = (50, 100, 200, 500)
 #: The paper's Table 1 (test MSE), keyed by (model, task), one value per N in PAPER_SIZES.
@@ -46,6 +53,13 @@ PAPER_TABLE1 = {
 }
 KERNEL_NAMES = {"ntk": "hyperkernel", "nngp": "hyper-nngp"}
 TASKS = ("representation", "inpainting")
+SELECT_METHODS = ("cv", "ml")
+PARAM_NAMES = ("f_depth", "g_depth", "length_scale", "ridge")
+#: Default selection grid: every value the previous, narrower grid picked lies inside it.
+SELECT_F_DEPTHS = [1, 2, 3, 4]
+SELECT_G_DEPTHS = [1, 2, 3]
+SELECT_LENGTH_SCALES = [math.sqrt(2.0), 2.0, 2.0 * math.sqrt(2.0), 4.0, 4.0 * math.sqrt(2.0)]
+SELECT_RIDGES = [1e-9, 1e-6, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 
 
 def _parser():
@@ -109,16 +123,30 @@ def _parser():
     add("--hn-optimizer", default="adam", choices=("adam", "sgd"))
     add("--no-select", action="store_true", help="Skip the model-selected rows.")
     add(
+        "--select-methods",
+        nargs="+",
+        default=list(SELECT_METHODS),
+        choices=SELECT_METHODS,
+        help="cv: grouped K-fold cross-validation (both kernels); ml: GP log marginal "
+        "likelihood (hyper-NNGP only).",
+    )
+    add(
         "--select-images",
         type=int,
         default=50,
-        help="Training images (at most) used by the cross-validated selection.",
+        help="The selection for N training images uses the first min(N, this) of them.",
     )
-    add("--select-folds", type=int, default=3)
-    add("--select-f-depths", type=int, nargs="+", default=[2, 3, 4])
-    add("--select-g-depths", type=int, nargs="+", default=[2, 3])
-    add("--select-length-scales", type=float, nargs="+", default=[1.0, math.sqrt(2.0), 2.0])
-    add("--select-ridges", type=float, nargs="+", default=[1e-9, 1e-3, 1e-1])
+    add("--select-folds", type=int, default=3, help="Folds (grouped by image) of the CV selection.")
+    add("--select-f-depths", type=int, nargs="+", default=SELECT_F_DEPTHS)
+    add("--select-g-depths", type=int, nargs="+", default=SELECT_G_DEPTHS)
+    add("--select-length-scales", type=float, nargs="+", default=SELECT_LENGTH_SCALES)
+    add(
+        "--select-ridges",
+        type=float,
+        nargs="+",
+        default=SELECT_RIDGES,
+        help="Ridges (relative to the Gram diagonal) of the grid; for ml, the noise/scale ratio.",
+    )
     return parser
 
 
@@ -134,9 +162,9 @@ def _quick_overrides(args) -> None:
     args.hn_learning_rate = 1e-2
     args.select_images = 10
     args.select_folds = 2
-    args.select_f_depths = [2, 3]
+    args.select_f_depths = [1, 3]
     args.select_g_depths = [2]
-    args.select_length_scales = [math.sqrt(2.0)]
+    args.select_length_scales = [math.sqrt(2.0), 4.0]
     args.select_ridges = [1e-9, 1e-1]
 
 
@@ -157,6 +185,14 @@ def _fit_predict_kernel(train_images, test_images, task, kernel, encoding, param
     return np.mean(predictions, axis=0), y_test
 
 
+def _cached(cache, data, kernel, encoding, params, args, seed):
+    """``_fit_predict_kernel``, once per distinct (kernel, encoding, values) in ``cache``."""
+    key = (kernel, encoding) + tuple(params[name] for name in PARAM_NAMES)
+    if key not in cache:
+        cache[key] = _fit_predict_kernel(*data, kernel, encoding, params, args, seed)
+    return cache[key]
+
+
 def _regressor(kernel, encoding, params, U):
     """HyperKernelRegressor whose ridge is ``params['ridge']`` times the Gram diagonal."""
     model = HyperKernelRegressor(
@@ -171,8 +207,72 @@ def _regressor(kernel, encoding, params, U):
     return model.set_params(alpha=params["ridge"] * max(diagonal, np.finfo(float).tiny))
 
 
-def _select(train_images, task, kernel, encoding, args, seed):
-    """Grid point with the lowest grouped-CV MSE on (at most ``select_images``) training images."""
+def _kernel(kernel, encoding, f_depth, g_depth, length_scale):
+    kernel_class = HyperKernel if kernel == "ntk" else HyperNNGP
+    return kernel_class(
+        z_dim=2, f_depth=f_depth, g_depth=g_depth, z_encoding=encoding, length_scale=length_scale
+    )
+
+
+def _grid_grams(U, kernel, encoding, args):
+    """(f_depth, g_depth, length_scale) of the grid and the Gram of ``U`` under each."""
+    length_scales = args.select_length_scales if encoding == "fourier" else [1.0]
+    for f_depth, g_depth, length_scale in itertools.product(
+        args.select_f_depths, args.select_g_depths, length_scales
+    ):
+        gram = _kernel(kernel, encoding, f_depth, g_depth, length_scale)(U)
+        yield (f_depth, g_depth, length_scale), np.asarray(gram, dtype=np.float64)
+
+
+def log_marginal_likelihoods(gram, y, ridges):
+    """GP log marginal likelihood of ``y`` under ``c * gram + c * r * d * I``, c profiled out.
+
+    ``d`` is the mean of the Gram diagonal and ``r`` runs over ``ridges``; the
+    scale ``c`` takes its maximum-likelihood value ``y' (gram + r d I)^-1 y / n``.
+    The value for each ridge equals sklearn's ``GaussianProcessRegressor``
+    (``normalize_y=False``) log marginal likelihood with the kernel
+    ``ConstantKernel(c) * K + WhiteKernel(c * r * d)``, whose posterior mean is
+    the kernel ridge regression with relative ridge ``r``.
+    """
+    n = len(y)
+    eigenvalues, vectors = eigh(gram)
+    eigenvalues = np.clip(eigenvalues, 0.0, None)
+    projections = vectors.T @ y
+    diagonal = float(np.mean(np.diag(gram)))
+    values = []
+    for ridge in ridges:
+        shifted = eigenvalues + ridge * diagonal
+        scale = float(np.sum(projections**2 / shifted)) / n
+        values.append(
+            -0.5 * n * math.log(scale)
+            - 0.5 * float(np.sum(np.log(shifted)))
+            - 0.5 * n * (1.0 + math.log(2.0 * math.pi))
+        )
+    return np.array(values)
+
+
+def _cv_errors(gram, y, folds, ridges):
+    """Grouped-CV MSE of kernel ridge regression, one per relative ridge."""
+    errors = np.zeros(len(ridges))
+    for train, valid in folds:
+        train_gram = gram[np.ix_(train, train)]
+        eigenvalues, vectors = eigh(train_gram)
+        eigenvalues = np.clip(eigenvalues, 0.0, None)
+        projections = vectors.T @ y[train]
+        cross = gram[np.ix_(valid, train)] @ vectors
+        diagonal = float(np.mean(np.diag(train_gram)))
+        for i, ridge in enumerate(ridges):
+            prediction = cross @ (projections / (eigenvalues + ridge * diagonal))
+            errors[i] += np.mean((prediction - y[valid]) ** 2) / len(folds)
+    return errors
+
+
+def _select(train_images, task, kernel, encoding, method, args, seed):
+    """Grid point chosen on (at most ``select_images``) training images, and its score.
+
+    ``method="cv"``: the lowest grouped-CV MSE (folds = whole images);
+    ``method="ml"``: the highest GP log marginal likelihood.
+    """
     images = train_images[: args.select_images]
     U, y = pixel_regression(
         images,
@@ -181,27 +281,25 @@ def _select(train_images, task, kernel, encoding, args, seed):
         coordinates=args.coordinates,
         random_state=10_000 + seed,
     )
-    groups = np.repeat(np.arange(len(images)), args.pixels_per_image)
-    folds = list(GroupKFold(n_splits=min(args.select_folds, len(images))).split(U, y, groups))
-    length_scales = args.select_length_scales if encoding == "fourier" else [1.0]
+    if method == "cv":
+        groups = np.repeat(np.arange(len(images)), args.pixels_per_image)
+        folds = list(GroupKFold(n_splits=min(args.select_folds, len(images))).split(U, y, groups))
     best = None
-    for f_depth, g_depth, length_scale, ridge in itertools.product(
-        args.select_f_depths, args.select_g_depths, length_scales, args.select_ridges
-    ):
-        params = {
-            "f_depth": f_depth,
-            "g_depth": g_depth,
-            "length_scale": length_scale,
-            "ridge": ridge,
-        }
-        errors = []
-        for train, valid in folds:
-            model = _regressor(kernel, encoding, params, U[train]).fit(U[train], y[train])
-            errors.append(np.mean((model.predict(U[valid]) - y[valid]) ** 2))
-        score = float(np.mean(errors))
-        if best is None or score < best[0]:
-            best = (score, params)
-    return best[1]
+    for (f_depth, g_depth, length_scale), gram in _grid_grams(U, kernel, encoding, args):
+        if method == "cv":
+            scores = -_cv_errors(gram, y, folds, args.select_ridges)
+        else:
+            scores = log_marginal_likelihoods(gram, y, args.select_ridges)
+        i = int(np.argmax(scores))
+        if best is None or scores[i] > best[0]:
+            params = {
+                "f_depth": f_depth,
+                "g_depth": g_depth,
+                "length_scale": length_scale,
+                "ridge": args.select_ridges[i],
+            }
+            best = (float(scores[i]), params)
+    return {**best[1], "score": best[0], "n_images": len(images)}
 
 
 def _fit_predict_hypernetwork(train_images, test_images, task, args, seed):
@@ -251,6 +349,7 @@ def run(args) -> dict:
     errors: dict[str, list] = {}
     selected_params: dict[str, list] = {}
     pictures = {}
+    methods = [] if args.no_select else list(args.select_methods)
 
     def record(key, value):
         errors.setdefault(key, []).append(float(value))
@@ -260,21 +359,17 @@ def run(args) -> dict:
         test_images = images[order[: args.n_test]]
         pool = images[order[args.n_test :]]
         for task in args.tasks:
-            chosen = {}
-            if not args.no_select:
-                for kernel in ("ntk", "nngp"):
-                    chosen[kernel] = _select(
-                        pool[: max(args.sizes)], task, kernel, "fourier", args, seed
-                    )
-                    selected_params.setdefault(f"{task}|{kernel}", []).append(chosen[kernel])
+            selections = {}  # (kernel, method, images used) -> chosen values
             for n_train in args.sizes:
                 train_images = pool[:n_train]
+                # (kernel, encoding, values) -> prediction: a selected point equal to
+                # the fixed one, or to the other method's, is fitted once
+                cache = {}
+                data = (train_images, test_images, task)
                 mean_mse = np.mean((train_images.mean() - test_images) ** 2)
                 record(f"{task}|mean-predictor|-|{n_train}", mean_mse)
                 for kernel, encoding in itertools.product(("ntk", "nngp"), args.encodings):
-                    prediction, y_test = _fit_predict_kernel(
-                        train_images, test_images, task, kernel, encoding, base, args, seed
-                    )
+                    prediction, y_test = _cached(cache, data, kernel, encoding, base, args, seed)
                     record(
                         f"{task}|{KERNEL_NAMES[kernel]}|{encoding}|{n_train}",
                         np.mean((prediction - y_test) ** 2),
@@ -286,21 +381,23 @@ def run(args) -> dict:
                         and encoding == "fourier"
                     ):
                         pictures[(task, "hyperkernel")] = prediction
-                    if kernel in chosen and encoding == "fourier":
-                        prediction, y_test = _fit_predict_kernel(
-                            train_images,
-                            test_images,
-                            task,
-                            kernel,
-                            encoding,
-                            chosen[kernel],
-                            args,
-                            seed,
+                for kernel, method in itertools.product(("ntk", "nngp"), methods):
+                    if method == "ml" and kernel != "nngp":
+                        continue
+                    n_select = min(n_train, args.select_images)
+                    if (kernel, method, n_select) not in selections:
+                        selections[(kernel, method, n_select)] = _select(
+                            train_images, task, kernel, "fourier", method, args, seed
                         )
-                        record(
-                            f"{task}|{KERNEL_NAMES[kernel]}|selected|{n_train}",
-                            np.mean((prediction - y_test) ** 2),
-                        )
+                    chosen = selections[(kernel, method, n_select)]
+                    selected_params.setdefault(
+                        f"{task}|{KERNEL_NAMES[kernel]}|selected-{method}|{n_train}", []
+                    ).append(chosen)
+                    prediction, y_test = _cached(cache, data, kernel, "fourier", chosen, args, seed)
+                    record(
+                        f"{task}|{KERNEL_NAMES[kernel]}|selected-{method}|{n_train}",
+                        np.mean((prediction - y_test) ** 2),
+                    )
                 if args.hn_epochs > 0:
                     prediction, y_test = _fit_predict_hypernetwork(
                         train_images, test_images, task, args, seed
@@ -311,7 +408,12 @@ def run(args) -> dict:
                     )
                     if seed == args.first_seed and n_train == max(args.sizes):
                         pictures[(task, "hypernetwork")] = prediction
-                print(f"{clock} seed {seed} {task} N={n_train} done", flush=True)
+                done = ", ".join(
+                    f"{key.split('|')[1]} {key.split('|')[2]} {values[-1]:.4f}"
+                    for key, values in errors.items()
+                    if key.startswith(f"{task}|") and key.endswith(f"|{n_train}")
+                )
+                print(f"{clock} seed {seed} {task} N={n_train} done: {done}", flush=True)
         if seed == args.first_seed:
             pictures["test_images"] = test_images
     return {
@@ -344,7 +446,9 @@ def markdown_table(results: dict, args) -> str:
         lines += [f"### {task}", "", header, "|" + "---|" * (len(args.sizes) + 2)]
         rows = [("mean-predictor", "-")]
         rows += [(KERNEL_NAMES[k], e) for k in ("ntk", "nngp") for e in args.encodings]
-        rows += [(KERNEL_NAMES[k], "selected") for k in ("ntk", "nngp")]
+        rows += [
+            (KERNEL_NAMES[k], f"selected-{m}") for k in ("ntk", "nngp") for m in SELECT_METHODS
+        ]
         rows += [("hypernetwork", "fourier")]
         for model, encoding in rows:
             keys = [f"{task}|{model}|{encoding}|{n}" for n in args.sizes]
@@ -371,11 +475,12 @@ def markdown_table(results: dict, args) -> str:
         lines.append("")
     if results["selected_params"]:
         lines += [
-            "Selected parameters (per seed, chosen by grouped CV on training images only, "
+            "Selected values (per seed; on the first min(N, "
+            f"{args.select_images}) training images only, never a test image; "
+            f"cv: {args.select_folds}-fold CV grouped by image, ml: GP log marginal likelihood) "
             f"over f_depth {args.select_f_depths}, g_depth {args.select_g_depths}, "
             f"length scale {[round(v, 4) for v in args.select_length_scales]}, "
-            f"relative ridge {args.select_ridges}; {args.select_images} images, "
-            f"{args.select_folds} folds):",
+            f"relative ridge {args.select_ridges}, as (f_depth, g_depth, length scale, ridge):",
             "",
         ]
         for key, chosen in results["selected_params"].items():
@@ -383,7 +488,7 @@ def markdown_table(results: dict, args) -> str:
                 f"({p['f_depth']},{p['g_depth']},{p['length_scale']:.3g},{p['ridge']:g})"
                 for p in chosen
             )
-            lines.append(f"- {key} (f_depth, g_depth, length scale, ridge): {summary}")
+            lines.append(f"- {key.replace('|', ', ')}: {summary}")
         lines.append("")
     return "\n".join(lines)
 
