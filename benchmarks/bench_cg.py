@@ -19,7 +19,7 @@ Run from the repository root with the package importable (installed, or
 
     python benchmarks/bench_cg.py              # N = 20,000, both solvers
     python benchmarks/bench_cg.py --quick      # N = 3,000
-    python benchmarks/bench_cg.py --n 100000 --cg-rank 1000 --tol 1e-4 --n-jobs 2
+    python benchmarks/bench_cg.py --n 100000 --alpha 1e-2 --cg-rank 500 --tol 1e-2 --n-jobs 2 --dtype float32
                                                # CG only (the Gram would be 80 GB)
 
 Cholesky is skipped when its Gram would exceed ``--max-gram-gib`` (8 GiB).
@@ -64,7 +64,17 @@ def pixel_rows(n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return X[:n_rows], y[:n_rows], X_test[:N_TEST_ROWS]
 
 
-def run_one(solver: str, n_rows: int, cg_rank: int, tol: float, n_jobs: int, output: str) -> None:
+def run_one(
+    solver: str,
+    n_rows: int,
+    cg_rank: int,
+    tol: float,
+    n_jobs: int,
+    dtype: str,
+    verbose: int,
+    alpha: float,
+    output: str,
+) -> None:
     """Fit one solver (in this process) and write its figures as JSON."""
     X, y, X_test = pixel_rows(n_rows)
     model = HyperKernelRegressor(
@@ -72,8 +82,9 @@ def run_one(solver: str, n_rows: int, cg_rank: int, tol: float, n_jobs: int, out
         cg_rank=cg_rank,
         tol=tol,
         n_jobs=n_jobs,
-        verbose=1 if solver == "cg" else 0,
-        **MODEL_PARAMS,
+        dtype=dtype,
+        verbose=verbose if solver == "cg" else 0,
+        **{**MODEL_PARAMS, "alpha": alpha},
     )
     tracemalloc.start()
     started = time.perf_counter()
@@ -113,6 +124,12 @@ def run_in_subprocess(solver: str, args: argparse.Namespace) -> dict:
             str(args.tol),
             "--n-jobs",
             str(args.n_jobs),
+            "--dtype",
+            args.dtype,
+            "--verbose",
+            str(args.verbose),
+            "--alpha",
+            str(args.alpha),
             "--output",
             output,
         ]
@@ -132,6 +149,9 @@ def main() -> None:
     parser.add_argument("--cg-rank", type=int, default=300, help="preconditioner rank")
     parser.add_argument("--tol", type=float, default=1e-6, help="CG relative residual")
     parser.add_argument("--n-jobs", type=int, default=1, help="threads over Gram panels (both solvers)")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="kernel precision")
+    parser.add_argument("--verbose", type=int, default=1, help="CG's verbose (2: every iteration)")
+    parser.add_argument("--alpha", type=float, default=MODEL_PARAMS["alpha"], help="ridge")
     parser.add_argument(
         "--solvers", nargs="+", choices=["cholesky", "cg"], default=["cholesky", "cg"]
     )
@@ -142,12 +162,22 @@ def main() -> None:
     if args.n is None:
         args.n = 3000 if args.quick else 20000
     if args.worker:
-        run_one(args.worker, args.n, args.cg_rank, args.tol, args.n_jobs, args.output)
+        run_one(
+            args.worker,
+            args.n,
+            args.cg_rank,
+            args.tol,
+            args.n_jobs,
+            args.dtype,
+            args.verbose,
+            args.alpha,
+            args.output,
+        )
         return
 
     print(
-        f"# bench_cg: N={args.n} pixel rows (digits, Fourier z), alpha={MODEL_PARAMS['alpha']}, "
-        f"tol={args.tol}, cg_rank={args.cg_rank}, n_jobs={args.n_jobs}; {platform.processor() or platform.machine()}, "
+        f"# bench_cg: N={args.n} pixel rows (digits, Fourier z), alpha={args.alpha}, "
+        f"tol={args.tol}, cg_rank={args.cg_rank}, n_jobs={args.n_jobs}, dtype={args.dtype}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, numpy {np.__version__}; load average "
         f"{os.getloadavg()[0]:.1f} (other work on the machine slows both solvers)",
         flush=True,
