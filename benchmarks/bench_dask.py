@@ -19,6 +19,13 @@ with ``N / images`` pixel coordinates (``--images 0`` makes every x distinct).
     python benchmarks/bench_dask.py              # N = 10,000, 2 workers
     python benchmarks/bench_dask.py --n 2000 --repeats 1
     python benchmarks/bench_dask.py --scheduler tcp://host:8786   # your cluster
+    python benchmarks/bench_dask.py --dask-malloc     # Dask's default allocator settings
+
+The local cluster's workers start with glibc's mmap threshold raised to 64 MiB
+(``MALLOC_MMAP_THRESHOLD_``, through Dask's ``distributed.nanny.pre-spawn-environ``):
+Dask sets ``MALLOC_TRIM_THRESHOLD_``, which freezes glibc's mmap threshold at
+128 KiB, so every 1 MiB temporary of the recursions would be a fresh mmap and
+page-faulted in again; that alone made the workers ~1.5x slower here.
 """
 
 from __future__ import annotations
@@ -59,9 +66,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="local threads = Dask workers")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    parser.add_argument("--dask-malloc", action="store_true", help="keep Dask's allocator settings")
     args = parser.parse_args()
 
+    import dask
     from distributed import Client, LocalCluster
+
+    if not args.dask_malloc:
+        dask.config.set(
+            {
+                "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(2**30),
+                "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(2**26),
+            }
+        )
 
     U = make_rows(args.n, args.images)
     kernel = HyperKernel(z_encoding="fourier", n_jobs=args.workers)
@@ -97,7 +114,10 @@ def main() -> None:
         if cluster is not None:
             cluster.close()
 
-    where = args.scheduler or f"LocalCluster of {args.workers} single-threaded worker processes (loopback)"
+    where = args.scheduler or (
+        f"LocalCluster of {args.workers} single-threaded worker processes (loopback), "
+        + ("Dask's allocator settings" if args.dask_malloc else "mmap threshold 64 MiB")
+    )
     print(
         f"# bench_dask: N={args.n} rows, x of 784 values ({'every x distinct' if args.images <= 0 else f'{args.images} distinct x'}), z of 2, HyperKernel fourier, f_depth 3, g_depth 2; {os.cpu_count()} cores; "
         f"load average {os.getloadavg()[0]:.1f}; Dask: {where}; local: joblib threads, n_jobs={args.workers}; "

@@ -23,12 +23,12 @@ evaluated:
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 from joblib import Parallel, delayed, effective_n_jobs
 from joblib._parallel_backends import SequentialBackend, ThreadingBackend
 from joblib.parallel import get_active_backend
@@ -406,7 +406,7 @@ def _chunk(
     tangent *= rho_z
     ell = arch.length_scale
     n_theta = ell.shape[0]
-    gradient = xp.empty(tuple(value.shape) + (n_theta,), dtype=value.dtype, device=_device_of(value))
+    gradient = xp.empty(tuple(value.shape) + (n_theta,), dtype=value.dtype, device=array_device(value))
     for d in range(n_theta):
         if n_theta == 1:
             diff = _squared_distances(z_a / float(ell[0]), z_b / float(ell[0]))
@@ -417,12 +417,6 @@ def _chunk(
         diff *= tangent
         gradient[..., d] = diff
     return value, gradient
-
-
-def _device_of(array: Any) -> Any:
-    from array_api_compat import device
-
-    return device(array)
 
 
 def _squared_distances(a: Any, b: Any) -> Any:
