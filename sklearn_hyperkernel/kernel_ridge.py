@@ -558,8 +558,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """``K @ vectors`` for the training Gram, one tile of rows at a time.
 
         A hypernetwork kernel streams the product itself (``gram_matvec``:
-        parallel, on its device, on Dask). For any other kernel only the tiles ``K[start:stop, start:]`` of the upper block triangle are
-        computed; each serves its rows and, transposed, the rows below. The
+        parallel, on its device, on Dask). For any other kernel only the tiles
+        ``K[start:stop, start:]`` of the upper block triangle are computed;
+        each serves its rows and, transposed, the rows below. The
         diagonal is taken from ``diagonal`` and each tile's leading square is
         made exactly symmetric, as in the Gram of the Cholesky path.
         """
