@@ -33,6 +33,7 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sklearn_hyperkernel._device import resolve_device
 from sklearn_hyperkernel._solvers import (
     LowRankPreconditioner,
     conjugate_gradient,
@@ -67,10 +68,19 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     Each row ``u = [x | z]`` of ``X`` holds the hypernetwork's input ``x`` (all
     but the last ``z_dim`` columns) and the primary network's input ``z`` (the
-    last ``z_dim`` columns). With ``K`` the kernel, the model is::
+    last ``z_dim`` columns). With ``K`` the kernel, ``m`` the targets' mean
+    and ``r = alpha * mean(diag K)`` (``alpha_scale="relative"``), the model
+    is::
 
-        dual_coef_ = (K(X_fit_, X_fit_) + alpha * I)^-1 y
-        predict(X) = K(X, X_fit_) @ dual_coef_
+        dual_coef_ = (K(X_fit_, X_fit_) + r * I)^-1 (y - m)
+        predict(X) = K(X, X_fit_) @ dual_coef_ + m
+
+    The defaults (Fourier encoding of z, ``normalize_x``, ``normalize_y``,
+    relative ridge) are chosen for the tasks the package exists for and for
+    plain tabular data (see the user guide, "Why the defaults are what they
+    are"); the paper's exact kernel regression is
+    ``HyperKernelRegressor(alpha=1e-9, z_encoding=..., length_scale=...,
+    normalize_x=False, normalize_y=False)``.
 
     which is the mean prediction of an infinitely wide hypernetwork trained by
     gradient descent on the squared loss (``kernel="ntk"``) or the posterior
@@ -90,8 +100,23 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         ``kernel__<name>``.
 
     alpha : float or array-like of shape (n_targets,), default=1e-3
-        Ridge added to the diagonal of the training Gram matrix (``eps`` of
-        Eq. 18). Must be positive. An array gives one value per target.
+        Ridge (``eps`` of Eq. 18), relative to the mean of the training Gram's
+        diagonal by default (see ``alpha_scale``). Must be positive. An array
+        gives one value per target. The default, 1e-3 of the kernel's own
+        scale, is a light ridge that interpolates the paper's noise-free pixel
+        tasks almost exactly and keeps the solve well conditioned; raise it
+        for noisy targets (its best value is a ``GridSearchCV`` away). The
+        paper's setting is ``alpha=1e-9``.
+
+    alpha_scale : {"relative", "absolute"}, default="relative"
+        ``"relative"``: the ridge added to the diagonal is ``alpha`` times the
+        mean diagonal of the training Gram (as neural-tangents'
+        ``diag_reg_absolute_scale=False``). The hypernetwork kernels scale as
+        ``(|x|^2 / n0)^g_depth``, so the diagonal is ``1e-5`` on unit-norm
+        MNIST rows and ``~6`` on standard-normal rows: no absolute ridge
+        serves both. ``"absolute"``: ``alpha`` is added as it is, as in
+        :class:`~sklearn.kernel_ridge.KernelRidge`. The ridge used is
+        ``ridge_``.
 
     z_dim : int, default=2
         Number of trailing columns of ``X`` that form ``z``.
@@ -102,18 +127,45 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     g_depth : int, default=2
         Number of weight matrices ``H`` of the primary network ``g``.
 
-    z_encoding : {"linear", "fourier"}, default="linear"
-        Input kernel of ``z``: ``z . z' / z_dim`` or the Gaussian kernel of
-        infinitely many random Fourier features.
+    z_encoding : {"fourier", "linear"}, default="fourier"
+        Input kernel of ``z``: the Gaussian kernel of infinitely many random
+        Fourier features (paper, Remarks 2-3), or ``z . z' / z_dim`` (the
+        paper's bias-free primary network, positively homogeneous in ``z``: it
+        cannot fit a general function of a coordinate, so it is not the
+        default).
 
-    length_scale : float or array-like of shape (z_dim,), default=1.0
-        Length scale of the Fourier encoding of ``z``; ignored for ``"linear"``.
+    length_scale : float or array-like of shape (z_dim,), default=0.5
+        Length scale of the Fourier encoding of ``z``, in the units of ``z``;
+        ignored for ``"linear"``. 0.5 suits coordinates scaled to ``[-1, 1]``
+        (``pixel_regression``'s default: 0.5 is a quarter of the image, about
+        7 pixels of MNIST) and standardised columns alike; the paper uses
+        ``sqrt(2)`` pixels (``coordinates="pixel"``). Tune it with
+        ``GridSearchCV``, or fit it by marginal likelihood with
+        :class:`~sklearn.gaussian_process.GaussianProcessRegressor`.
 
     activation : {"relu", "leaky_relu"}, default="relu"
         Activation of both networks, normalised to keep the variance.
 
     negative_slope : float, default=0.01
         Slope of ``"leaky_relu"`` for negative inputs; ignored for ``"relu"``.
+
+    normalize_x : bool, default=True
+        Rescale each ``x`` to ``|x|^2 / n0 = 1`` (zero rows stay zero) before
+        the kernel, as the authors' code puts images on the unit sphere. The
+        kernels are positively homogeneous of degree ``g_depth`` in ``x``, so
+        without it a held-out row of larger norm (for example after a
+        :class:`~sklearn.preprocessing.StandardScaler`) gets a prediction
+        scaled by ``(|x| / |x_train|)^g_depth``. ``False`` gives the paper's
+        kernel of the raw rows. Ignored for a kernel instance.
+
+    normalize_y : bool, default=True
+        Standardise each target column (weighted mean and standard deviation
+        with ``sample_weight``) before the solve and undo it in
+        :meth:`predict` (as :class:`~sklearn.gaussian_process.
+        GaussianProcessRegressor`'s ``normalize_y``): the kernel expansion,
+        which has no intercept, then models the deviation from the training
+        mean rather than from 0. The prediction scales with ``y`` either way;
+        only the centring changes it.
 
     block_size : int, default=None
         Number of test rows per block in :meth:`predict`: only one block of the
@@ -204,7 +256,16 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     dual_coef_ : ndarray of shape (n_samples,) or (n_samples, n_targets)
         Weights of the training rows in the kernel expansion of the prediction
-        (in the units of the original, unweighted problem).
+        (in the units of the original, unweighted problem):
+        ``predict(X) = K(X, X_fit_) @ dual_coef_ + intercept_``.
+
+    intercept_ : float or ndarray of shape (n_targets,)
+        The training targets' (weighted) mean with ``normalize_y=True``, else 0.
+
+    ridge_ : ndarray of shape (n_targets,)
+        The ridge added to the training Gram's diagonal for each target, in
+        the kernel's units (``alpha`` times the mean diagonal with
+        ``alpha_scale="relative"``).
 
     X_fit_ : ndarray of shape (n_samples, n_features)
         Training rows, needed for prediction.
@@ -278,6 +339,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "kernel": [StrOptions({"ntk", "nngp"}), Kernel],
         "alpha": [Interval(Real, 0, None, closed="neither"), "array-like"],
+        "alpha_scale": [StrOptions({"relative", "absolute"})],
+        "normalize_x": ["boolean"],
+        "normalize_y": ["boolean"],
         "z_dim": [Interval(Integral, 1, None, closed="left")],
         "f_depth": [Interval(Integral, 1, None, closed="left")],
         "g_depth": [Interval(Integral, 1, None, closed="left")],
@@ -301,13 +365,16 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         kernel: str | Kernel = "ntk",
         *,
         alpha: float | np.ndarray = 1e-3,
+        alpha_scale: str = "relative",
         z_dim: int = 2,
         f_depth: int = 3,
         g_depth: int = 2,
-        z_encoding: str = "linear",
-        length_scale: float | np.ndarray = 1.0,
+        z_encoding: str = "fourier",
+        length_scale: float | np.ndarray = 0.5,
         activation: str = "relu",
         negative_slope: float = 0.01,
+        normalize_x: bool = True,
+        normalize_y: bool = True,
         block_size: int | None = None,
         solver: str = "auto",
         tol: float = 1e-6,
@@ -320,6 +387,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     ) -> None:
         self.kernel = kernel
         self.alpha = alpha
+        self.alpha_scale = alpha_scale
         self.z_dim = z_dim
         self.f_depth = f_depth
         self.g_depth = g_depth
@@ -327,6 +395,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.length_scale = length_scale
         self.activation = activation
         self.negative_slope = negative_slope
+        self.normalize_x = normalize_x
+        self.normalize_y = normalize_y
         self.block_size = block_size
         self.solver = solver
         self.tol = tol
@@ -344,6 +414,20 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         tags.target_tags.single_output = True
         tags.target_tags.multi_output = True
         return tags
+
+    def set_params(self, **params) -> HyperKernelRegressor:
+        """Set the parameters; on a fitted model ``device`` also moves its kernel.
+
+        Where the kernel is computed is not part of what was learned, so a
+        model fitted (or saved) on a GPU predicts on the CPU after
+        ``set_params(device=None)`` (and vice versa), as skorch's nets do.
+        """
+        if "device" in params:
+            resolve_device(params["device"])  # before anything changes
+        super().set_params(**params)
+        if "device" in params and hasattr(self, "kernel_") and not isinstance(self.kernel, Kernel):
+            self.kernel_.set_params(device=self.device)
+        return self
 
     # ------------------------------------------------------------------ kernel
     def _build_kernel(self) -> Kernel:
@@ -363,6 +447,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             length_scale=self.length_scale,
             activation=self.activation,
             negative_slope=self.negative_slope,
+            normalize_x=self.normalize_x,
             n_jobs=self.n_jobs,
             device=self.device,
             dtype=self.dtype,
@@ -484,12 +569,14 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         alphas = self._check_alpha(Y.shape[1])
         weights = self._check_sample_weight(sample_weight, X.shape[0])
 
-        if not isinstance(self.kernel, Kernel) and X.shape[1] <= self.z_dim:
+        if not isinstance(self.kernel, Kernel) and X.shape[1] < self.z_dim:
             raise ValueError(
-                f"X has {X.shape[1]} feature(s), but z_dim={self.z_dim} needs at "
-                f"least {self.z_dim + 1}: the last z_dim columns of each row are z "
-                "and the hypernetwork needs at least one x column before them."
+                f"X has {X.shape[1]} feature(s), but z_dim={self.z_dim}: the last z_dim "
+                f"columns of each row are z, so X needs at least {self.z_dim} columns "
+                "(exactly z_dim columns means no x: every row shares one constant x)."
             )
+        Y, y_mean, y_std = _normalize_targets(Y, weights, bool(self.normalize_y))
+        self.intercept_ = y_mean[0] if one_dimensional else y_mean
         self.kernel_ = self._build_kernel()
         self.solver_ = self._choose_solver(X.shape[0])
         if self.solver_ == "cg":
@@ -498,7 +585,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 # progress only at verbose >= 2
                 self.kernel_.set_params(verbose=max(int(self.verbose) - 1, 0), block_size=self.block_size)
             self.X_fit_ = X
-            dual_coef = self._fit_cg(X, Y, alphas, weights)
+            dual_coef = self._fit_cg(X, Y, alphas, weights) * y_std
             self.dual_coef_ = dual_coef.ravel() if one_dimensional else dual_coef
             return self
         self.n_iter_ = 1
@@ -517,11 +604,28 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             raise ValueError(
                 "The kernel returned non-finite values on the training data; check the scale of X."
             )
-        dual_coef = _solve_regularized_system(K, Y, alphas, weights)
+        self.ridge_ = self._ridge(alphas, np.diagonal(K))
+        dual_coef = _solve_regularized_system(K, Y, self.ridge_, weights) * y_std
         del K
         self.dual_coef_ = dual_coef.ravel() if one_dimensional else dual_coef
         self.X_fit_ = X
         return self
+
+    def _ridge(self, alphas: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
+        """The ridge added to the diagonal, per target, in the kernel's units.
+
+        ``alpha_scale="relative"`` multiplies ``alpha`` by the mean of the
+        training Gram's diagonal (neural-tangents' ``diag_reg`` with
+        ``diag_reg_absolute_scale=False``), so the same ``alpha`` means the
+        same amount of smoothing whatever the scale of the kernel; a kernel
+        whose diagonal is zero everywhere keeps ``alpha`` as it is.
+        """
+        if self.alpha_scale == "absolute":
+            return alphas
+        scale = float(np.mean(diagonal)) if diagonal.size else 0.0
+        if not (math.isfinite(scale) and scale > 0):
+            return alphas
+        return alphas * scale
 
     # ------------------------------------------------------------ CG solver
     def _choose_solver(self, n_samples: int) -> str:
@@ -605,6 +709,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             raise ValueError(
                 "The kernel returned non-finite values on the training data; check the scale of X."
             )
+        self.ridge_ = alphas = self._ridge(alphas, diagonal)
         root_weight = None if sample_weight is None else np.sqrt(sample_weight)
         weighted_diagonal = diagonal if root_weight is None else diagonal * sample_weight
 
@@ -732,12 +837,31 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             K_block = self._cross_kernel(X[start:stop])
             np.matmul(K_block, coef_matrix, out=y_pred[start:stop])
             del K_block
+        y_pred += self.intercept_
         if not np.all(np.isfinite(y_pred)):
             raise ValueError(
                 "The prediction is not finite: the kernel returned non-finite "
                 "values on X; check the scale of X."
             )
         return y_pred.ravel() if dual_coef.ndim == 1 else y_pred
+
+
+def _normalize_targets(
+    targets: np.ndarray, sample_weight: np.ndarray | None, normalize: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardised targets and the (weighted) mean and standard deviation per column.
+
+    Without ``normalize`` the mean is 0 and the deviation 1. A constant
+    column keeps a deviation of 1. Weighted statistics make an integer weight
+    the same as repeating the row.
+    """
+    n_targets = targets.shape[1]
+    if not normalize or targets.shape[0] == 0:
+        return targets, np.zeros(n_targets), np.ones(n_targets)
+    mean = np.average(targets, axis=0, weights=sample_weight)
+    std = np.sqrt(np.average((targets - mean) ** 2, axis=0, weights=sample_weight))
+    std = np.where(std > 0, std, 1.0)
+    return (targets - mean) / std, mean, std
 
 
 # ---------------------------------------------------------------- the solver

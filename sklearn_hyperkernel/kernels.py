@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from typing import Sequence
 
@@ -9,6 +10,7 @@ import numpy as np
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 from sklearn.utils.validation import check_array
 
+from ._device import fallback_device
 from ._evaluate import (
     Architecture,
     FactorizedRows,
@@ -37,11 +39,12 @@ class _HypernetworkKernel(Kernel):
         z_dim: int = 2,
         f_depth: int = 3,
         g_depth: int = 2,
-        z_encoding: str = "linear",
-        length_scale: float | Sequence[float] = 1.0,
+        z_encoding: str = "fourier",
+        length_scale: float | Sequence[float] = 0.5,
         length_scale_bounds: tuple[float, float] | str = (1e-5, 1e5),
         activation: str = "relu",
         negative_slope: float = 0.01,
+        normalize_x: bool = False,
         block_size: int | None = None,
         n_jobs: int | None = None,
         device: str | None = None,
@@ -56,6 +59,7 @@ class _HypernetworkKernel(Kernel):
         self.length_scale_bounds = length_scale_bounds
         self.activation = activation
         self.negative_slope = negative_slope
+        self.normalize_x = normalize_x
         self.block_size = block_size
         self.n_jobs = n_jobs
         self.device = device
@@ -87,11 +91,13 @@ class _HypernetworkKernel(Kernel):
     # -- validation --------------------------------------------------------
     def _architecture(self, n_features: int) -> Architecture:
         _check_int(self.z_dim, "z_dim", 1)
-        if self.z_dim >= n_features:
+        if self.z_dim > n_features:
             raise ValueError(
-                f"z_dim={self.z_dim} leaves no x columns: X has {n_features} columns and the "
-                f"last z_dim of them are z. Use z_dim < {n_features}."
+                f"X has {n_features} feature(s), but z_dim={self.z_dim}: the last z_dim columns of "
+                f"each row are z, so X needs at least {self.z_dim} columns."
             )
+        if not isinstance(self.normalize_x, (bool, np.bool_)):
+            raise ValueError(f"normalize_x must be a bool; got {self.normalize_x!r}.")
         _check_int(self.f_depth, "f_depth", 1)
         _check_int(self.g_depth, "g_depth", 1)
         if self.z_encoding not in _ENCODINGS:
@@ -161,7 +167,25 @@ class _HypernetworkKernel(Kernel):
         """
         X = self._validate(X, "X")
         self._architecture(X.shape[1])
-        return factorize(X, int(self.z_dim))
+        return self._factorize(X)
+
+    def _factorize(self, X: np.ndarray) -> FactorizedRows:
+        """Factorised rows of validated ``X``, with the two x conventions applied.
+
+        * No x columns (``X`` has exactly ``z_dim`` columns): every row shares
+          the constant x = (1,), so f's output is the same for all rows and
+          the kernel is that of the ordinary network g on z (docs/math.md).
+        * ``normalize_x``: each non-zero x is rescaled to ``|x|^2 / n0 = 1``;
+          only the variance ``s`` changes (correlations do not depend on
+          ``|x|``), so it is applied to the factorised rows directly.
+        """
+        z_dim = int(self.z_dim)
+        if X.shape[1] == z_dim:
+            X = np.hstack([np.ones((X.shape[0], 1)), X])
+        rows = factorize(X, z_dim)
+        if self.normalize_x:
+            rows = dataclasses.replace(rows, x_variance=(rows.x_variance > 0).astype(np.float64))
+        return rows
 
     def gram_factorized(self, rows_a: FactorizedRows, rows_b: FactorizedRows | None = None) -> np.ndarray:
         """Kernel matrix between two sets of rows from :meth:`factorize_rows`.
@@ -249,7 +273,7 @@ class _HypernetworkKernel(Kernel):
         """
         X = self._validate(X, "X")
         arch = self._architecture(X.shape[1])
-        rows_x = factorize(X, int(self.z_dim))
+        rows_x = self._factorize(X)
         if Y is not None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated when Y is None.")
@@ -259,7 +283,7 @@ class _HypernetworkKernel(Kernel):
                     f"X has {X.shape[1]} columns but Y has {Y.shape[1]}; both must be rows [x | z] "
                     "of the same width."
                 )
-            K, _ = self._gram(arch, rows_x, factorize(Y, int(self.z_dim)))
+            K, _ = self._gram(arch, rows_x, self._factorize(Y))
             return K
         with_gradient = eval_gradient and not self.hyperparameter_length_scale.fixed
         K, K_gradient = self._gram(arch, rows_x, None, eval_gradient=with_gradient)
@@ -287,14 +311,25 @@ class _HypernetworkKernel(Kernel):
         arch = self._architecture(X.shape[1])
         n_x = X.shape[1] - int(self.z_dim)
         x, z = X[:, :n_x], X[:, n_x:]
-        rows = FactorizedRows(x, np.arange(X.shape[0]), np.einsum("ij,ij->i", x, x) / n_x, z)
+        if n_x == 0:
+            variance = np.ones(X.shape[0])  # the constant x = (1,)
+        else:
+            variance = np.einsum("ij,ij->i", x, x) / n_x
+            if self.normalize_x:
+                variance = (variance > 0).astype(np.float64)
+        rows = FactorizedRows(x, np.arange(X.shape[0]), variance, z)
         return diagonal(arch, rows)
+
+    def __setstate__(self, state: dict) -> None:
+        # a kernel saved with a GPU this machine lacks computes on the CPU
+        self.__dict__.update(state)
+        self.device = fallback_device(getattr(self, "device", None), type(self).__name__)
 
     def __repr__(self) -> str:
         defaults = type(self)().get_params()
         shown = []
         for name, value in self.get_params().items():
-            if name in ("z_dim", "f_depth", "g_depth") or not _same(value, defaults[name]):
+            if name in ("z_dim", "f_depth", "g_depth", "z_encoding") or not _same(value, defaults[name]):
                 if name == "length_scale" and np.iterable(value):
                     value = "[" + ", ".join(f"{v:.3g}" for v in value) + "]"
                     shown.append(f"{name}={value}")

@@ -36,6 +36,7 @@ from sklearn.gaussian_process.kernels import (
 from sklearn.metrics.pairwise import pairwise_kernels
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP, recursions
+from sklearn_hyperkernel.recursions import mlp_kernels
 
 KERNEL_CLASSES = [HyperKernel, HyperNNGP]
 N_X_COLUMNS = 4
@@ -43,10 +44,10 @@ N_X_COLUMNS = 4
 # Architectures covering both encodings, iso- and anisotropic length scales, relu and
 # leaky relu, the bilinear depth (1, 1) and deeper networks, z_dim 1, 2 and 3.
 CONFIGS = {
-    "lin-z1-L1H1": dict(z_dim=1, f_depth=1, g_depth=1),
-    "lin-z2-L3H2": dict(z_dim=2, f_depth=3, g_depth=2),
+    "lin-z1-L1H1": dict(z_dim=1, f_depth=1, g_depth=1, z_encoding="linear"),
+    "lin-z2-L3H2": dict(z_dim=2, f_depth=3, g_depth=2, z_encoding="linear"),
     "lin-z3-L2H3-leaky": dict(
-        z_dim=3, f_depth=2, g_depth=3, activation="leaky_relu", negative_slope=0.1
+        z_dim=3, f_depth=2, g_depth=3, z_encoding="linear", activation="leaky_relu", negative_slope=0.1
     ),
     "four-z2-L2H2-iso": dict(z_dim=2, f_depth=2, g_depth=2, z_encoding="fourier", length_scale=0.7),
     "four-z3-L3H2-aniso": dict(
@@ -439,6 +440,7 @@ def test_get_params_set_params_round_trip(cls, name):
         "length_scale_bounds",
         "activation",
         "negative_slope",
+        "normalize_x",
         "block_size",
         "n_jobs",
         "device",
@@ -534,7 +536,7 @@ def test_exact_diagonal_identities(cls, name):
 def test_depth_one_is_bilinear(cls, z_dim, activation):
     X, Y = make_rows(18, 6, z_dim), make_rows(19, 5, z_dim)
     (x_a, z_a), (x_b, z_b) = split(X, z_dim), split(Y, z_dim)
-    kernel = cls(z_dim=z_dim, f_depth=1, g_depth=1, activation=activation, negative_slope=0.3)
+    kernel = cls(z_dim=z_dim, f_depth=1, g_depth=1, z_encoding="linear", activation=activation, negative_slope=0.3)
     expected = (x_a @ x_b.T / N_X_COLUMNS) * (z_a @ z_b.T / z_dim)
     assert_allclose(kernel(X, Y), expected, rtol=1e-12, atol=1e-15)
     expected_auto = (x_a @ x_a.T / N_X_COLUMNS) * (z_a @ z_a.T / z_dim)
@@ -612,7 +614,7 @@ def test_opposite_x_with_two_layer_f_is_exactly_zero(cls, g_depth):
     x, z = np.array([0.3, -1.2, 0.8, 2.0]), np.array([0.5, -0.4])
     U, V = _pair_rows(x, z, -x, z)
     with no_floating_point_warnings():
-        value = cls(z_dim=2, f_depth=2, g_depth=g_depth)(U, V)[0, 0]
+        value = cls(z_dim=2, f_depth=2, g_depth=g_depth, z_encoding="linear")(U, V)[0, 0]
     s, e = x @ x / 4, z @ z / 2
     if cls is HyperNNGP:
         assert abs(value) <= 1e-14 * s**g_depth * e
@@ -631,7 +633,7 @@ def test_opposite_x_with_three_layer_f_closed_value(cls):
     U, V = _pair_rows(x, z, -x, z)
     s, e = x @ x / 4, z @ z / 2
     with no_floating_point_warnings():
-        value = cls(z_dim=2, f_depth=3, g_depth=1)(U, V)[0, 0]
+        value = cls(z_dim=2, f_depth=3, g_depth=1, z_encoding="linear")(U, V)[0, 0]
     assert value == pytest.approx(s * e / np.pi, rel=1e-12 if cls is HyperNNGP else 1e-6)
 
 
@@ -640,7 +642,8 @@ def test_opposite_x_with_three_layer_f_closed_value(cls):
 @pytest.mark.parametrize("f_depth,g_depth", [(2, 2), (3, 2), (2, 3)])
 def test_opposite_and_parallel_rows_against_reference(cls, activation, f_depth, g_depth):
     config = dict(
-        z_dim=2, f_depth=f_depth, g_depth=g_depth, activation=activation, negative_slope=0.2
+        z_dim=2, f_depth=f_depth, g_depth=g_depth, z_encoding="linear", activation=activation,
+        negative_slope=0.2,
     )
     x, z = np.array([0.7, -1.1, 0.3, 1.9]), np.array([0.5, -0.8])
     kernel = cls(**config)
@@ -670,7 +673,9 @@ def test_opposite_and_parallel_rows_against_reference(cls, activation, f_depth, 
 @pytest.mark.parametrize("delta", [1e-4, 1e-6, 1e-8])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_nearly_parallel_rows_against_extended_precision(cls, activation, delta, sign):
-    config = dict(z_dim=2, f_depth=3, g_depth=3, activation=activation, negative_slope=0.1)
+    config = dict(
+        z_dim=2, f_depth=3, g_depth=3, z_encoding="linear", activation=activation, negative_slope=0.1
+    )
     rng = np.random.default_rng(25)
     x, z = rng.normal(size=4), rng.normal(size=2)
     x_other = sign * x + delta * rng.normal(size=4)
@@ -809,7 +814,7 @@ def test_one_dimensional_input_raises(cls):
 
 
 @pytest.mark.parametrize("cls", KERNEL_CLASSES)
-@pytest.mark.parametrize("z_dim", [3, 4, 0, -1])
+@pytest.mark.parametrize("z_dim", [4, 5, 0, -1])
 def test_bad_z_dim_raises(cls, z_dim):
     X = np.random.default_rng(33).normal(size=(4, 3))
     kernel = cls(z_dim=z_dim)  # __init__ only stores
@@ -926,3 +931,81 @@ def test_property_positive_homogeneity(case, c):
             X_scaled[:, -z_dim:] *= factor
             difference = np.abs(kernel(X_scaled, Y) - factor * K)
             assert np.all(difference <= rtol * np.abs(factor * K) + factor * atol), difference
+
+
+# No x columns: every row shares the constant x = (1,) ------------------------------------
+
+
+@pytest.mark.parametrize("cls", KERNEL_CLASSES)
+@pytest.mark.parametrize("encoding", ["linear", "fourier"])
+@pytest.mark.parametrize("normalize_x", [False, True])
+def test_no_x_columns_is_the_constant_x(cls, encoding, normalize_x):
+    """X of exactly z_dim columns is the same as X with a prepended column of ones."""
+    z = np.random.default_rng(40).normal(size=(7, 2))
+    w = np.random.default_rng(41).normal(size=(3, 2))
+    kernel = cls(z_dim=2, f_depth=3, g_depth=2, z_encoding=encoding, length_scale=0.8, normalize_x=normalize_x)
+    with_ones = np.hstack([np.ones((7, 1)), z]), np.hstack([np.ones((3, 1)), w])
+    assert_array_equal(kernel(z), kernel(with_ones[0]))
+    assert_array_equal(kernel(z, w), kernel(*with_ones))
+    assert_array_equal(kernel.diag(z), kernel.diag(with_ones[0]))
+
+
+@pytest.mark.parametrize("g_depth", [1, 2, 3])
+def test_no_x_columns_gives_the_mlp_kernels_of_g(g_depth):
+    """With one shared x, S_f = s = 1 and Theta^f = L: HyperNNGP is g's NNGP on z and
+    HyperKernel is L times g's NTK on z (the ordinary MLP kernels, docs/math.md)."""
+    z = np.random.default_rng(42).normal(size=(6, 3))
+    w = np.random.default_rng(43).normal(size=(4, 3))
+    nngp, ntk = mlp_kernels(z, w, depth=g_depth)
+    for f_depth in (1, 3):
+        config = dict(z_dim=3, f_depth=f_depth, g_depth=g_depth, z_encoding="linear")
+        assert_allclose(HyperNNGP(**config)(z, w), nngp, rtol=1e-12, atol=1e-15)
+        assert_allclose(HyperKernel(**config)(z, w), f_depth * ntk, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("cls", KERNEL_CLASSES)
+def test_normalize_x_puts_every_x_on_the_sphere(cls):
+    """normalize_x=True is the kernel of the rows rescaled to |x|^2 / n0 = 1 (zero rows stay
+    zero), so it is invariant to the scale of each x; off by default (the paper's kernel)."""
+    X, Y = make_rows(44, 6, 2), make_rows(45, 4, 2)
+    X[2, :-2] = 0.0
+    config = dict(z_dim=2, f_depth=3, g_depth=2, z_encoding="fourier", length_scale=0.7)
+
+    def on_sphere(rows):
+        x = rows[:, :-2]
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        scaled = np.divide(x * np.sqrt(x.shape[1]), norm, out=np.zeros_like(x), where=norm > 0)
+        return np.hstack([scaled, rows[:, -2:]])
+
+    kernel = cls(**config, normalize_x=True)
+    plain = cls(**config)
+    assert plain.normalize_x is False
+    assert_allclose(kernel(X), plain(on_sphere(X)), rtol=1e-12, atol=1e-15)
+    assert_allclose(kernel(X, Y), plain(on_sphere(X), on_sphere(Y)), rtol=1e-12, atol=1e-15)
+    assert_allclose(kernel.diag(X), plain.diag(on_sphere(X)), rtol=1e-12)
+    scaled = X.copy()
+    scaled[:, :-2] *= np.arange(1.0, 7.0)[:, None] * 10.0
+    assert_allclose(kernel(scaled, Y), kernel(X, Y), rtol=1e-12, atol=1e-15)
+    assert_array_equal(kernel(X)[2], 0.0)
+
+
+@pytest.mark.parametrize("cls", KERNEL_CLASSES)
+def test_unpickling_without_the_saved_gpu_falls_back_to_the_cpu(cls, monkeypatch):
+    """A kernel saved with device='cuda' loads on a machine without CUDA with a warning and
+    computes with numpy (skorch's rule); the GPU is simulated by the pickled parameter."""
+    from sklearn_hyperkernel._device import DeviceFallbackWarning
+
+    pytest.importorskip("torch")
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    kernel = cls(z_dim=2, z_encoding="fourier", length_scale=0.7)
+    X = make_rows(46, 5, 2)
+    expected = kernel(X)
+    kernel.device = "cuda:1"  # as saved on a two-GPU machine
+    with pytest.warns(DeviceFallbackWarning, match="cuda:1"):
+        loaded = pickle.loads(pickle.dumps(kernel))
+    assert loaded.device is None
+    assert_array_equal(loaded(X), expected)
+    with pytest.raises(ValueError, match="device='cuda'"):
+        cls(device="cuda")(X)  # asked for explicitly on this machine: an error, not a fallback

@@ -1,0 +1,121 @@
+"""The package's one device rule: what ``device=`` means, for kernels and networks alike.
+
+Every class with a ``device`` parameter resolves it here:
+
+* ``None``: the CPU with the class's CPU default (numpy for the kernels, the
+  fastest path there; torch on the CPU for the finite networks);
+* ``"auto"``: a CUDA GPU when torch sees one, else exactly what ``None`` means;
+* ``"cpu"``, ``"cuda"``, ``"cuda:<index>"`` or a ``torch.device``: that torch
+  device, which must exist on this machine.
+
+An unusable value raises a ``ValueError`` that names the parameter. A fitted
+object loaded on a machine without the device it was saved with falls back to
+the CPU with a :class:`DeviceFallbackWarning` (as skorch does), see
+:func:`fallback_device`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+__all__ = ["DeviceFallbackWarning", "device_available", "fallback_device", "resolve_device"]
+
+
+class DeviceFallbackWarning(UserWarning):
+    """A loaded model's device is missing on this machine: it runs on the CPU instead."""
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def resolve_device(device: Any, name: str = "device") -> str | None:
+    """Check a ``device`` parameter and resolve ``"auto"``.
+
+    Parameters
+    ----------
+    device : None, "auto", str or torch.device
+    name : str, default="device"
+        The parameter's name, for error messages.
+
+    Returns
+    -------
+    str or None
+        None for the CPU default, else a canonical torch device string
+        (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not a device, torch is missing for a torch device,
+        or the GPU asked for does not exist here.
+    """
+    if device is None:
+        return None
+    torch = _torch()
+    if torch is not None and isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise ValueError(
+            f"{name} must be None, 'auto', 'cpu', 'cuda', 'cuda:<index>' or a torch.device; got {device!r}."
+        )
+    if device == "auto":
+        if torch is not None and torch.cuda.is_available():
+            return "cuda"
+        return None
+    if torch is None:
+        raise ValueError(
+            f"{name}={device!r} needs torch, which is not installed; install it with "
+            "`pip install sklearn-hyperkernel[torch]` or use device=None."
+        )
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"{name}={device!r} is not a torch device: {error}") from error
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name}={device!r}: only 'cpu' and 'cuda' devices are supported.")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={device!r} but torch finds no CUDA GPU on this machine; use 'auto' or 'cpu'.")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"{name}={device!r} but torch finds {torch.cuda.device_count()} CUDA GPU(s) on this machine."
+        )
+    return str(parsed)
+
+
+def device_available(device: Any) -> bool:
+    """Whether :func:`resolve_device` accepts ``device`` on this machine."""
+    try:
+        resolve_device(device)
+    except ValueError:
+        return False
+    return True
+
+
+def fallback_device(device: Any, owner: str) -> Any:
+    """``device`` when this machine has it, else None (the CPU) with a warning.
+
+    Called when a pickled object is loaded: a model saved on a GPU machine
+    must load and predict on one without that GPU.
+
+    Parameters
+    ----------
+    device : None, str or torch.device
+        The device the object was saved with.
+    owner : str
+        Names the object in the warning.
+    """
+    if device is None or device_available(device):
+        return device
+    warnings.warn(
+        f"{owner} was saved with device={str(device)!r}, which this machine does not have; "
+        "it is loaded on the CPU instead. Use set_params(device=...) to choose another device.",
+        DeviceFallbackWarning,
+        stacklevel=3,
+    )
+    return None
