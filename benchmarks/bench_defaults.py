@@ -16,6 +16,7 @@ Run from the repository root::
 
     python benchmarks/bench_defaults.py            # all of it, about a minute on 2 cores
     python benchmarks/bench_defaults.py --skip-networks
+    python benchmarks/bench_defaults.py --length-scales 0.25 0.5 1.0
 """
 
 from __future__ import annotations
@@ -56,6 +57,29 @@ def readme_task():
     return U[:200], y[:200], U[200:], y[200:]
 
 
+def digits_task():
+    """../shared/tools/default_call.py's task: 60 digits x 20 pixels, every pixel of 20 others."""
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images
+    pick = np.random.RandomState(2024).permutation(len(images))
+    U, y = pixel_regression(images[pick[:60]], pixels_per_image=20, random_state=1)
+    U_test, y_test = pixel_regression(images[pick[60:80]])
+    return U, y, U_test, y_test
+
+
+def sweep_length_scales(length_scales) -> None:
+    tasks = {"mnist": mnist_task(), "digits": digits_task(), "readme": readme_task()}
+    print("| length_scale | " + " | ".join(tasks) + " |")
+    print("|---|" + "---|" * len(tasks))
+    for length_scale in length_scales:
+        ratios = []
+        for U, y, U_test, y_test in tasks.values():
+            prediction, _ = timed(HyperKernelRegressor(length_scale=length_scale), U, y, U_test)
+            ratios.append(np.mean((prediction - y_test) ** 2) / np.mean((y_test - y.mean()) ** 2))
+        print(f"| {length_scale:g} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+
+
 def timed(estimator, U, y, U_test):
     started = time.perf_counter()
     with warnings.catch_warnings():
@@ -76,7 +100,15 @@ def regression_rows(task, U, y, U_test, y_test, estimators):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-networks", action="store_true", help="only the kernel estimators")
+    parser.add_argument(
+        "--length-scales", type=float, nargs="*", default=None, metavar="L",
+        help="instead: HyperKernelRegressor(length_scale=L) for each L on the mnist, digits and "
+        "readme tasks (how the default length scale was chosen)",
+    )
     args = parser.parse_args()
+    if args.length_scales:
+        sweep_length_scales(args.length_scales)
+        return
 
     print("| task | estimator (defaults) | test MSE | / mean predictor | fit+predict s |")
     print("|---|---|---|---|---|")

@@ -68,8 +68,11 @@ def main() -> None:
             HyperKernelRegressor(kernel="nngp", z_encoding="fourier", length_scale=0.3),
             False,
         ),
-        "hyperkernel (NTK), linear z + constant": (HyperKernelRegressor(z_dim=3), True),
-        "hyperkernel (NTK), linear z (default)": (HyperKernelRegressor(), False),
+        "hyperkernel (NTK), linear z + constant": (
+            HyperKernelRegressor(z_dim=3, z_encoding="linear"),
+            True,
+        ),
+        "hyperkernel (NTK), linear z": (HyperKernelRegressor(z_encoding="linear"), False),
         "KernelRidge rbf (gamma=1/n_features)": (KernelRidge(kernel="rbf", alpha=1e-3), False),
     }
 

@@ -359,19 +359,25 @@ _PARAMETERS_DOC = """
         Number of trailing columns of each row that are z, the input of the
         primary network g; the other columns are x, the input of the
         hypernetwork f. The default serves image + 2-D pixel-coordinate rows.
+        Rows of exactly ``z_dim`` columns have no x: every row then shares
+        the constant x = (1,), and the kernel is the ordinary network g's on
+        z (docs/math.md, "No x columns").
     f_depth : int, default=3
         Number of weight matrices ``L`` of f.
     g_depth : int, default=2
         Number of weight matrices ``H`` of g.
-    z_encoding : {"linear", "fourier"}, default="linear"
-        Input kernel of g: ``z.z' / m0``, or the infinite random-Fourier-
-        feature limit ``exp(-sum_d (z_d - z'_d)^2 / (2 length_scale_d^2))``
-        (paper, Remarks 2-3).
-    length_scale : float or array-like of shape (z_dim,), default=1.0
-        Length scale of the Fourier encoding; one per z column gives an
-        anisotropic encoding. A hyperparameter (fitted in log space by
-        ``GaussianProcessRegressor``) with ``"fourier"``; fixed and unused with
-        ``"linear"``.
+    z_encoding : {"fourier", "linear"}, default="fourier"
+        Input kernel of g: the infinite random-Fourier-feature limit
+        ``exp(-sum_d (z_d - z'_d)^2 / (2 length_scale_d^2))`` (paper, Remarks
+        2-3), or ``z.z' / m0`` (the paper's bias-free g, positively
+        homogeneous in z, so it cannot fit a general function of a
+        coordinate: pass it explicitly for the paper's Theorem 2-3 forms).
+    length_scale : float or array-like of shape (z_dim,), default=0.5
+        Length scale of the Fourier encoding, in the units of z; one per z
+        column gives an anisotropic encoding. A hyperparameter (fitted in log
+        space by ``GaussianProcessRegressor``) with ``"fourier"``; fixed and
+        unused with ``"linear"``. 0.5 suits coordinates in ``[-1, 1]`` and
+        standardised columns (the user guide explains the choice).
     length_scale_bounds : pair of floats >= 0 or "fixed", default=(1e-5, 1e5)
         Bounds on ``length_scale``.
     activation : {"relu", "leaky_relu"}, default="relu"
@@ -380,6 +386,15 @@ _PARAMETERS_DOC = """
         (normalised so that each layer keeps the variance of its input).
     negative_slope : float, default=0.01
         Slope ``a`` of the leaky ReLU; ignored for ``"relu"``.
+    normalize_x : bool, default=False
+        Rescale every non-zero x to ``|x|^2 / n0 = 1`` first (the authors'
+        code puts images on the unit sphere). The kernels are positively
+        homogeneous of degree ``g_depth`` in x (``k(cx, x') = c^H k(x, x')``);
+        with it they depend on x's direction only, so a row's norm (for
+        example after a ``StandardScaler``) cannot inflate a prediction, and
+        the kernel's scale is ``~1`` whatever n0. Off by default so that the
+        kernel is the paper's closed form of the raw rows;
+        :class:`HyperKernelRegressor` turns it on.
     block_size : int, default=None
         Rows per block of the Gram computation; None chooses about 2^17
         entries per block. Results do not depend on it.
@@ -392,7 +407,10 @@ _PARAMETERS_DOC = """
         Where the recursions run: None with numpy on the CPU; ``"cpu"``,
         ``"cuda"`` or ``"cuda:<index>"`` with torch on that device (the same
         code through the array API); ``"auto"`` on CUDA when torch sees a GPU,
-        else numpy. The result is a float64 numpy array in every case.
+        else numpy. The result is a float64 numpy array in every case. A
+        device this machine lacks raises a ``ValueError``; a kernel unpickled
+        on a machine without the GPU it was saved with falls back to numpy
+        with a ``DeviceFallbackWarning``.
     dtype : {"float64", "float32"}, default="float64"
         Precision of the recursions (float32 agrees with float64 to about
         1e-5 relative and is much faster on GPUs).
