@@ -33,7 +33,6 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sklearn_hyperkernel._device import resolve_device
 from sklearn_hyperkernel._solvers import (
     LowRankPreconditioner,
     conjugate_gradient,
@@ -421,9 +420,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         Where the kernel is computed is not part of what was learned, so a
         model fitted (or saved) on a GPU predicts on the CPU after
         ``set_params(device=None)`` (and vice versa), as skorch's nets do.
+        As every parameter, the device is checked when it is used
+        (:meth:`predict`, :meth:`fit`), not here.
         """
-        if "device" in params:
-            resolve_device(params["device"])  # before anything changes
         super().set_params(**params)
         if "device" in params and hasattr(self, "kernel_") and not isinstance(self.kernel, Kernel):
             self.kernel_.set_params(device=self.device)

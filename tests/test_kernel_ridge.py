@@ -916,8 +916,9 @@ def test_set_params_device_moves_a_fitted_model_and_pickles_fall_back(regression
     assert model.kernel_.device == "cpu"
     assert_allclose(model.predict(X_test), expected, rtol=1e-10, atol=1e-12)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model.set_params(device="cuda")  # stored; checked where it is used
     with pytest.raises(ValueError, match="device='cuda'"):
-        model.set_params(device="cuda")
+        model.predict(X_test)
     model.set_params(device=None)
     model.kernel_.device = "cuda"  # as fitted on a GPU machine
     with pytest.warns(DeviceFallbackWarning, match="cuda"):
