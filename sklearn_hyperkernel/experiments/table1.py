@@ -428,7 +428,10 @@ def run(args) -> dict:
 
 
 def _cell(values) -> str:
+    """``mean ± std`` over seeds; a single value has no spread to show."""
     values = np.asarray(values)
+    if values.size == 1:
+        return f"{values.mean():.4f}"
     return f"{values.mean():.4f} ± {values.std():.4f}"
 
 
@@ -437,8 +440,8 @@ def markdown_table(results: dict, args) -> str:
     errors = results["errors"]
     lines = [
         f"Test MSE over all pixels of {args.n_test} held-out images, "
-        f"mean ± std over {args.seeds} seeds "
-        f"(source={args.source}, {args.pixels_per_image} pixels per training image, "
+        + (f"mean ± std over {args.seeds} seeds " if args.seeds > 1 else "one seed (no error bars) ")
+        + f"(source={args.source}, {args.pixels_per_image} pixels per training image, "
         f"coordinates={args.coordinates}, Fourier length scale={args.length_scale:.4g}, "
         f"f_depth={args.f_depth}, g_depth={args.g_depth}, ridge={args.ridge:g} x diag, "
         f"draws={args.draws}, hypernetwork epochs={args.hn_epochs}).",
