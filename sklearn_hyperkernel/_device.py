@@ -8,7 +8,8 @@ Every class with a ``device`` parameter resolves it here:
 * ``"cpu"``, ``"cuda"``, ``"cuda:<index>"`` or a ``torch.device``: that torch
   device, which must exist on this machine.
 
-An unusable value raises a ``ValueError`` that names the parameter. A fitted
+An unusable value raises a ``ValueError`` that names the parameter (an
+``ImportError`` when torch itself is missing). A fitted
 object loaded on a machine without the device it was saved with falls back to
 the CPU with a :class:`DeviceFallbackWarning` (as skorch does), see
 :func:`fallback_device`.
@@ -52,8 +53,10 @@ def resolve_device(device: Any, name: str = "device") -> str | None:
     Raises
     ------
     ValueError
-        If ``device`` is not a device, torch is missing for a torch device,
-        or the GPU asked for does not exist here.
+        If ``device`` is not a device, or the GPU asked for does not exist
+        here.
+    ImportError
+        If ``device`` names a torch device and torch is not installed.
     """
     if device is None:
         return None
@@ -69,7 +72,7 @@ def resolve_device(device: Any, name: str = "device") -> str | None:
             return "cuda"
         return None
     if torch is None:
-        raise ValueError(
+        raise ImportError(
             f"{name}={device!r} needs torch, which is not installed; install it with "
             "`pip install sklearn-hyperkernel[torch]` or use device=None."
         )
@@ -92,7 +95,7 @@ def device_available(device: Any) -> bool:
     """Whether :func:`resolve_device` accepts ``device`` on this machine."""
     try:
         resolve_device(device)
-    except ValueError:
+    except (ValueError, ImportError):
         return False
     return True
 

@@ -9,6 +9,11 @@ evaluated:
   image among many pixel coordinates);
 * the output is filled in panels of rows, so the temporaries of the recursion
   stay a small multiple of one chunk, not of the whole Gram;
+* rows with equal x, or equal z, get correlation exactly 1 wherever they
+  meet (symmetric or cross Gram, gradient, ``K @ V``): equal rows are found
+  once per call on the host (:func:`coincidence_ids`, the rule of
+  :mod:`~sklearn_hyperkernel.recursions`), and each panel and chunk sets its
+  coincident entries from them;
 * a symmetric Gram is filled from its upper block triangle and mirrored, and a
   product ``K @ V`` (:func:`gram_matvec`) streams over the same triangle
   without ever holding ``K``;
@@ -23,7 +28,7 @@ evaluated:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -34,9 +39,17 @@ from joblib._parallel_backends import SequentialBackend, ThreadingBackend
 from joblib.parallel import get_active_backend
 from threadpoolctl import threadpool_limits
 
+from ._device import resolve_device
 from ._progress import ProgressLog
 from .recursions import (
+    _coincident_pairs,
+    _row_ids,
+    _row_keys,
+    _set_where,
+    _sorted_ids,
+    _squared_distances,
     _z_correlations,
+    _z_needs_coincidence,
     hyper_correlations,
     mlp_correlations,
 )
@@ -53,8 +66,6 @@ _MIN_PANEL_ROWS = 256
 # of float64 per temporary), far from an H100's memory but long enough that
 # launch latency does not count.
 _GPU_PANEL_ELEMENTS = 1 << 25
-
-_HASH_MULTIPLIERS_SEED = 0x5EED
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,10 @@ class FactorizedRows:
     x_unit : ndarray of shape (n_distinct, n0)
         ``x / |x|`` per distinct x (zero rows stay zero), so that a block's
         correlations are one matrix product.
+    x_key : ndarray of shape (n_distinct,), dtype uint64, or None
+        A hash of each distinct x's values (see
+        :func:`~sklearn_hyperkernel.recursions._row_keys`), with which equal x
+        rows of two sets of rows are matched; None computes it when needed.
     """
 
     x_distinct: np.ndarray
@@ -80,6 +95,7 @@ class FactorizedRows:
     x_variance: np.ndarray
     z: np.ndarray
     x_unit: np.ndarray | None = None
+    x_key: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
@@ -93,49 +109,67 @@ class FactorizedRows:
 def distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows of ``x`` in order of first appearance, and the inverse index.
 
-    Rows are grouped by an exact hash of their bytes, then verified, so equal
-    rows are found in O(n * n0) instead of a lexicographic sort of the rows.
+    Rows are equal when their values are (``-0.0 == 0.0``). They are grouped
+    by an exact hash of their values, then verified (a collision falls back to
+    a sort), so equal rows are found in O(n * n0) instead of a lexicographic
+    sort of the rows.
     """
+    distinct, inverse, _ = _distinct_rows_and_keys(x)
+    return distinct, inverse
+
+
+def _distinct_rows_and_keys(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`distinct_rows` and the hash keys of the distinct rows."""
     n_rows = x.shape[0]
     if n_rows == 0:
-        return x, np.zeros(0, dtype=np.intp)
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    words = x.view(np.uint64)
-    multipliers = np.random.default_rng(_HASH_MULTIPLIERS_SEED).integers(
-        1, np.iinfo(np.int64).max, size=x.shape[1], dtype=np.uint64
-    ) | np.uint64(1)
-    with np.errstate(over="ignore"):
-        keys = words @ multipliers  # wraps modulo 2^64: exact and deterministic
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts = np.empty(n_rows, dtype=bool)
-    starts[0] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
-    group = np.cumsum(starts) - 1
-    leaders = order[starts]  # the stable sort puts each group's first row first
-    if not np.array_equal(x[order], x[leaders[group]]):
-        # a hash collision between different rows: fall back to a sort
-        _, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        relabel = np.empty_like(first)
-        relabel[np.argsort(first)] = np.arange(first.shape[0])
-        return x[np.sort(first)], relabel[inverse]
-    inverse = np.empty(n_rows, dtype=np.intp)
-    inverse[order] = group
-    relabel = np.empty(leaders.shape[0], dtype=np.intp)
-    relabel[np.argsort(leaders)] = np.arange(leaders.shape[0])
-    return x[np.sort(leaders)], relabel[inverse]
+        return x, np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.uint64)
+    keys = _row_keys(x)
+    (ids,) = _row_ids(x, keys=[keys])
+    _, first = np.unique(ids, return_index=True)  # the first row of each id
+    leaders = np.sort(first)  # in order of first appearance
+    relabel = np.empty(first.shape[0], dtype=np.intp)
+    relabel[ids[leaders]] = np.arange(leaders.shape[0])
+    return x[leaders], relabel[ids], keys[leaders]
 
 
 def factorize(U: np.ndarray, z_dim: int) -> FactorizedRows:
     """Split validated rows into x and z and find the distinct x rows."""
     x = U[:, : U.shape[1] - z_dim]
     z = np.ascontiguousarray(U[:, U.shape[1] - z_dim :])
-    x_distinct, x_index = distinct_rows(x)
+    x_distinct, x_index, x_key = _distinct_rows_and_keys(x)
     squared_norm = np.einsum("ij,ij->i", x_distinct, x_distinct)
     norm = np.sqrt(squared_norm)
     x_unit = x_distinct * np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)[:, None]
-    return FactorizedRows(x_distinct, x_index, squared_norm / max(x.shape[1], 1), z, x_unit)
+    return FactorizedRows(x_distinct, x_index, squared_norm / max(x.shape[1], 1), z, x_unit, x_key)
+
+
+def _unit_rows(rows: FactorizedRows) -> np.ndarray:
+    if rows.x_unit is not None:
+        return rows.x_unit
+    norm = np.sqrt(np.einsum("ij,ij->i", rows.x_distinct, rows.x_distinct))
+    return rows.x_distinct * np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)[:, None]
+
+
+def coincidence_ids(a: FactorizedRows, b: FactorizedRows | None = None) -> tuple[np.ndarray, ...]:
+    """Ids of the distinct x rows and of the z rows: equal exactly for equal rows.
+
+    Returns ``(x_ids_a, z_ids_a)`` for one set of rows, and
+    ``(x_ids_a, z_ids_a, x_ids_b, z_ids_b)`` for two, with ids shared between
+    the two sets: ``x_ids_a[i] == x_ids_b[j]`` exactly when distinct x ``i``
+    of ``a`` equals distinct x ``j`` of ``b``; likewise for the z of each row.
+    Entries of such pairs get correlation exactly 1 (see :mod:`.recursions`).
+    """
+    if b is None:
+        (x_ids,) = _row_ids(a.x_distinct, keys=[a.x_key])
+        (z_ids,) = _row_ids(a.z)
+        return x_ids, z_ids
+    if b.x_distinct is a.x_distinct:  # rows sliced from one factorisation
+        (x_ids_a,) = _row_ids(a.x_distinct, keys=[a.x_key])
+        x_ids_b = x_ids_a
+    else:
+        x_ids_a, x_ids_b = _row_ids(a.x_distinct, b.x_distinct, keys=[a.x_key, b.x_key])
+    z_ids_a, z_ids_b = _row_ids(a.z, b.z)
+    return x_ids_a, z_ids_a, x_ids_b, z_ids_b
 
 
 @dataclass(frozen=True)
@@ -201,54 +235,46 @@ class Placement:
 
 
 def resolve_placement(device: str | None, dtype: str = "float64") -> Placement:
-    """Check a ``device`` / ``dtype`` pair and resolve ``"auto"``.
+    """Check a ``device`` / ``dtype`` pair; the device rule is :func:`._device.resolve_device`.
 
-    ``None`` is numpy; ``"auto"`` is CUDA when torch sees a GPU and numpy
-    otherwise; any other string is a torch device (``"cpu"``, ``"cuda"``,
-    ``"cuda:1"``), which needs torch and, for a GPU, that the GPU exists.
+    ``None`` (and ``"auto"`` without a GPU) is numpy; any torch device runs
+    the same recursions with torch there.
     """
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32'; got {dtype!r}.")
-    if device is None:
-        return Placement(None, dtype)
-    if not isinstance(device, str):
-        raise ValueError(f"device must be None, 'auto', 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}.")
-    if device == "auto":
-        try:
-            import torch
-        except ImportError:
-            return Placement(None, dtype)
-        return Placement("cuda", dtype) if torch.cuda.is_available() else Placement(None, dtype)
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            f"device={device!r} computes the kernels with torch, which is not installed; "
-            "install it with `pip install sklearn-hyperkernel[torch]` or use device=None (numpy)."
-        ) from error
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError) as error:
-        raise ValueError(f"device={device!r} is not a torch device: {error}") from error
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but torch finds no CUDA GPU; use device='auto' or 'cpu'.")
-    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
-        raise ValueError(f"device={device!r} but torch finds {torch.cuda.device_count()} CUDA GPU(s).")
-    return Placement(str(parsed), dtype)
+    return Placement(resolve_device(device), dtype)
 
 
 @dataclass(frozen=True)
 class _PlacedRows:
     """The arrays of :class:`FactorizedRows` the recursions read, placed.
 
-    ``x_index`` stays a host array: which distinct rows a panel needs is
-    bookkeeping, done on the host.
+    ``x_index`` and the ids of :func:`coincidence_ids` stay host arrays:
+    which distinct rows a panel needs, and which entries coincide, is
+    bookkeeping done on the host. ``x_order``, ``x_sorted``, ``z_order`` and
+    ``z_sorted`` sort the ids (:func:`~.recursions._sorted_ids`), so that a
+    panel or a chunk finds its equal rows by binary search instead of
+    comparing every entry.
     """
 
     x_unit: Any
     x_variance: Any
     z: Any
     x_index: np.ndarray
+    x_ids: np.ndarray
+    x_order: np.ndarray
+    x_sorted: np.ndarray
+    z_ids: np.ndarray
+    z_order: np.ndarray
+    z_sorted: np.ndarray
+
+    @property
+    def x_search(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.x_order, self.x_sorted
+
+    @property
+    def z_search(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.z_order, self.z_sorted
 
     @property
     def n_rows(self) -> int:
@@ -259,10 +285,33 @@ class _PlacedRows:
         return self.x_unit.shape[0]
 
 
-def _place(rows: FactorizedRows, placement: Placement) -> _PlacedRows:
+_N_ROW_ARRAYS = len(fields(_PlacedRows))  # arrays per set of rows in a task's arguments
+
+
+def _place(
+    rows: FactorizedRows, placement: Placement, x_ids: np.ndarray, z_ids: np.ndarray
+) -> _PlacedRows:
     return _PlacedRows(
-        placement.put(rows.x_unit), placement.put(rows.x_variance), placement.put(rows.z), rows.x_index
+        placement.put(_unit_rows(rows)),
+        placement.put(rows.x_variance),
+        placement.put(rows.z),
+        rows.x_index,
+        x_ids,
+        *_sorted_ids(x_ids),
+        z_ids,
+        *_sorted_ids(z_ids),
     )
+
+
+def _place_coincidence(coincidence: Any, placement: Placement) -> Any:
+    """A :func:`~.recursions._coincident_pairs` result as arrays of the placement."""
+    if coincidence is None or not placement.uses_torch:
+        return coincidence
+    if isinstance(coincidence, tuple):
+        return tuple(placement.put_index(index) for index in coincidence)
+    import torch
+
+    return torch.as_tensor(coincidence, device=placement.device)
 
 
 def _local_distinct(index: np.ndarray) -> tuple[np.ndarray | slice, np.ndarray | None]:
@@ -308,8 +357,13 @@ def _panel_chunks(
     used_a, local_a = _local_distinct(a.x_index[rows])
     used_b, local_b = _local_distinct(b.x_index[cols])
     rho_x_panel = _take(a.x_unit, placement.put_index(used_a), 0) @ _take(b.x_unit, placement.put_index(used_b), 0).T
-    if symmetric:
-        _set_self_correlations(rho_x_panel, used_a, used_b, a.n_distinct, placement)
+    # equal x: correlation exactly 1 (a unit row times itself is 1 only up to
+    # rounding, and kappa0 moves by ~sqrt(ulp) there)
+    if isinstance(used_b, slice):
+        same_x = _coincident_pairs(a.x_ids[used_a], b.x_ids, b.x_search, used_b)
+    else:
+        same_x = _coincident_pairs(a.x_ids[used_a], b.x_ids[used_b])
+    rho_x_panel = _set_where(rho_x_panel, _place_coincidence(same_x, placement), 1.0, True)
     xp = array_namespace(rho_x_panel)
     for start in range(rows.start, rows.stop, chunk_rows):
         chunk = slice(start, min(start + chunk_rows, rows.stop))
@@ -342,19 +396,6 @@ def _panel_chunks(
         yield chunk, chunk_cols, value, gradient
 
 
-def _set_self_correlations(rho: Any, used_a, used_b, n_distinct: int, placement: Placement) -> None:
-    """Set the correlation of each distinct x with itself to exactly 1.
-
-    The product of a unit row with itself is 1 only up to rounding, and the
-    ReLU's derivative dual is steep there (kappa0 moves by ~sqrt(ulp)).
-    """
-    all_rows = np.arange(n_distinct)
-    index_a, index_b = all_rows[used_a], all_rows[used_b]  # index_b is sorted
-    position = np.minimum(np.searchsorted(index_b, index_a), index_b.shape[0] - 1)
-    same = index_b[position] == index_a
-    rho[placement.put_index(np.flatnonzero(same)), placement.put_index(position[same])] = 1.0
-
-
 def _chunk(
     arch: Architecture,
     placement: Placement,
@@ -373,7 +414,11 @@ def _chunk(
     rho_f, ntk_f = mlp_correlations(rho_x, arch.f_depth, arch.negative_slope, need_ntk=need_ntk)
     rho_f = _take(_take(rho_f, local_a, 0), local_b, 1)
     z_a, z_b = a.z[rows], b.z[cols]
-    rho_z, e_a, e_b = _z_correlations(z_a, z_b, arch.z_encoding, arch.length_scale, xp)
+    same_z = None
+    if _z_needs_coincidence(arch.z_encoding, z_a.shape[1]):
+        same_z = _coincident_pairs(a.z_ids[rows], b.z_ids, b.z_search, cols)
+        same_z = _place_coincidence(same_z, placement)
+    rho_z, e_a, e_b = _z_correlations(z_a, z_b, arch.z_encoding, arch.length_scale, xp, same_z)
     g = hyper_correlations(
         rho_f,
         rho_z,
@@ -409,7 +454,7 @@ def _chunk(
     gradient = xp.empty(tuple(value.shape) + (n_theta,), dtype=value.dtype, device=array_device(value))
     for d in range(n_theta):
         if n_theta == 1:
-            diff = _squared_distances(z_a / float(ell[0]), z_b / float(ell[0]))
+            diff = _squared_distances(z_a / float(ell[0]), z_b / float(ell[0]), xp, same_z)
         else:
             diff = z_a[:, d][:, None] - z_b[:, d][None, :]
             diff *= diff
@@ -417,15 +462,6 @@ def _chunk(
         diff *= tangent
         gradient[..., d] = diff
     return value, gradient
-
-
-def _squared_distances(a: Any, b: Any) -> Any:
-    xp = array_namespace(a, b)
-    sq = a @ b.T
-    sq *= -2.0
-    sq += xp.sum(a * a, axis=1)[:, None]
-    sq += xp.sum(b * b, axis=1)[None, :]
-    return xp.clip(sq, 0.0, None) if not isinstance(sq, np.ndarray) else np.maximum(sq, 0.0, out=sq)
 
 
 def _mirror_leading_square(value: np.ndarray) -> None:
@@ -461,7 +497,7 @@ def _panel_and_chunk_rows(n_cols: int, block_size: int | None, placement: Placem
 
 
 def _row_arrays(rows: _PlacedRows) -> tuple:
-    return rows.x_unit, rows.x_variance, rows.z, rows.x_index
+    return tuple(getattr(rows, field.name) for field in fields(rows))
 
 
 def _gram_panel(
@@ -479,8 +515,8 @@ def _gram_panel(
     ``row_arrays`` are :func:`_row_arrays` of the rows, then of the columns
     when they differ.
     """
-    a = _PlacedRows(*row_arrays[:4])
-    b = _PlacedRows(*row_arrays[4:]) if len(row_arrays) > 4 else a
+    a = _PlacedRows(*row_arrays[:_N_ROW_ARRAYS])
+    b = _PlacedRows(*row_arrays[_N_ROW_ARRAYS:]) if len(row_arrays) > _N_ROW_ARRAYS else a
     chunks = []
     for chunk, chunk_cols, value, grad in _panel_chunks(
         arch, placement, a, rows, b, cols, eval_gradient, chunk_rows, symmetric
@@ -639,9 +675,13 @@ def gram(
     out = np.empty((n_a, n_b))
     gradient = np.empty((n_a, n_b, arch.length_scale.shape[0])) if eval_gradient else None
     panel_rows, chunk_rows = _panel_and_chunk_rows(n_b, block_size, placement)
-    row_arrays = _row_arrays(_place(a, placement))
-    if not symmetric:
-        row_arrays += _row_arrays(_place(b, placement))
+    if symmetric:
+        x_ids_a, z_ids_a = coincidence_ids(a)
+        row_arrays = _row_arrays(_place(a, placement, x_ids_a, z_ids_a))
+    else:
+        x_ids_a, z_ids_a, x_ids_b, z_ids_b = coincidence_ids(a, b)
+        row_arrays = _row_arrays(_place(a, placement, x_ids_a, z_ids_a))
+        row_arrays += _row_arrays(_place(b, placement, x_ids_b, z_ids_b))
     calls = [
         (
             arch,
@@ -703,7 +743,7 @@ def gram_matvec(
     """
     n = a.n_rows
     panel_rows, chunk_rows = _panel_and_chunk_rows(n, block_size, placement)
-    row_arrays = _row_arrays(_place(a, placement))
+    row_arrays = _row_arrays(_place(a, placement, *coincidence_ids(a)))
     vectors = np.asarray(vectors, dtype=np.float64)
     diagonal = np.asarray(diagonal, dtype=np.float64)
     calls = [

@@ -412,8 +412,14 @@ _PARAMETERS_DOC = """
         on a machine without the GPU it was saved with falls back to numpy
         with a ``DeviceFallbackWarning``.
     dtype : {"float64", "float32"}, default="float64"
-        Precision of the recursions (float32 agrees with float64 to about
-        1e-5 relative and is much faster on GPUs).
+        Precision of the recursions, much faster on GPUs in float32. Measured
+        float32 agreement with float64 (largest error / largest entry, MNIST
+        pixel rows and random rows): about 1e-6 with the Fourier encoding;
+        with the linear encoding, pairs of parallel z (``z' = c z``, e.g.
+        pixel coordinates on one ray) differ by up to 1e-4 (the correlation
+        is 1 only up to rounding there, and the ReLU's derivative dual has an
+        infinite slope at 1). Equal rows, equal x and equal z are exact in
+        both precisions.
     verbose : int, default=0
         1 prints a progress line every few seconds while a Gram or a product
         with it is computed, 2 one per block.

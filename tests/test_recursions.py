@@ -470,3 +470,137 @@ def test_hyper_kernels_zero_x_or_zero_z_rows_are_zero():
 def test_module_exposes_the_documented_functions():
     for name in ("relu_duals", "mlp_kernels", "z_input_kernel", "hyper_kernels"):
         assert callable(getattr(recursions, name))
+
+
+# ---------------------------------------------------------------------------
+# torch.autograd through the pure functions
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def torch_module():
+    return pytest.importorskip("torch")
+
+
+def _tensors(torch_module, seed: int, *shapes: tuple[int, int]):
+    generator = torch_module.Generator().manual_seed(seed)
+    return [
+        torch_module.randn(*shape, generator=generator, dtype=torch_module.float64)
+        .requires_grad_(True)
+        for shape in shapes
+    ]
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+@pytest.mark.parametrize(
+    "encoding,length_scale", [("linear", 1.0), ("fourier", 0.8), ("fourier", [0.6, 1.7])]
+)
+def test_hyper_kernels_gradients_match_finite_differences(
+    torch_module, encoding, length_scale, slope
+):
+    # distinct random rows: every correlation strictly inside (-1, 1)
+    x_a, z_a, x_b, z_b = _tensors(torch_module, 0, (4, 5), (4, 2), (3, 5), (3, 2))
+
+    def grams(x_a, z_a, x_b, z_b):
+        return hyper_kernels(
+            x_a, z_a, x_b, z_b, f_depth=3, g_depth=3, z_encoding=encoding,
+            length_scale=length_scale, negative_slope=slope,
+        )
+
+    assert torch_module.autograd.gradcheck(grams, (x_a, z_a, x_b, z_b))
+    nngp, ntk = grams(x_a, z_a, x_b, z_b)
+    reference = hyper_kernels(
+        x_a.detach().numpy(), z_a.detach().numpy(), x_b.detach().numpy(), z_b.detach().numpy(),
+        f_depth=3, g_depth=3, z_encoding=encoding, length_scale=length_scale, negative_slope=slope,
+    )
+    # out of place gives the same values as in place
+    assert_allclose(nngp.detach().numpy(), reference[0], rtol=1e-14)
+    assert_allclose(ntk.detach().numpy(), reference[1], rtol=1e-14)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+@pytest.mark.parametrize("encoding", ["linear", "fourier"])
+def test_gradient_of_a_gram_through_its_diagonal(torch_module, encoding, slope):
+    # K(X, X): each diagonal entry's correlations are 1 for every X (set so by a
+    # where), so their gradient is 0 and the entry's gradient is its scale's
+    x, z = _tensors(torch_module, 1, (5, 4), (5, 2))
+
+    def grams(x, z):
+        return hyper_kernels(
+            x, z, f_depth=3, g_depth=2, z_encoding=encoding, length_scale=0.9,
+            negative_slope=slope,
+        )
+
+    assert torch_module.autograd.gradcheck(grams, (x, z))
+    for gram in grams(x, z):
+        gradients = torch_module.autograd.grad(gram.sum(), (x, z), retain_graph=True)
+        assert all(bool(torch_module.isfinite(g).all()) for g in gradients)
+    # the diagonal alone: NNGP(u, u) = s^H e, its gradient that of the closed form
+    nngp, _ = grams(x, z)
+    (grad_x,) = torch_module.autograd.grad(torch_module.diagonal(nngp).sum(), (x,))
+    s = (x * x).sum(dim=1) / 4
+    e = (z * z).sum(dim=1) / 2 if encoding == "linear" else torch_module.ones(5, dtype=x.dtype)
+    (expected,) = torch_module.autograd.grad((s**2 * e).sum(), (x,))
+    assert_allclose(grad_x.numpy(), expected.numpy(), rtol=1e-12)
+    assert torch_module.autograd.gradcheck(
+        lambda x: mlp_kernels(x, depth=3, negative_slope=slope), (x,)
+    )
+    assert torch_module.autograd.gradcheck(
+        lambda z: z_input_kernel(z, encoding=encoding, length_scale=[0.7, 1.3]), (z,)
+    )
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_correlation_recursions_gradients_match_finite_differences(torch_module, slope):
+    generator = torch_module.Generator().manual_seed(2)
+
+    def correlations(*shape):
+        uniform = torch_module.rand(*shape, generator=generator, dtype=torch_module.float64)
+        values = 1.9 * uniform - 0.95
+        return values.requires_grad_(True)
+
+    rho, rho_f, rho_z = correlations(3, 4), correlations(3, 4), correlations(3, 4)
+    gradcheck = torch_module.autograd.gradcheck
+    assert gradcheck(lambda r: recursions.dual_correlations(r, slope), (rho,))
+    assert gradcheck(lambda r: recursions.mlp_correlations(r, 4, slope), (rho,))
+    assert gradcheck(
+        lambda f, z: tuple(recursions.hyper_correlations(f, z, 3, slope, need_tangent=True)),
+        (rho_f, rho_z),
+    )
+    var_a, var_b = (
+        torch_module.rand(n, generator=generator, dtype=torch_module.float64) + 0.5 for n in (3, 4)
+    )
+    cov = (rho * torch_module.sqrt(var_a[:, None] * var_b[None, :])).detach().requires_grad_(True)
+    var_a.requires_grad_(True)
+    var_b.requires_grad_(True)
+    assert gradcheck(lambda a, b, c: relu_duals(a, b, c, slope), (var_a, var_b, cov))
+    # the input is left alone while gradients are recorded
+    before = rho.detach().clone()
+    recursions.dual_correlations(rho * 1.1, slope)
+    assert torch_module.equal(rho.detach(), before)
+
+
+def test_in_place_evaluation_without_gradients(torch_module):
+    # no recorded gradient: the fast in-place path (numpy clips its input in place, as documented)
+    rho = np.array([[1.0 + 1e-15, 0.3]])
+    kappa1, kappa0 = recursions.dual_correlations(rho)
+    assert rho[0, 0] == 1.0
+    assert kappa1[0, 0] == 1.0 and kappa0[0, 0] == 1.0
+    x = torch_module.randn(3, 4, dtype=torch_module.float64, requires_grad=True)
+    z = torch_module.randn(3, 2, dtype=torch_module.float64)
+    with torch_module.no_grad():
+        nngp, ntk = hyper_kernels(x, z)
+    assert not ntk.requires_grad
+    assert_allclose(ntk.numpy(), hyper_kernels(x.detach().numpy(), z.numpy())[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.01, 0.2, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_duals_map_one_to_exactly_one(slope, dtype):
+    # relu * 1 + linear * 1 would be 1 +- ulp, and the next layer's arccos sqrt(ulp)
+    kappa1, kappa0 = recursions.dual_correlations(np.ones((1, 3), dtype=dtype), slope)
+    assert_array_equal(kappa1, 1.0)
+    assert_array_equal(kappa0, 1.0)
+    rho_f, ntk = recursions.mlp_correlations(np.ones((2, 2), dtype=dtype), 5, slope)
+    assert_array_equal(rho_f, 1.0)
+    assert_array_equal(ntk, 5.0)
