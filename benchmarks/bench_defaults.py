@@ -1,34 +1,39 @@
 """What a new user gets from the default call of each estimator, side by side with baselines.
 
 Every figure is a test-set score of an estimator constructed with its defaults (only
-``random_state`` set), next to the mean predictor (regression) or the majority class and
-scikit-learn's MLP (classification). Tasks:
+``random_state`` set), next to the mean predictor (regression), the majority class and
+scikit-learn's MLPs. Tasks:
 
 * ``mnist``: the package's pixel task, ``pixel_regression`` with its defaults on 100 offline
   MNIST training images x 20 random pixels (2,000 rows); test = every pixel of 20 held-out images.
+* ``digits``: the same on 8x8 digits, 60 images x 20 pixels (``../shared/tools/default_call.py``).
 * ``readme``: the README quick-start data (x: 3 standard-normal columns, z: 2; y = sin(x_0)
   cos(2 z_0) + noise), 200 training and 200 held-out rows.
 * ``pipeline``: ``make_pipeline(StandardScaler(), HyperKernelRegressor())`` on the mnist task,
   5-fold cross-validation grouped by image.
-* ``classifier``: the mnist task with labels ``pixel > 0.5`` (pixel on/off).
+* ``pixel on/off``: the mnist task with labels ``pixel > 0.5``.
 
 Run from the repository root::
 
-    python benchmarks/bench_defaults.py            # all of it, about a minute on 2 cores
-    python benchmarks/bench_defaults.py --skip-networks
-    python benchmarks/bench_defaults.py --length-scales 0.25 0.5 1.0
+    python benchmarks/bench_defaults.py                    # everything, a few minutes on 2 cores
+    python benchmarks/bench_defaults.py --skip-networks    # the kernel estimators, seconds
+    python benchmarks/bench_defaults.py --length-scales 0.25 0.5 1.0   # how 0.5 was chosen
+    python benchmarks/bench_defaults.py --ablation         # the networks' defaults, one at a time
+    python benchmarks/bench_defaults.py --predict-rows 200000          # + predict's peak memory
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 import warnings
 
 import numpy as np
+from sklearn.datasets import load_digits
 from sklearn.dummy import DummyRegressor
 from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.gaussian_process.kernels import WhiteKernel
+from sklearn.gaussian_process.kernels import ConstantKernel, WhiteKernel
 from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
@@ -42,11 +47,31 @@ from sklearn_hyperkernel import (
 )
 from sklearn_hyperkernel.datasets import load_mnist, pixel_regression
 
+# The networks' defaults, each changed alone (--ablation).
+ABLATIONS = {
+    "defaults": {},
+    "the paper's network (ntk, SGD 0.01)": {"parameterization": "ntk", "optimizer": "sgd", "learning_rate": 0.01},
+    "parameterization='ntk'": {"parameterization": "ntk"},
+    "z_encoding='linear'": {"z_encoding": "linear"},
+    "normalize_x=False": {"normalize_x": False},
+    "normalize_y=False": {"normalize_y": False},
+    "dtype='float32'": {"dtype": "float32"},
+    "n_fourier_features=256": {"n_fourier_features": 256},
+}
+
 
 def mnist_task():
     images, _ = load_mnist(120, random_state=0)
     U, y = pixel_regression(images[:100], pixels_per_image=20, random_state=0)
     U_test, y_test = pixel_regression(images[100:120])
+    return U, y, U_test, y_test
+
+
+def digits_task():
+    images = load_digits().images
+    pick = np.random.RandomState(2024).permutation(len(images))
+    U, y = pixel_regression(images[pick[:60]], pixels_per_image=20, random_state=1)
+    U_test, y_test = pixel_regression(images[pick[60:80]])
     return U, y, U_test, y_test
 
 
@@ -57,15 +82,27 @@ def readme_task():
     return U[:200], y[:200], U[200:], y[200:]
 
 
-def digits_task():
-    """../shared/tools/default_call.py's task: 60 digits x 20 pixels, every pixel of 20 others."""
-    from sklearn.datasets import load_digits
+def timed(estimator, U, y, U_test):
+    """Fit and predict; the wall seconds and the warning categories raised by fit."""
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prediction = estimator.fit(U, y).predict(U_test)
+    kinds = sorted({w.category.__name__ for w in caught})
+    return prediction, time.perf_counter() - started, ", ".join(kinds)
 
-    images = load_digits().images
-    pick = np.random.RandomState(2024).permutation(len(images))
-    U, y = pixel_regression(images[pick[:60]], pixels_per_image=20, random_state=1)
-    U_test, y_test = pixel_regression(images[pick[60:80]])
-    return U, y, U_test, y_test
+
+def ratio(prediction, y, y_test) -> float:
+    return float(np.mean((prediction - y_test) ** 2) / np.mean((y_test - y.mean()) ** 2))
+
+
+def regression_rows(task, data, estimators) -> None:
+    U, y, U_test, y_test = data
+    print(f"| {task} | mean predictor | {np.mean((y_test - y.mean()) ** 2):.4f} | 1.00 | | |")
+    for name, estimator in estimators:
+        prediction, seconds, kinds = timed(estimator, U, y, U_test)
+        mse = float(np.mean((prediction - y_test) ** 2))
+        print(f"| {task} | {name} | {mse:.4f} | {ratio(prediction, y, y_test):.2f} | {seconds:.1f} | {kinds} |")
 
 
 def sweep_length_scales(length_scales) -> None:
@@ -75,93 +112,111 @@ def sweep_length_scales(length_scales) -> None:
     for length_scale in length_scales:
         ratios = []
         for U, y, U_test, y_test in tasks.values():
-            prediction, _ = timed(HyperKernelRegressor(length_scale=length_scale), U, y, U_test)
-            ratios.append(np.mean((prediction - y_test) ** 2) / np.mean((y_test - y.mean()) ** 2))
+            prediction, _, _ = timed(HyperKernelRegressor(length_scale=length_scale), U, y, U_test)
+            ratios.append(ratio(prediction, y, y_test))
         print(f"| {length_scale:g} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
 
 
-def timed(estimator, U, y, U_test):
+def ablation(seeds) -> None:
+    tasks = {"mnist": mnist_task(), "digits": digits_task()}
+    print("| HypernetworkRegressor(...) | " + " | ".join(tasks) + " | fit+predict s (mnist) |")
+    print("|---|" + "---|" * (len(tasks) + 1))
+    for name, params in ABLATIONS.items():
+        cells, mnist_seconds = [], 0.0
+        for task, (U, y, U_test, y_test) in tasks.items():
+            values = []
+            for seed in seeds:
+                model = HypernetworkRegressor(random_state=seed, **params)
+                prediction, seconds, _ = timed(model, U, y, U_test)
+                values.append(ratio(prediction, y, y_test))
+                if task == "mnist":
+                    mnist_seconds += seconds / len(seeds)
+            cells.append(f"{np.mean(values):.2f}")
+        print(f"| {name} | " + " | ".join(cells) + f" | {mnist_seconds:.1f} |")
+
+
+def predict_memory(n_rows: int) -> None:
+    U, y, U_test, _ = mnist_task()
+    model = HypernetworkRegressor(random_state=0).fit(U, y)
+    big = np.tile(U_test, (-(-n_rows // U_test.shape[0]), 1))[:n_rows]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prediction = estimator.fit(U, y).predict(U_test)
-    return prediction, time.perf_counter() - started
-
-
-def regression_rows(task, U, y, U_test, y_test, estimators):
-    mean_mse = float(np.mean((y_test - y.mean()) ** 2))
-    print(f"| {task} | mean predictor | {mean_mse:.4f} | 1.00 | |")
-    for name, estimator in estimators:
-        prediction, seconds = timed(estimator, U, y, U_test)
-        mse = float(np.mean((prediction - y_test) ** 2))
-        print(f"| {task} | {name} | {mse:.4f} | {mse / mean_mse:.2f} | {seconds:.1f} |")
+    model.predict(big)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"HypernetworkRegressor().predict on {big.shape[0]} x {big.shape[1]} rows (X itself "
+        f"{big.nbytes / 2**20:.0f} MiB): {time.perf_counter() - started:.1f} s, peak resident "
+        f"memory +{after - before:.0f} MiB"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-networks", action="store_true", help="only the kernel estimators")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="random_state of the networks")
     parser.add_argument(
         "--length-scales", type=float, nargs="*", default=None, metavar="L",
         help="instead: HyperKernelRegressor(length_scale=L) for each L on the mnist, digits and "
         "readme tasks (how the default length scale was chosen)",
     )
+    parser.add_argument("--ablation", action="store_true", help="instead: the networks' defaults one at a time")
+    parser.add_argument("--predict-rows", type=int, default=0, help="also: predict's peak memory on this many rows")
     args = parser.parse_args()
     if args.length_scales:
         sweep_length_scales(args.length_scales)
         return
+    if args.ablation:
+        ablation(args.seeds)
+        return
 
-    print("| task | estimator (defaults) | test MSE | / mean predictor | fit+predict s |")
-    print("|---|---|---|---|---|")
-    U, y, U_test, y_test = mnist_task()
-    estimators = [
-        ("HyperKernelRegressor()", HyperKernelRegressor()),
-        ("HyperKernelRegressor(kernel='nngp')", HyperKernelRegressor(kernel="nngp")),
-        ("GPR(HyperNNGP() + WhiteKernel())", GaussianProcessRegressor(HyperNNGP() + WhiteKernel(), normalize_y=True)),
-    ]
-    if not args.skip_networks:
-        estimators += [
-            ("HypernetworkRegressor()", HypernetworkRegressor(random_state=0)),
-            ("MLPRegressor()", MLPRegressor(random_state=0)),
-        ]
-    regression_rows("mnist", U, y, U_test, y_test, estimators)
-    U_r, y_r, U_r_test, y_r_test = readme_task()
-    estimators = [("HyperKernelRegressor()", HyperKernelRegressor())]
-    if not args.skip_networks:
-        estimators.append(("HypernetworkRegressor()", HypernetworkRegressor(random_state=0)))
-    regression_rows("readme", U_r, y_r, U_r_test, y_r_test, estimators)
+    print("| task | estimator (defaults) | test MSE | / mean predictor | fit+predict s | warnings |")
+    print("|---|---|---|---|---|---|")
+    networks = not args.skip_networks
+    gp = GaussianProcessRegressor(ConstantKernel() * HyperNNGP(normalize_x=True) + WhiteKernel(), normalize_y=True)
+    for task, data in (("mnist", mnist_task()), ("digits", digits_task()), ("readme", readme_task())):
+        estimators = [("HyperKernelRegressor()", HyperKernelRegressor())]
+        if task != "readme":
+            estimators.append(("HyperKernelRegressor(kernel='nngp')", HyperKernelRegressor(kernel="nngp")))
+        estimators.append(("GPR(C * HyperNNGP(normalize_x=True) + White)", gp))
+        if networks:
+            for seed in args.seeds:
+                estimators.append((f"HypernetworkRegressor(random_state={seed})", HypernetworkRegressor(random_state=seed)))
+                estimators.append((f"MLPRegressor(random_state={seed})", MLPRegressor(random_state=seed)))
+        regression_rows(task, data, estimators)
 
+    U, y, _, _ = mnist_task()
     groups = np.repeat(np.arange(100), 20)
     folds = GroupKFold(n_splits=5)
-    cv_mean = -cross_val_score(
-        make_pipeline(StandardScaler(), DummyRegressor()), U, y, groups=groups, cv=folds,
-        scoring="neg_mean_squared_error",
-    ).mean()
-    started = time.perf_counter()
-    cv_mse = -cross_val_score(
-        make_pipeline(StandardScaler(), HyperKernelRegressor()), U, y, groups=groups, cv=folds,
-        scoring="neg_mean_squared_error",
-    ).mean()
-    seconds = time.perf_counter() - started
-    print(f"| pipeline (5-fold CV) | mean predictor | {cv_mean:.4f} | 1.00 | |")
-    print(
-        f"| pipeline (5-fold CV) | StandardScaler + HyperKernelRegressor() | {cv_mse:.4f} | "
-        f"{cv_mse / cv_mean:.2f} | {seconds:.1f} |"
-    )
+    scores = {}
+    for name, estimator in (("mean predictor", DummyRegressor()), ("HyperKernelRegressor()", HyperKernelRegressor())):
+        started = time.perf_counter()
+        scores[name] = -cross_val_score(
+            make_pipeline(StandardScaler(), estimator), U, y, groups=groups, cv=folds,
+            scoring="neg_mean_squared_error",
+        ).mean()
+        seconds = time.perf_counter() - started
+        print(
+            f"| pipeline (5-fold CV) | StandardScaler + {name} | {scores[name]:.4f} | "
+            f"{scores[name] / scores['mean predictor']:.2f} | {seconds:.1f} | |"
+        )
 
-    if args.skip_networks:
+    if not networks:
         return
+    U, y, U_test, y_test = mnist_task()
     labels, labels_test = y > 0.5, y_test > 0.5
     print()
-    print("| task | estimator (defaults) | test accuracy | fit+predict s |")
-    print("|---|---|---|---|")
+    print("| task | estimator (defaults) | test accuracy | fit+predict s | warnings |")
+    print("|---|---|---|---|---|")
     majority = max(labels_test.mean(), 1 - labels_test.mean())
-    print(f"| pixel on/off | majority class | {majority:.3f} | |")
-    for name, estimator in [
-        ("HypernetworkClassifier()", HypernetworkClassifier(random_state=0)),
-        ("MLPClassifier()", MLPClassifier(random_state=0)),
-    ]:
-        prediction, seconds = timed(estimator, U, labels, U_test)
-        print(f"| pixel on/off | {name} | {np.mean(prediction == labels_test):.3f} | {seconds:.1f} |")
+    print(f"| pixel on/off | majority class | {majority:.3f} | | |")
+    for seed in args.seeds:
+        for estimator in (HypernetworkClassifier(random_state=seed), MLPClassifier(random_state=seed)):
+            prediction, seconds, kinds = timed(estimator, U, labels, U_test)
+            name = f"{type(estimator).__name__}(random_state={seed})"
+            print(f"| pixel on/off | {name} | {np.mean(prediction == labels_test):.3f} | {seconds:.1f} | {kinds} |")
+    if args.predict_rows:
+        print()
+        predict_memory(args.predict_rows)
 
 
 if __name__ == "__main__":

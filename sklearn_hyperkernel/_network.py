@@ -109,7 +109,10 @@ class Hypernetwork(torch.nn.Module):
     Parameters
     ----------
     x_dim : int
-        Number of input columns of ``f`` (``n0``).
+        Number of input columns of ``f`` (``n0``), at least 1. Rows without
+        x columns (the estimators' ``X`` with exactly ``z_dim`` columns, the
+        kernels' ``n_x = 0``) are fed as the constant ``x = (1,)`` with
+        ``x_dim=1``, so ``h`` is then an ordinary network of ``z``.
     z_dim : int
         Number of input columns of ``g`` before encoding.
     f_depth : int, default=3

@@ -148,6 +148,10 @@ def run(args) -> dict:
                 momentum=args.momentum,
                 batch_size=args.batch_size,
                 parameterization=args.parameterization,
+                # the paper's g reads the rotated image itself; rows are already rescaled
+                z_encoding="linear",
+                normalize_x=False,
+                dtype="float32",
                 random_state=args.seed,
                 device="cpu",
             )
