@@ -23,6 +23,9 @@ from typing import Any
 __all__ = ["DeviceFallbackWarning", "device_available", "fallback_device", "resolve_device"]
 
 
+_ACCEPTED = "None (the CPU), 'auto', 'cpu', 'cuda', 'cuda:<index>' or a torch.device"
+
+
 class DeviceFallbackWarning(UserWarning):
     """A loaded model's device is missing on this machine: it runs on the CPU instead."""
 
@@ -64,9 +67,7 @@ def resolve_device(device: Any, name: str = "device") -> str | None:
     if torch is not None and isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
-        raise ValueError(
-            f"{name} must be None, 'auto', 'cpu', 'cuda', 'cuda:<index>' or a torch.device; got {device!r}."
-        )
+        raise ValueError(f"{name}={device!r} is not supported; use {_ACCEPTED}.")
     if device == "auto":
         if torch is not None and torch.cuda.is_available():
             return "cuda"
@@ -78,12 +79,15 @@ def resolve_device(device: Any, name: str = "device") -> str | None:
         )
     try:
         parsed = torch.device(device)
-    except (RuntimeError, ValueError) as error:
-        raise ValueError(f"{name}={device!r} is not a torch device: {error}") from error
-    if parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"{name}={device!r}: only 'cpu' and 'cuda' devices are supported.")
+    except (RuntimeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name}={device!r} is not supported; use {_ACCEPTED}.")
     if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{name}={device!r} but torch finds no CUDA GPU on this machine; use 'auto' or 'cpu'.")
+        raise ValueError(
+            f"{name}={device!r} but torch finds no CUDA GPU on this machine; use {name}=None "
+            "(the CPU) or 'auto' (a GPU when there is one)."
+        )
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise ValueError(
             f"{name}={device!r} but torch finds {torch.cuda.device_count()} CUDA GPU(s) on this machine."

@@ -670,16 +670,21 @@ def test_a_run_that_does_not_learn_warns_naming_the_remedy():
     params = {**SMALL, "learning_rate": 1e-12, "random_state": 0}
     with pytest.warns(ConvergenceWarning, match="did not learn") as record:
         HypernetworkRegressor(**params).fit(U, y)
-    message = str(record[0].message)
-    assert "optimizer='adam'" in message and "learning_rate" in message
-    assert "parameterization='standard'" in message and "max_epochs" in message
+    # the remedy (after the ";") names what to change, never what is already set
+    remedy = str(record[0].message).split(";")[1]
+    assert "learning_rate" in remedy and "max_epochs" in remedy
+    assert "optimizer='adam'" not in remedy and "parameterization='standard'" not in remedy
+    with pytest.warns(ConvergenceWarning, match="did not learn") as record:
+        HypernetworkRegressor(**{**params, **PAPER, "optimizer": "sgd"}).fit(U, y)
+    remedy = str(record[0].message).split(";")[1]
+    assert "optimizer='adam'" in remedy and "parameterization='standard'" in remedy
     with pytest.warns(ConvergenceWarning, match="did not learn"):
         HypernetworkClassifier(**params).fit(U, y > 0)
     # stopped by tol as early as it can (n_iter_no_change + 1 epochs)
     with pytest.warns(ConvergenceWarning, match="Training stopped after 3 epochs") as record:
         model = HypernetworkRegressor(**SMALL, tol=10.0, n_iter_no_change=2,
                                       random_state=0).fit(U, y)
-    assert model.n_iter_ == 3 and "optimizer='adam'" in str(record[0].message)
+    assert model.n_iter_ == 3 and "learning_rate" in str(record[0].message).split(";")[1]
     # the old defaults (the paper's network, SGD 0.01) on tiny inputs did that silently
     old_defaults = {**SMALL, **PAPER, "optimizer": "sgd", "learning_rate": 0.01,
                     "max_epochs": 100, "n_iter_no_change": 10, "random_state": 0}
@@ -840,3 +845,26 @@ def test_gpu_set_params_device_moves_the_network_and_adam_state():
     assert_allclose(model.predict(U), on_cpu.predict(U), rtol=1e-6, atol=1e-8)
     model.set_params(device=None)
     assert all(p.device.type == "cpu" for p in model.module_.parameters())
+
+
+def test_warm_start_refuses_a_changed_architecture():
+    """A warm fit continues the fitted network: changing its shape (or the scaling of its
+    inputs and targets) is an error naming the parameters, not a silent no-op."""
+    U, y = random_rows(60)
+    model = HypernetworkRegressor(**SMALL, warm_start=True, random_state=0).fit(U, y)
+    model.set_params(learning_rate=1e-4).fit(U, y)  # optimizer settings may change
+    for change in ({"f_depth": 1}, {"g_width": 3}, {"z_encoding": "linear"}, {"normalize_y": False}):
+        clone_ = pickle.loads(pickle.dumps(model)).set_params(**change)
+        with pytest.raises(ValueError, match=f"{next(iter(change))}=.*fitted with"):
+            clone_.fit(U, y)
+        with pytest.raises(ValueError, match="architecture"):
+            clone_.partial_fit(U, y)
+    # warm_start=False starts afresh with the new shape
+    fresh = clone(model).set_params(warm_start=False, g_width=3).fit(U, y)
+    assert fresh.module_.g_width == 3
+
+
+def test_bad_device_names_the_accepted_values():
+    U, y = random_rows(20)
+    with pytest.raises(ValueError, match=r"device='gpu' is not supported; use None \(the CPU\), 'auto'"):
+        HypernetworkRegressor(**{**SMALL, "device": "gpu"}).fit(U, y)
