@@ -868,3 +868,27 @@ def test_bad_device_names_the_accepted_values():
     U, y = random_rows(20)
     with pytest.raises(ValueError, match=r"device='gpu' is not supported; use None \(the CPU\), 'auto'"):
         HypernetworkRegressor(**{**SMALL, "device": "gpu"}).fit(U, y)
+
+
+def test_n_jobs_sets_torch_threads_for_the_call_and_restores_them(monkeypatch):
+    """n_jobs=None runs torch on one CPU thread during fit/predict (sklearn's convention;
+    two threads on two shared cores made the default fit 12 times slower) and restores the
+    caller's setting; n_jobs=2 asks for two."""
+    import torch
+
+    U, y = random_rows(40)
+    before = torch.get_num_threads()
+    seen = []
+    original_epoch = HypernetworkRegressor._run_epoch
+
+    def spy(self, *args):
+        seen.append(torch.get_num_threads())
+        return original_epoch(self, *args)
+
+    monkeypatch.setattr(HypernetworkRegressor, "_run_epoch", spy)
+    model = HypernetworkRegressor(**{**SMALL, "max_epochs": 2}, random_state=0).fit(U, y)
+    assert seen == [1, 1] and torch.get_num_threads() == before
+    seen.clear()
+    model.set_params(n_jobs=2, warm_start=True).fit(U, y)
+    assert seen == [2, 2] and torch.get_num_threads() == before
+    assert np.all(np.isfinite(model.predict(U))) and torch.get_num_threads() == before
