@@ -55,20 +55,6 @@ EQUAL_ROWS_RTOL = {"float64": 2e-15, "float32": 2e-6}
 ENTRY_RTOL = {"float64": 1e-13, "float32": 4e-6}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_on_one_thread():
-    """torch on one intra-op thread (small problems on a small, busy machine)."""
-    if torch is None:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def make_kernel(kernel: str, encoding: str, activation: str, backend="numpy-float64", **extra):
     device, dtype = BACKENDS[backend]
     if device is not None:

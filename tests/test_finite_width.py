@@ -60,16 +60,6 @@ from sklearn_hyperkernel.recursions import (  # noqa: E402
 DTYPE = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """Run torch on one thread: the networks here see 8 rows at a time, where a
-    second thread only adds synchronisation (10x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------- inputs
 def fig1_inputs(n_angles: int = 9) -> tuple[np.ndarray, np.ndarray]:
     """The paper's Fig. 1 rows: x = (1, -1) fixed, z = (sin t, cos t), t in [-pi/2, pi/2]."""

@@ -39,16 +39,6 @@ CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: these networks are small, and with other processes on the
-    two cores torch's spinning worker threads made this module 3.5x slower
-    (135 s against 38 s measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 SMALL = {"f_width": 16, "g_width": 8, "optimizer": "adam", "learning_rate": 0.02,
          "max_epochs": 20, "device": "cpu"}
 # The paper's network (whose wide limit is HyperKernel with z_encoding="linear"),

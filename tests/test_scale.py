@@ -109,23 +109,6 @@ def torch_module():
     return pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_on_one_thread():
-    """torch on one intra-op thread while this module runs.
-
-    On a small, loaded machine torch's OpenMP threads spin against each other
-    and make the small problems here ten times slower; the values do not
-    depend on the thread count.
-    """
-    if torch is None:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -634,25 +617,6 @@ def test_interrupted_threaded_computation_stops_and_leaves_no_threads(monkeypatc
 # ------------------------------------------------------------ Dask
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    """A local cluster of two single-threaded worker processes, started once for the module."""
-    distributed = pytest.importorskip("distributed")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. a dashboard port already in use
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-        )
-        client = distributed.Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 def _task_stream(client):
