@@ -45,6 +45,8 @@ from scipy.linalg import blas, lapack
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
+from ._solvers import ONE_BLAS_THREAD_ABOVE
+
 #: Rows per task of :func:`normal_equations` are at most this many blocks.
 _MAX_BLOCKS_PER_TASK = 16
 #: ... and at least enough for this many tasks (load balance over workers).
@@ -421,9 +423,11 @@ def m_space_threads(m: int) -> threadpool_limits:
     to 4,000 (idle machine, load average 0.8: ``dpotrf`` 0.38 s vs 0.16 s,
     ``dsygst`` 0.53 s vs 0.27 s at ``m = 2000``), and up to 10 times under
     load; one thread takes at most a few seconds there. Larger ``m`` on more
-    cores gains from threads.
+    cores gains from threads, except above ``ONE_BLAS_THREAD_ABOVE`` (a
+    crash of the bundled OpenBLAS, see :mod:`sklearn_hyperkernel._solvers`).
     """
-    return threadpool_limits(limits=1 if m <= SINGLE_THREAD_SOLVE_MAX else None, user_api="blas")
+    one = m <= SINGLE_THREAD_SOLVE_MAX or m > ONE_BLAS_THREAD_ABOVE  # the latter: a crash guard
+    return threadpool_limits(limits=1 if one else None, user_api="blas")
 
 
 #: Rows per chunk of :func:`symmetrize`.

@@ -35,8 +35,9 @@ from sklearn.gaussian_process.kernels import Kernel
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
-from sklearn_hyperkernel import _nystrom
+from sklearn_hyperkernel import _nystrom, _solvers
 from sklearn_hyperkernel._solvers import (
     LowRankPreconditioner,
     conjugate_gradient,
@@ -75,6 +76,9 @@ _JITTER_GROWTH = 10.0
 _MIN_NYSTROM_BLOCK_ROWS = 256
 #: Rows per chunk when the solver sweeps the Gram matrix (norms, triangle copies).
 _SWEEP_ROWS = 512
+#: Above this many rows the dense solve runs LAPACK on one BLAS thread
+#: (see :data:`sklearn_hyperkernel._solvers.ONE_BLAS_THREAD_ABOVE`).
+ONE_BLAS_THREAD_ABOVE = _solvers.ONE_BLAS_THREAD_ABOVE
 
 
 class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
@@ -1306,6 +1310,19 @@ def _solve_one_ridge(
 
 
 def _solve_regularized_system(
+    gram: np.ndarray,
+    targets: np.ndarray,
+    alphas: np.ndarray,
+    sample_weight: np.ndarray | None,
+) -> np.ndarray:
+    """See :func:`_solve_regularized_system_threads`; on one BLAS thread for large systems."""
+    if gram.shape[0] > ONE_BLAS_THREAD_ABOVE:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _solve_regularized_system_threads(gram, targets, alphas, sample_weight)
+    return _solve_regularized_system_threads(gram, targets, alphas, sample_weight)
+
+
+def _solve_regularized_system_threads(
     gram: np.ndarray,
     targets: np.ndarray,
     alphas: np.ndarray,

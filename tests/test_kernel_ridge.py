@@ -925,3 +925,36 @@ def test_set_params_device_moves_a_fitted_model_and_pickles_fall_back(regression
         loaded = pickle.loads(pickle.dumps(model))
     assert loaded.kernel_.device is None
     assert_allclose(loaded.predict(X_test), expected, rtol=1e-12)
+
+
+def test_large_dense_solves_run_lapack_on_one_blas_thread(monkeypatch):
+    """Above ONE_BLAS_THREAD_ABOVE rows the Cholesky runs on one BLAS thread: the pinned
+    OpenBLAS crashed (SIGSEGV) in multi-threaded dpotrf from 16,000 rows on the development
+    machine. The solution does not change."""
+    from scipy import linalg
+    from threadpoolctl import threadpool_info
+
+    import sklearn_hyperkernel.kernel_ridge as module
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(60, 60))
+    K, y = A @ A.T, rng.normal(size=(60, 1))
+    expected = np.linalg.solve(K + 0.1 * np.eye(60), y)
+    threads = []
+    factor = linalg.cho_factor
+
+    def spy(*args, **kwargs):
+        threads.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+        return factor(*args, **kwargs)
+
+    monkeypatch.setattr(linalg, "cho_factor", spy)
+    monkeypatch.setattr(module, "ONE_BLAS_THREAD_ABOVE", 50)
+    solution = _solve_regularized_system(K.copy(), y, np.array([0.1]), None)
+    assert threads == [1]
+    assert_allclose(solution, expected, rtol=1e-10)
+    threads.clear()
+    monkeypatch.setattr(module, "ONE_BLAS_THREAD_ABOVE", 100)
+    _solve_regularized_system(K.copy(), y, np.array([0.1]), None)
+    assert threads and threads[0] == max(
+        i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"
+    )
