@@ -251,6 +251,10 @@ def _row_keys(rows: np.ndarray) -> np.ndarray:
     return keys
 
 
+#: Bytes of rows compared at once when :func:`_row_ids` verifies its hash.
+_VERIFY_BYTES = 16 * 2**20
+
+
 def _row_ids(*blocks: Array, keys: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
     """Integer ids of the rows of several arrays: equal if and only if the rows are.
 
@@ -271,10 +275,16 @@ def _row_ids(*blocks: Array, keys: Sequence[np.ndarray | None] | None = None) ->
         return [np.zeros(0, dtype=np.int64) for _ in hosts]
     _, first, ids = np.unique(all_keys, return_index=True, return_inverse=True)
     ids = ids.reshape(-1).astype(np.int64, copy=False)
-    # rows that share a key with another row must equal its first row exactly
+    # rows that share a key with another row must equal its first row exactly;
+    # checked a slice of rows at a time, so the check holds two slices, not two
+    # copies of every shared row (at a million pixel rows, gigabytes)
     shared = np.flatnonzero(np.bincount(ids)[ids] > 1)
-    if shared.shape[0] and not np.array_equal(
-        _gather_rows(hosts, offsets, shared), _gather_rows(hosts, offsets, first[ids[shared]])
+    step = max(1, _VERIFY_BYTES // (8 * max(hosts[0].shape[1], 1)))
+    if not all(
+        np.array_equal(
+            _gather_rows(hosts, offsets, part), _gather_rows(hosts, offsets, first[ids[part]])
+        )
+        for part in (shared[start : start + step] for start in range(0, shared.shape[0], step))
     ):
         # a hash collision between different rows: an exact sort instead
         rows = np.concatenate(hosts) + 0.0  # + 0.0 turns -0.0 into 0.0

@@ -317,8 +317,12 @@ def _constant_keys(rows):
     return np.zeros(np.shape(rows)[0], dtype=np.uint64)
 
 
-def test_hash_collisions_fall_back_to_an_exact_comparison(monkeypatch):
+@pytest.mark.parametrize("verify_rows", [None, 1, 3])
+def test_hash_collisions_fall_back_to_an_exact_comparison(monkeypatch, verify_rows):
     A, B = coincident_rows()
+    if verify_rows is not None:
+        # the hash is verified a slice of rows at a time: a collision in any slice counts
+        monkeypatch.setattr(recursions, "_VERIFY_BYTES", 8 * A.shape[1] * verify_rows)
     x = np.vstack([A, B])[:, :-Z_DIM]
     expected = _evaluate.distinct_rows(x)
     kernel = make_kernel("HyperKernel", "linear", "leaky")
