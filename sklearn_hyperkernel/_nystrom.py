@@ -86,75 +86,6 @@ def subset_rows(rows: Any, index: slice | np.ndarray) -> Any:
     return dataclasses.replace(rows, **changes)
 
 
-#: Fields of ``FactorizedRows`` that :func:`factorize_rows` knows how to build
-#: for all rows from the factorisation of the distinct x rows; with any other
-#: field it falls back to the kernel's own ``factorize_rows``.
-_KNOWN_FIELDS = frozenset({"x_distinct", "x_index", "x_variance", "z", "x_unit", "x_key"})
-#: Rows hashed or compared per step of :func:`factorize_rows` (about 16 MiB of x).
-_HASH_BLOCK_BYTES = 16 * 2**20
-
-
-def _row_hashes(x: np.ndarray, multipliers: np.ndarray, rows_per_step: int) -> np.ndarray:
-    """A 64-bit hash of each row's values (``-0.0`` as ``0.0``), block by block."""
-    keys = np.empty(x.shape[0], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for start in range(0, x.shape[0], rows_per_step):
-            words = (x[start : start + rows_per_step] + 0.0).view(np.uint64)  # + 0.0: -0.0 -> 0.0
-            words ^= words >> np.uint64(32)
-            keys[start : start + rows_per_step] = words @ multipliers  # wraps modulo 2^64
-    return keys
-
-
-def factorize_rows(kernel: Any, X: np.ndarray) -> Any:
-    """``kernel.factorize_rows(X)``, in memory and time linear in ``X`` with small constants.
-
-    The distinct x rows are found here by a 64-bit hash of each row, computed
-    and then verified (every row compared with its group's first row) block
-    by block, so nothing larger than a block is allocated besides the
-    per-row index and z; the kernel then factorises only the distinct rows
-    (its conventions -- ``normalize_x``, rows without x -- applied there),
-    and ``x_index`` and ``z`` are set for all rows. The result equals the
-    kernel's own factorisation (the same distinct rows, in order of first
-    appearance). When it cannot be built that way (a hash collision, no x
-    columns, or fields of ``FactorizedRows`` this function does not know), the
-    kernel's own ``factorize_rows`` is used.
-    """
-    X = np.asarray(X)
-    z_dim = int(kernel.z_dim)
-    n_x = X.shape[1] - z_dim
-    if X.ndim != 2 or X.dtype != np.float64 or n_x <= 0 or X.shape[0] < 2:
-        return kernel.factorize_rows(X)
-    x = X[:, :n_x]
-    rows_per_step = max(1, _HASH_BLOCK_BYTES // (8 * n_x))
-    multipliers = np.random.default_rng(0x5EED).integers(
-        1, np.iinfo(np.int64).max, size=n_x, dtype=np.uint64
-    )
-    multipliers |= np.uint64(1)
-    keys = _row_hashes(x, multipliers, rows_per_step)
-    _, first, group = np.unique(keys, return_index=True, return_inverse=True)
-    group = group.reshape(-1)
-    # distinct rows in order of first appearance
-    order = np.argsort(first, kind="stable")
-    leaders = first[order]
-    relabel = np.empty(order.shape[0], dtype=np.intp)
-    relabel[order] = np.arange(order.shape[0])
-    x_index = relabel[group]
-    for start in range(0, x.shape[0], rows_per_step):
-        stop = min(start + rows_per_step, x.shape[0])
-        if not np.array_equal(x[start:stop], x[leaders[x_index[start:stop]]]):
-            return kernel.factorize_rows(X)  # a hash collision: the kernel's exact path
-    distinct = kernel.factorize_rows(X[leaders])
-    if {field.name for field in dataclasses.fields(distinct)} - _KNOWN_FIELDS:
-        return kernel.factorize_rows(X)
-    if distinct.x_distinct.shape[0] != leaders.shape[0]:
-        return kernel.factorize_rows(X)
-    return dataclasses.replace(
-        distinct,
-        x_index=x_index.astype(distinct.x_index.dtype, copy=False),
-        z=np.ascontiguousarray(X[:, n_x:]),
-    )
-
-
 def _rows_fields(rows: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     """Field names and values of a ``FactorizedRows``, to pass as separate arguments.
 
@@ -567,7 +498,7 @@ def _predict_task(
     for start in range(task_rows.start, task_rows.stop, block_rows):
         stop = min(start + block_rows, task_rows.stop)
         if factorized:
-            K = kernel.gram_factorized(factorize_rows(kernel, X[start:stop]), centres)
+            K = kernel.gram_factorized(kernel.factorize_rows(X[start:stop]), centres)
         else:
             K = kernel(X[start:stop], centres)
         np.matmul(

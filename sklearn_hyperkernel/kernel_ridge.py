@@ -864,9 +864,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         verbose = int(self.verbose)
         started = time.perf_counter()
         factorized = self._uses_factorization()
-        # the kernel's factorisation of all rows, found block by block (the
-        # kernel's own verifies all rows at once: twice X in temporaries)
-        rows = _nystrom.factorize_rows(self.kernel_, X) if factorized else None
+        # the distinct x found once for all rows (hashed and verified block by
+        # block: memory linear in the rows with small constants)
+        rows = self.kernel_.factorize_rows(X) if factorized else None
         diagonal = np.asarray(self.kernel_.diag(X), dtype=np.float64)
         if not np.all(np.isfinite(diagonal)):
             raise ValueError(

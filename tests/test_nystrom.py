@@ -479,24 +479,6 @@ def test_sklearn_estimator_checks(estimator, check):
         check(estimator)
 
 
-@pytest.mark.parametrize("normalize_x", [True, False])
-def test_blockwise_factorisation_equals_the_kernels(normalize_x):
-    from sklearn_hyperkernel import _nystrom
-
-    X = image_rows(n_images=7, pixels=9, seed=3)
-    X = X[np.random.default_rng(0).permutation(X.shape[0])]
-    X[5, :6] = -0.0 * X[5, :6]  # a zero x, with negative zeros
-    X[11, :6] = 0.0
-    kernel = HyperKernel(normalize_x=normalize_x)
-    ours, theirs = _nystrom.factorize_rows(kernel, X), kernel.factorize_rows(X)
-    for field in ("x_distinct", "x_index", "x_variance", "z", "x_unit", "x_key"):
-        if getattr(theirs, field, None) is not None:
-            assert_array_equal(getattr(ours, field), getattr(theirs, field))
-    assert ours.x_distinct.shape[0] == 8
-    small = _nystrom.factorize_rows(kernel, X[:, -2:])  # no x: the kernel's own path
-    assert_allclose(kernel.gram_factorized(small), kernel(X[:, -2:]), rtol=1e-14)
-
-
 def test_torch_device_equals_numpy(data):
     pytest.importorskip("torch")
     X, y, X_test = data
