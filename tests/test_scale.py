@@ -9,7 +9,7 @@
 * ``HyperKernelRegressor`` is the same model on every device and dtype;
 * inside ``joblib.parallel_config(backend="dask")`` the panels run on the
   workers of a local two-process cluster and give the local values;
-* progress lines, and an interrupted computation leaving no work behind
+* an interrupted computation leaving no work behind
   (threads and Dask).
 
 "Relative" below is ``max |a - b| / max |b|``. Budget: about a minute on two
@@ -18,11 +18,9 @@ loaded CPU cores, of which the Dask cluster costs a few seconds once.
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
-import types
 import warnings
 
 import joblib
@@ -463,91 +461,6 @@ def test_regressor_params_round_trip_device_and_dtype(torch_module, pixel_task):
     assert clone(kernel).get_params() == kernel.get_params()
     expected = {"device": "cpu", "dtype": "float32", "verbose": 1}
     assert expected.items() <= kernel.get_params().items()
-
-
-# ------------------------------------------------------------ progress
-
-_LINE = re.compile(
-    r"^\[(HyperKernel|HyperNNGP)\] (Gram|K @ V) (\d+) x (\d+): (\d+)/(\d+) panels \((\d+)%\), "
-    r"(\d+\.\d) s(, about \d+ s left)?$"
-)
-
-
-def _parse(output: str) -> list[tuple]:
-    lines = output.strip().splitlines()
-    parsed = []
-    for line in lines:
-        match = _LINE.match(line)
-        assert match, f"unexpected progress line {line!r}"
-        name, what, n_a, n_b, done, total, percent, seconds, left = match.groups()
-        counts = (int(n_a), int(n_b), int(done), int(total), int(percent))
-        parsed.append((name, what, *counts, float(seconds), left))
-    return parsed
-
-
-def _check_counts(lines, total):
-    """Counts grow to ``total``; the percentages and the "left" estimate follow them."""
-    done = [line[4] for line in lines]
-    assert done == sorted(set(done)) and done[-1] == total
-    for name, what, n_a, n_b, count, line_total, percent, seconds, left in lines:
-        assert line_total == total
-        assert percent == round(100 * count / total)
-        assert (left is None) == (count == total)
-    assert lines[-1][6] == 100
-    assert [line[7] for line in lines] == sorted(line[7] for line in lines)  # elapsed time grows
-
-
-@pytest.mark.parametrize("n_jobs", [None, 2])
-def test_verbose_2_prints_progress_lines_up_to_100_percent(capsys, n_jobs):
-    X, Y = shared_image_rows(), distinct_rows()
-    HyperKernel(verbose=2, block_size=5, n_jobs=n_jobs)(X)
-    lines = _parse(capsys.readouterr().out)
-    assert {line[:4] for line in lines} == {("HyperKernel", "Gram", 23, 23)}
-    _check_counts(lines, 5)  # ceil(23 / 5) panels
-    if n_jobs is None:
-        assert [line[4] for line in lines] == [1, 2, 3, 4, 5]  # one line per panel
-
-    HyperNNGP(verbose=2, block_size=7, n_jobs=n_jobs)(X, Y)
-    lines = _parse(capsys.readouterr().out)
-    assert {line[:4] for line in lines} == {("HyperNNGP", "Gram", 23, 19)}
-    _check_counts(lines, 4)
-    if n_jobs is None:
-        assert [line[4] for line in lines] == [1, 2, 3, 4]
-
-    kernel = HyperKernel(verbose=2, block_size=10, n_jobs=n_jobs)
-    kernel.gram_matvec(kernel.factorize_rows(X), np.ones(23))
-    lines = _parse(capsys.readouterr().out)
-    assert {line[:4] for line in lines} == {("HyperKernel", "K @ V", 23, 23)}
-    _check_counts(lines, 3)
-    if n_jobs is None:
-        assert [line[4] for line in lines] == [1, 2, 3]
-
-
-def test_verbose_0_and_short_verbose_1_print_nothing(capsys):
-    X = shared_image_rows()
-    for verbose in (0, 1):
-        kernel = HyperKernel(verbose=verbose, block_size=2)
-        kernel(X)
-        kernel(X, X[:5])
-        kernel(X, eval_gradient=True)
-        kernel.gram_matvec(kernel.factorize_rows(X), np.ones(23))
-        assert capsys.readouterr().out == ""
-
-
-def test_verbose_1_prints_at_most_every_two_seconds(capsys, monkeypatch):
-    # a clock that advances 0.9 s at each reading: at verbose=1 a line every
-    # third panel or so (>= 2 s apart), and the last one
-    clock = iter(np.arange(0.0, 1000.0, 0.9))
-    fake_time = types.SimpleNamespace(perf_counter=lambda: float(next(clock)))
-    monkeypatch.setattr(_progress, "time", fake_time)  # this module's clock only
-    HyperKernel(verbose=1, block_size=1)(shared_image_rows())
-    lines = _parse(capsys.readouterr().out)
-    done = [line[4] for line in lines]
-    assert 3 <= len(lines) < 23 // 2
-    assert done[-1] == 23 and lines[-1][6] == 100
-    assert done == sorted(done)
-    # lines at least 2 s apart, but for the last one, which is always printed
-    assert np.all(np.diff([line[7] for line in lines])[:-1] >= 2.0 - 1e-9)
 
 
 # ------------------------------------------------------------ interruption
