@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 from sklearn.utils.validation import check_array
 
-from ._device import fallback_device
-from ._evaluate import (
-    Architecture,
-    FactorizedRows,
-    Placement,
-    diagonal,
-    factorize,
-    gram,
-    gram_matvec,
-    length_scale_array,
-    resolve_placement,
-)
+from ._architecture import activation_slope, check_z_dim, parameters_doc, validate_architecture
+from ._device import Placement, fallback_device, resolve_placement
+from ._gram_engine import Architecture, FactorizedRows, diagonal, factorize, gram, gram_matvec
+from .recursions import length_scale_array
 
-__all__ = ["HyperKernel", "HyperNNGP"]
-
-_ENCODINGS = ("linear", "fourier")
-_ACTIVATIONS = ("relu", "leaky_relu")
+__all__ = ["FactorizedRows", "HyperKernel", "HyperNNGP"]
 
 
 class _HypernetworkKernel(Kernel):
@@ -90,25 +79,9 @@ class _HypernetworkKernel(Kernel):
 
     # -- validation --------------------------------------------------------
     def _architecture(self, n_features: int) -> Architecture:
-        _check_int(self.z_dim, "z_dim", 1)
-        if self.z_dim > n_features:
-            raise ValueError(
-                f"X has {n_features} feature(s), but z_dim={self.z_dim}: the last z_dim columns of "
-                f"each row are z, so X needs at least {self.z_dim} columns."
-            )
-        if not isinstance(self.normalize_x, (bool, np.bool_)):
-            raise ValueError(f"normalize_x must be a bool; got {self.normalize_x!r}.")
-        _check_int(self.f_depth, "f_depth", 1)
-        _check_int(self.g_depth, "g_depth", 1)
-        if self.z_encoding not in _ENCODINGS:
-            raise ValueError(f"z_encoding must be one of {_ENCODINGS}; got {self.z_encoding!r}.")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}; got {self.activation!r}.")
-        slope = 0.0
-        if self.activation == "leaky_relu":
-            if not isinstance(self.negative_slope, numbers.Real) or not np.isfinite(self.negative_slope):
-                raise ValueError(f"negative_slope must be a finite real number; got {self.negative_slope!r}.")
-            slope = float(self.negative_slope)
+        """Check the parameters (ValueError naming the bad one) and resolve the architecture."""
+        validate_architecture(self.get_params(deep=False), caller_name=type(self).__name__)
+        check_z_dim(self.z_dim, n_features)
         if self.block_size is not None:
             _check_int(self.block_size, "block_size", 1)
         if not isinstance(self.verbose, (bool, np.bool_)):
@@ -119,7 +92,7 @@ class _HypernetworkKernel(Kernel):
             g_depth=int(self.g_depth),
             z_encoding=self.z_encoding,
             length_scale=length_scale_array(self.length_scale, int(self.z_dim)),
-            negative_slope=slope,
+            negative_slope=activation_slope(self.activation, self.negative_slope),
             kind=self._kind,
         )
 
@@ -136,7 +109,13 @@ class _HypernetworkKernel(Kernel):
     def _placement(self) -> Placement:
         return resolve_placement(self.device, self.dtype)
 
-    def _gram(self, arch: Architecture, rows_a: FactorizedRows, rows_b: FactorizedRows | None, eval_gradient=False):
+    def _gram(
+        self,
+        arch: Architecture,
+        rows_a: FactorizedRows,
+        rows_b: FactorizedRows | None,
+        eval_gradient=False,
+    ):
         return gram(
             arch,
             rows_a,
@@ -155,7 +134,9 @@ class _HypernetworkKernel(Kernel):
 
         Estimators that evaluate many cross-Grams against the same rows (for
         example a regressor predicting block by block against its training
-        rows) keep the result and pass it to :meth:`gram_factorized`.
+        rows) keep the result and pass it to :meth:`gram_factorized` or
+        :meth:`gram_matvec`; :meth:`~sklearn_hyperkernel.kernels.FactorizedRows.take`
+        subsets it.
 
         Parameters
         ----------
@@ -169,8 +150,11 @@ class _HypernetworkKernel(Kernel):
         self._architecture(X.shape[1])
         return self._factorize(X)
 
-    def _factorize(self, X: np.ndarray) -> FactorizedRows:
+    def _factorize(self, X: np.ndarray, distinct: bool = True) -> FactorizedRows:
         """Factorised rows of validated ``X``, with the two x conventions applied.
+
+        ``distinct=False`` skips finding the distinct x rows (enough for the
+        diagonal).
 
         * No x columns (``X`` has exactly ``z_dim`` columns): every row shares
           the constant x = (1,), so f's output is the same for all rows and
@@ -182,12 +166,14 @@ class _HypernetworkKernel(Kernel):
         z_dim = int(self.z_dim)
         if X.shape[1] == z_dim:
             X = np.hstack([np.ones((X.shape[0], 1)), X])
-        rows = factorize(X, z_dim)
+        rows = factorize(X, z_dim, distinct=distinct)
         if self.normalize_x:
             rows = dataclasses.replace(rows, x_variance=(rows.x_variance > 0).astype(np.float64))
         return rows
 
-    def gram_factorized(self, rows_a: FactorizedRows, rows_b: FactorizedRows | None = None) -> np.ndarray:
+    def gram_factorized(
+        self, rows_a: FactorizedRows, rows_b: FactorizedRows | None = None
+    ) -> np.ndarray:
         """Kernel matrix between two sets of rows from :meth:`factorize_rows`.
 
         Parameters
@@ -211,9 +197,9 @@ class _HypernetworkKernel(Kernel):
     def gram_matvec(self, rows: FactorizedRows, vectors) -> np.ndarray:
         """``K @ vectors`` for the Gram ``K`` of ``rows``, without forming ``K``.
 
-        The product streams over the upper triangle of ``K`` panel by panel
+        The product streams over the upper triangle of ``K`` block by block
         (each entry computed once), with the same parallelism, device and
-        progress lines as a Gram; memory stays a few panels whatever the
+        progress lines as a Gram; memory stays a few blocks whatever the
         number of rows. Matrix-free solvers (``HyperKernelRegressor(solver=
         "cg")``) call it once per iteration.
 
@@ -233,7 +219,8 @@ class _HypernetworkKernel(Kernel):
         vectors = np.asarray(vectors, dtype=np.float64)
         if vectors.shape[:1] != (rows.n_rows,) or vectors.ndim > 2:
             raise ValueError(
-                f"vectors must have shape ({rows.n_rows},) or ({rows.n_rows}, n_vectors); got {vectors.shape}."
+                f"vectors must have shape ({rows.n_rows},) or ({rows.n_rows}, n_vectors); "
+                f"got {vectors.shape}."
             )
         if not np.all(np.isfinite(vectors)):
             raise ValueError("vectors contains NaN or infinity.")
@@ -309,16 +296,7 @@ class _HypernetworkKernel(Kernel):
         """
         X = self._validate(X, "X")
         arch = self._architecture(X.shape[1])
-        n_x = X.shape[1] - int(self.z_dim)
-        x, z = X[:, :n_x], X[:, n_x:]
-        if n_x == 0:
-            variance = np.ones(X.shape[0])  # the constant x = (1,)
-        else:
-            variance = np.einsum("ij,ij->i", x, x) / n_x
-            if self.normalize_x:
-                variance = (variance > 0).astype(np.float64)
-        rows = FactorizedRows(x, np.arange(X.shape[0]), variance, z)
-        return diagonal(arch, rows)
+        return diagonal(arch, self._factorize(X, distinct=False))
 
     def __setstate__(self, state: dict) -> None:
         # a kernel saved with a GPU this machine lacks computes on the CPU
@@ -329,7 +307,9 @@ class _HypernetworkKernel(Kernel):
         defaults = type(self)().get_params()
         shown = []
         for name, value in self.get_params().items():
-            if name in ("z_dim", "f_depth", "g_depth", "z_encoding") or not _same(value, defaults[name]):
+            if name in ("z_dim", "f_depth", "g_depth", "z_encoding") or not _same(
+                value, defaults[name]
+            ):
                 if name == "length_scale" and np.iterable(value):
                     value = "[" + ", ".join(f"{v:.3g}" for v in value) + "]"
                     shown.append(f"{name}={value}")
@@ -348,44 +328,27 @@ def _same(a, b) -> bool:
 
 
 def _check_int(value, name: str, minimum: int) -> None:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+    ):
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
 
 
-_PARAMETERS_DOC = """
-    Parameters
-    ----------
-    z_dim : int, default=2
-        Number of trailing columns of each row that are z, the input of the
-        primary network g; the other columns are x, the input of the
-        hypernetwork f. The default serves image + 2-D pixel-coordinate rows.
-        Rows of exactly ``z_dim`` columns have no x: every row then shares
-        the constant x = (1,), and the kernel is the ordinary network g's on
-        z (docs/math.md, "No x columns").
-    f_depth : int, default=3
-        Number of weight matrices ``L`` of f.
-    g_depth : int, default=2
-        Number of weight matrices ``H`` of g.
-    z_encoding : {"fourier", "linear"}, default="fourier"
-        Input kernel of g: the infinite random-Fourier-feature limit
-        ``exp(-sum_d (z_d - z'_d)^2 / (2 length_scale_d^2))`` (paper, Remarks
-        2-3), or ``z.z' / m0`` (the paper's bias-free g, positively
-        homogeneous in z, so it cannot fit a general function of a
-        coordinate: pass it explicitly for the paper's Theorem 2-3 forms).
+# the kernels' own entries; the shared ones are _architecture's
+_KERNEL_DOCS = {
+    "length_scale": """\
     length_scale : float or array-like of shape (z_dim,), default=0.5
         Length scale of the Fourier encoding, in the units of z; one per z
         column gives an anisotropic encoding. A hyperparameter (fitted in log
         space by ``GaussianProcessRegressor``) with ``"fourier"``; fixed and
         unused with ``"linear"``. 0.5 suits coordinates in ``[-1, 1]`` and
-        standardised columns (the user guide explains the choice).
+        standardised columns (the user guide explains the choice).""",
+    "length_scale_bounds": """\
     length_scale_bounds : pair of floats >= 0 or "fixed", default=(1e-5, 1e5)
-        Bounds on ``length_scale``.
-    activation : {"relu", "leaky_relu"}, default="relu"
-        Activation of f and g: ``sqrt(2) * relu``, or
-        ``sqrt(2 / (1 + a^2)) * leaky_relu_a`` with ``a = negative_slope``
-        (normalised so that each layer keeps the variance of its input).
-    negative_slope : float, default=0.01
-        Slope ``a`` of the leaky ReLU; ignored for ``"relu"``.
+        Bounds on ``length_scale``.""",
+    "normalize_x": """\
     normalize_x : bool, default=False
         Rescale every non-zero x to ``|x|^2 / n0 = 1`` first (the authors'
         code puts images on the unit sphere). The kernels are positively
@@ -394,15 +357,22 @@ _PARAMETERS_DOC = """
         example after a ``StandardScaler``) cannot inflate a prediction, and
         the kernel's scale is ``~1`` whatever n0. Off by default so that the
         kernel is the paper's closed form of the raw rows;
-        :class:`HyperKernelRegressor` turns it on.
+        :class:`HyperKernelRegressor` turns it on.""",
+    "block_size": """\
     block_size : int, default=None
-        Rows per block of the Gram computation; None chooses about 2^17
-        entries per block. Results do not depend on it.
+        Rows per block: the consecutive rows of a Gram (or of a product
+        ``K @ V``) that one task computes, against the columns it needs; the
+        recursions then run on tiles of the same number of rows. None chooses
+        blocks of about 2^22 entries (for BLAS) and tiles of about 2^17 (one
+        tile per block of 2^25 entries on a GPU). Results do not depend on
+        it.""",
+    "n_jobs": """\
     n_jobs : int, default=None
         Parallel workers over blocks (joblib): None means 1 unless in a
         ``joblib.parallel_config`` context, -1 all cores. Threads by default;
         inside ``parallel_config(backend="dask")`` the blocks run on a Dask
-        cluster (see the user guide).
+        cluster (see the user guide).""",
+    "device": """\
     device : str, default=None
         Where the recursions run: None with numpy on the CPU; ``"cpu"``,
         ``"cuda"`` or ``"cuda:<index>"`` with torch on that device (the same
@@ -410,7 +380,8 @@ _PARAMETERS_DOC = """
         else numpy. The result is a float64 numpy array in every case. A
         device this machine lacks raises a ``ValueError``; a kernel unpickled
         on a machine without the GPU it was saved with falls back to numpy
-        with a ``DeviceFallbackWarning``.
+        with a ``DeviceFallbackWarning``.""",
+    "dtype": """\
     dtype : {"float64", "float32"}, default="float64"
         Precision of the recursions, much faster on GPUs in float32. Measured
         float32 agreement with float64 (largest error / largest entry, MNIST
@@ -419,11 +390,29 @@ _PARAMETERS_DOC = """
         pixel coordinates on one ray) differ by up to 1e-4 (the correlation
         is 1 only up to rounding there, and the ReLU's derivative dual has an
         infinite slope at 1). Equal rows, equal x and equal z are exact in
-        both precisions.
+        both precisions.""",
+    "verbose": """\
     verbose : int, default=0
         1 prints a progress line every few seconds while a Gram or a product
-        with it is computed, 2 one per block.
-"""
+        with it is computed, 2 one per block.""",
+}
+_PARAMETERS_DOC = "\n    Parameters\n    ----------\n" + parameters_doc(
+    "z_dim",
+    "f_depth",
+    "g_depth",
+    "z_encoding",
+    "length_scale",
+    "length_scale_bounds",
+    "activation",
+    "negative_slope",
+    "normalize_x",
+    "block_size",
+    "n_jobs",
+    "device",
+    "dtype",
+    "verbose",
+    extra=_KERNEL_DOCS,
+)
 
 
 class HyperKernel(_HypernetworkKernel):

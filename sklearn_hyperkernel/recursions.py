@@ -17,40 +17,29 @@ of the two input correlations ``rho_x = x.x' / (|x| |x'|)`` and
 every intermediate in ``[-1, 1]``, needs no per-layer norms and gives rows with
 ``x = 0`` or ``z = 0`` an exact zero instead of ``0 / 0``.
 
-Coincident rows. Two rows with equal x (equal values; ``-0.0 == 0.0``) have
-``rho_x = 1`` exactly, and two rows with equal z have ``rho_z = 1`` exactly (and
-a squared z distance of exactly 0), whether they are the same row or two rows
-of two different arrays. The rounded value would be ``1 +- ulp``, and
-``kappa0 = 1 - arccos(rho) / pi`` has an infinite slope at 1, so one ulp there
-moves the kernel by about ``sqrt(ulp)`` (1e-8 in float64, 3e-4 in float32).
-Equal rows are found exactly (a hash of their values, verified against the
-values); the blocked evaluation of :class:`~sklearn_hyperkernel.HyperKernel`
-uses the same rule.
-
-Gradients. On torch tensors the functions are differentiable with
-``torch.autograd``: while gradients are being recorded (grad mode on and an
-input that requires grad) every operation is out of place; otherwise the
-temporaries are overwritten in place, which is faster. The derivative of
-``kappa0`` is infinite at ``rho = +-1``: coincident rows, whose correlation is
-set to exactly 1 by an out-of-place ``where``, get a zero gradient through their
-correlation (correct for the diagonal of a Gram, where ``rho(x, x) = 1`` for
-every x; the kernel's dependence on the row norms still has its gradient).
-Parallel or antiparallel rows that differ (``x' = c x``, ``c != 1``) are not
-coincident: where their rounded correlation lands on exactly ``+-1`` the
-gradient is NaN, where it lands next to it the gradient is finite (and the
-correlation's part of it tiny, the correlation being stationary there). The
-NTK has no derivative at such points anyway (``kappa0`` makes a kink of the
-form ``|x'_perp|``); the NNGP has one.
+Coincident rows: two rows with equal x (equal values, ``-0.0 == 0.0``) have
+``rho_x = 1`` exactly, and two rows with equal z have ``rho_z = 1`` exactly,
+whether they are one row or rows of two arrays; equal rows are found exactly
+(:mod:`._rows`), and the blocked evaluation of
+:class:`~sklearn_hyperkernel.HyperKernel` uses the same rule. On torch tensors
+the functions are differentiable with ``torch.autograd``: while gradients are
+recorded every operation is out of place, otherwise temporaries are
+overwritten in place. The math page ("How the package evaluates them") gives
+the reasons and the gradients at coincident and parallel rows.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from array_api_compat import array_namespace
+
+from . import _arrays
+from ._arrays import DIFFERENCE_COLUMNS, clip_correlations, squared_distances
+from ._rows import FIND, Coincidence, find_coincidence, set_where
 
 __all__ = [
     "relu_duals",
@@ -59,24 +48,24 @@ __all__ = [
     "hyper_correlations",
     "HyperCorrelations",
     "mlp_kernels",
+    "z_correlations",
     "z_input_kernel",
     "hyper_kernels",
+    "z_needs_coincidence",
+    "length_scale_array",
 ]
 
 Array = Any  # a numpy array or a torch tensor
 
 
-def _slope_coefficients(negative_slope: float) -> tuple[float, float]:
-    """Weights of the linear and the ReLU part of the normalised leaky ReLU.
+def _relu_weight(negative_slope: float) -> float:
+    """Weight ``c = (1 - a)^2 / (1 + a^2)`` of the ReLU part in the duals of the leaky ReLU.
 
-    ``phi(s) = sqrt(2 / (1 + a^2)) * leaky_relu(s)`` and
-    ``leaky_relu(s) = a s + (1 - a) relu(s)``, so every dual is
-    ``linear * (linear-part dual) + relu * (ReLU dual)``. The two weights sum
-    to 1, which :func:`dual_correlations` uses to write both duals with
-    ``relu`` alone.
+    ``phi(s) = sqrt(2 / (1 + a^2)) * leaky_relu(s)`` and ``leaky_relu(s) = a s
+    + (1 - a) relu(s)``, so every dual is ``(1 - c) * (linear dual) + c *
+    (ReLU dual)``; :func:`dual_correlations` writes both duals with ``c`` alone.
     """
-    denominator = 1.0 + negative_slope * negative_slope
-    return 2.0 * negative_slope / denominator, (1.0 - negative_slope) ** 2 / denominator
+    return (1.0 - negative_slope) ** 2 / (1.0 + negative_slope * negative_slope)
 
 
 def dual_correlations(
@@ -115,288 +104,34 @@ def dual_correlations(
     next layer's arccos turns into ``sqrt(ulp)``). No correlation is shrunk, so
     there is no bias at ``rho = +-1``.
 
-    On torch tensors that record gradients the operations are out of place
-    (differentiable). ``d kappa0 / d rho`` is infinite at ``rho = +-1``, so a
-    gradient through an entry at exactly ``+-1`` is infinite or NaN unless the
-    entry was set to that value by ``where`` (as coincident rows are), which
-    gives it a zero gradient.
+    ``d kappa0 / d rho`` is infinite at ``rho = +-1``: an autograd gradient
+    through an entry at exactly ``+-1`` is infinite or NaN unless ``where``
+    set it there (as for coincident rows), which gives it a zero gradient.
     """
     xp = array_namespace(rho)
-    in_place = _in_place(rho)
-    rho = _clip_inplace(rho, xp) if in_place and _is_writeable(rho) else xp.clip(rho, -1.0, 1.0)
-    _, relu = _slope_coefficients(negative_slope)
-    slope = relu / math.pi
+    in_place = _arrays.in_place_allowed(rho)
+    rho = clip_correlations(rho, in_place)
+    slope = _relu_weight(negative_slope) / math.pi
     # kappa0 = 1 - c t / pi
     kappa0 = xp.acos(rho)
-    kappa0 = _scale(kappa0, -slope, in_place)
-    kappa0 = _shift(kappa0, 1.0, in_place)
+    kappa0 = _arrays.scale(kappa0, -slope, in_place)
+    kappa0 = _arrays.shift(kappa0, 1.0, in_place)
     # c sin(t) / pi = sqrt((1 - rho)(1 + rho) (c / pi)^2); 1 - rho is exact near 1
     kappa1 = 1.0 - rho
-    kappa1 = _scale(kappa1, 1.0 + rho, in_place)
-    kappa1 = _scale(kappa1, slope * slope, in_place)
-    kappa1 = _sqrt(kappa1, xp, in_place)
-    kappa1 = _shift(kappa1, kappa0 * rho, in_place)
+    kappa1 = _arrays.scale(kappa1, 1.0 + rho, in_place)
+    kappa1 = _arrays.scale(kappa1, slope * slope, in_place)
+    kappa1 = _arrays.sqrt(kappa1, xp, in_place)
+    kappa1 = _arrays.shift(kappa1, kappa0 * rho, in_place)
     return kappa1, (kappa0 if need_kappa0 else None)
 
 
 def _kappa0_slope(rho: Array, negative_slope: float) -> Array:
     """d kappa0 / d rho; zero where |rho| = 1, where every caller's tangent is 0."""
     xp = array_namespace(rho)
-    _, relu = _slope_coefficients(negative_slope)
     sine = xp.sqrt((1.0 - rho) * (1.0 + rho))
     positive = sine > 0.0
     safe = xp.where(positive, sine, xp.ones_like(sine))
-    return xp.where(positive, (relu / math.pi) / safe, xp.zeros_like(sine))
-
-
-# ---------------------------------------------------------------- in place or not
-
-
-def _in_place(*arrays: Array) -> bool:
-    """Whether temporaries derived from ``arrays`` may be overwritten.
-
-    Not while torch records gradients through one of them: autograd keeps
-    some intermediates for the backward pass and refuses ones that changed.
-    """
-    for array in arrays:
-        if getattr(array, "requires_grad", False):
-            import torch
-
-            return not torch.is_grad_enabled()
-    return True
-
-
-def _scale(array: Array, factor: Any, in_place: bool) -> Array:
-    """``array * factor``, overwriting ``array`` when ``in_place``."""
-    if in_place:
-        array *= factor
-        return array
-    return array * factor
-
-
-def _shift(array: Array, term: Any, in_place: bool) -> Array:
-    """``array + term``, overwriting ``array`` when ``in_place``."""
-    if in_place:
-        array += term
-        return array
-    return array + term
-
-
-def _sqrt(array: Array, xp: Any, in_place: bool) -> Array:
-    if not in_place:
-        return xp.sqrt(array)
-    if isinstance(array, np.ndarray):
-        return np.sqrt(array, out=array)
-    if hasattr(array, "sqrt_"):
-        return array.sqrt_()
-    return xp.sqrt(array)
-
-
-def _is_writeable(array: Array) -> bool:
-    flags = getattr(array, "flags", None)
-    return bool(flags.writeable) if flags is not None else True
-
-
-def _clip_inplace(rho: Array, xp: Any) -> Array:
-    if isinstance(rho, np.ndarray):
-        np.clip(rho, -1.0, 1.0, out=rho)
-        return rho
-    return xp.clip(rho, -1.0, 1.0)
-
-
-# ---------------------------------------------------------------- coincident rows
-# Equal rows are found by an exact 64-bit hash of their values, verified
-# against the values (a collision falls back to an exact sort): O(n * dim).
-
-_HASH_MULTIPLIERS_SEED = 0x5EED
-_NEGATIVE_ZERO = np.uint64(1 << 63)
-_HASH_BLOCK_WORDS = 1 << 16
-
-
-@functools.lru_cache(maxsize=16)
-def _hash_multipliers(n_columns: int) -> np.ndarray:
-    multipliers = np.random.default_rng(_HASH_MULTIPLIERS_SEED).integers(
-        1, np.iinfo(np.int64).max, size=n_columns, dtype=np.uint64
-    ) | np.uint64(1)
-    multipliers.flags.writeable = False
-    return multipliers
-
-
-def _host_rows(rows: Array) -> np.ndarray:
-    """Rows as a 2-D float64 numpy array (a view when they already are one)."""
-    if not isinstance(rows, np.ndarray):
-        rows = rows.detach().cpu().numpy() if hasattr(rows, "detach") else np.asarray(rows)
-    return np.asarray(rows, dtype=np.float64).reshape(rows.shape[0], -1)
-
-
-def _row_keys(rows: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of the values of each row, equal for equal rows.
-
-    Each 64-bit word has its high half folded onto its low half (the low bits
-    of round numbers are all zero), then the words are combined with odd
-    random multipliers, wrapping modulo 2^64. ``-0.0`` hashes as ``0.0``.
-    """
-    rows = _host_rows(rows)
-    n_rows, n_columns = rows.shape
-    multipliers = _hash_multipliers(n_columns)
-    keys = np.empty(n_rows, dtype=np.uint64)
-    step = max(1, _HASH_BLOCK_WORDS // max(n_columns, 1))
-    with np.errstate(over="ignore"):
-        for start in range(0, n_rows, step):
-            block = np.array(rows[start : start + step], dtype=np.float64, order="C")
-            words = block.view(np.uint64)
-            words[words == _NEGATIVE_ZERO] = 0
-            words ^= words >> np.uint64(32)
-            keys[start : start + step] = words @ multipliers  # wraps modulo 2^64
-    return keys
-
-
-#: Bytes of rows compared at once when :func:`_row_ids` verifies its hash.
-_VERIFY_BYTES = 16 * 2**20
-
-
-def _row_ids(*blocks: Array, keys: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
-    """Integer ids of the rows of several arrays: equal if and only if the rows are.
-
-    Rows are equal when all their values are (``-0.0 == 0.0``), within one
-    array or across arrays. ``keys`` are :func:`_row_keys` of the blocks
-    where already known. Returns one int64 array per block.
-    """
-    hosts = [_host_rows(block) for block in blocks]
-    keys = [None] * len(hosts) if keys is None else list(keys)
-    all_keys = np.concatenate(
-        [
-            _row_keys(host) if key is None else np.asarray(key, dtype=np.uint64)
-            for host, key in zip(hosts, keys)
-        ]
-    )
-    offsets = np.cumsum([0] + [host.shape[0] for host in hosts])
-    if all_keys.shape[0] == 0:
-        return [np.zeros(0, dtype=np.int64) for _ in hosts]
-    _, first, ids = np.unique(all_keys, return_index=True, return_inverse=True)
-    ids = ids.reshape(-1).astype(np.int64, copy=False)
-    # rows that share a key with another row must equal its first row exactly;
-    # checked a slice of rows at a time, so the check holds two slices, not two
-    # copies of every shared row (at a million pixel rows, gigabytes)
-    shared = np.flatnonzero(np.bincount(ids)[ids] > 1)
-    step = max(1, _VERIFY_BYTES // (8 * max(hosts[0].shape[1], 1)))
-    if not all(
-        np.array_equal(
-            _gather_rows(hosts, offsets, part), _gather_rows(hosts, offsets, first[ids[part]])
-        )
-        for part in (shared[start : start + step] for start in range(0, shared.shape[0], step))
-    ):
-        # a hash collision between different rows: an exact sort instead
-        rows = np.concatenate(hosts) + 0.0  # + 0.0 turns -0.0 into 0.0
-        _, ids = np.unique(rows, axis=0, return_inverse=True)
-        ids = ids.reshape(-1).astype(np.int64, copy=False)
-    return [ids[offsets[k] : offsets[k + 1]] for k in range(len(hosts))]
-
-
-def _gather_rows(
-    hosts: Sequence[np.ndarray], offsets: np.ndarray, positions: np.ndarray
-) -> np.ndarray:
-    """Rows at ``positions`` of the blocks stacked, without stacking them."""
-    if len(hosts) == 1:
-        return hosts[0][positions]
-    out = np.empty((positions.shape[0], hosts[0].shape[1]))
-    block = np.searchsorted(offsets, positions, side="right") - 1
-    for k, host in enumerate(hosts):
-        mine = block == k
-        out[mine] = host[positions[mine] - offsets[k]]
-    return out
-
-
-# Where two sets of ids coincide: index arrays (i, j) when the pairs are few
-# (typical: one match per row at most), a boolean matrix when they are more
-# than this fraction of all pairs (a scatter per entry costs more than a
-# comparison of all of them).
-_DENSE_COINCIDENCE_FRACTION = 1.0 / 16.0
-
-Coincidence = Any  # None, a pair (i, j) of index arrays, or a boolean matrix
-# default of the functions that take a Coincidence: find it from the rows
-_FIND = "find"
-
-
-def _sorted_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(order, ids[order])``: the search index :func:`_coincident_pairs` takes."""
-    order = np.argsort(ids, kind="stable")
-    return order, ids[order]
-
-
-def _coincident_pairs(
-    ids_a: np.ndarray,
-    ids_b: np.ndarray,
-    index_b: tuple[np.ndarray, np.ndarray] | None = None,
-    cols: slice = slice(None),
-) -> Coincidence:
-    """Where ``ids_a[i] == ids_b[cols][j]``: None, (i, j) or a boolean matrix.
-
-    ``index_b`` is :func:`_sorted_ids` of ``ids_b`` (whole, before ``cols``
-    restricts the columns) where already known; host arrays.
-    """
-    start, stop, _ = cols.indices(ids_b.shape[0])
-    if index_b is None:
-        ids_b, start, stop = ids_b[start:stop], 0, stop - start
-        index_b = _sorted_ids(ids_b)
-    order_b, sorted_b = index_b
-    low = np.searchsorted(sorted_b, ids_a, side="left")
-    counts = np.searchsorted(sorted_b, ids_a, side="right") - low
-    total = int(counts.sum())
-    if total == 0:
-        return None
-    n_cols = stop - start
-    if total > _DENSE_COINCIDENCE_FRACTION * ids_a.shape[0] * n_cols:
-        return ids_a[:, None] == ids_b[None, start:stop]
-    i = np.repeat(np.arange(ids_a.shape[0]), counts)
-    first = np.cumsum(counts) - counts
-    j = order_b[np.arange(total) - np.repeat(first - low, counts)]
-    inside = (j >= start) & (j < stop)
-    if not inside.all():
-        i, j = i[inside], j[inside]
-        if i.shape[0] == 0:
-            return None
-    return i, j - start
-
-
-def _coincidence(a: Array, b: Array) -> Coincidence:
-    """Where row i of ``a`` equals row j of ``b``, as arrays of a's namespace and device."""
-    ids_a, ids_b = _row_ids(a) * 2 if b is a else _row_ids(a, b)
-    coincidence = _coincident_pairs(ids_a, ids_b)
-    if coincidence is None or isinstance(a, np.ndarray):
-        return coincidence
-    xp = array_namespace(a)
-    if isinstance(coincidence, tuple):
-        return tuple(xp.asarray(index, device=a.device) for index in coincidence)
-    return xp.asarray(coincidence, device=a.device)
-
-
-def _set_where(array: Array, coincidence: Coincidence, value: float, in_place: bool) -> Array:
-    """``array`` with ``value`` at the entries of a :func:`_coincident_pairs` result.
-
-    In place, or out of place (``where``, ``index_put``), which gives the
-    entries it sets a zero gradient.
-    """
-    if coincidence is None:
-        return array
-    xp = array_namespace(array)
-    if isinstance(coincidence, tuple):
-        if in_place:
-            array[coincidence] = value
-            return array
-        if isinstance(array, np.ndarray):
-            array = array.copy()
-            array[coincidence] = value
-            return array
-        fill = xp.asarray(value, dtype=array.dtype, device=array.device)
-        return array.index_put(coincidence, fill)
-    if in_place:
-        if isinstance(array, np.ndarray):
-            np.putmask(array, coincidence, value)
-        else:
-            array.masked_fill_(coincidence, value)
-        return array
-    return xp.where(coincidence, xp.full_like(array, value), array)
+    return xp.where(positive, (_relu_weight(negative_slope) / math.pi) / safe, xp.zeros_like(sine))
 
 
 def relu_duals(
@@ -441,15 +176,10 @@ def relu_duals(
     norm_a = xp.sqrt(var_a)
     norm_b = xp.sqrt(var_b)
     scale = norm_a[:, None] * norm_b[None, :]
-    rho = cov * _safe_inverse(norm_a, xp)[:, None] * _safe_inverse(norm_b, xp)[None, :]
+    rho = cov * _arrays.safe_inverse(norm_a, xp)[:, None]
+    rho = rho * _arrays.safe_inverse(norm_b, xp)[None, :]
     kappa1, kappa0 = dual_correlations(rho, negative_slope)
     return scale * kappa1, kappa0
-
-
-def _safe_inverse(values: Array, xp: Any) -> Array:
-    """1 / values where values > 0, else 0 (a zero row has zero correlation)."""
-    positive = values > 0
-    return xp.where(positive, 1.0 / xp.where(positive, values, xp.ones_like(values)), 0.0 * values)
 
 
 def mlp_correlations(
@@ -477,12 +207,12 @@ def mlp_correlations(
     """
     rho = rho_x
     xp = array_namespace(rho)
-    in_place = _in_place(rho)
+    in_place = _arrays.in_place_allowed(rho)
     ntk = (xp.asarray(rho, copy=True) if in_place else rho) if need_ntk else None
     for _ in range(f_depth - 1):
         rho_next, kappa0 = dual_correlations(rho, negative_slope, need_kappa0=need_ntk)
         if need_ntk:
-            ntk = _shift(_scale(ntk, kappa0, in_place), rho_next, in_place)
+            ntk = _arrays.shift(_arrays.scale(ntk, kappa0, in_place), rho_next, in_place)
         rho = rho_next
     return rho, ntk
 
@@ -532,48 +262,31 @@ def hyper_correlations(
         entries not asked for are None.
     """
     xp = array_namespace(rho_f, rho_z)
-    in_place = _in_place(rho_f, rho_z)
+    in_place = _arrays.in_place_allowed(rho_f, rho_z)
     rho_sigma = rho_z  # correlation of Sigma^{l-1}
     ntk = (xp.asarray(rho_z, copy=True) if in_place else rho_z) if need_ntk else None
     d_sigma = xp.ones_like(rho_z) if need_tangent else None
     d_ntk = xp.ones_like(rho_z) if (need_tangent and need_ntk) else None
     for _ in range(g_depth - 1):
         rho_lambda = rho_f * rho_sigma
-        rho_sigma, kappa0 = dual_correlations(rho_lambda, negative_slope, need_kappa0=need_ntk or need_tangent)
+        need_kappa0 = need_ntk or need_tangent
+        rho_sigma, kappa0 = dual_correlations(rho_lambda, negative_slope, need_kappa0=need_kappa0)
         if need_tangent:
             d_lambda = rho_f * d_sigma
             if need_ntk:
                 # d(ntk * rho_f * kappa0 + rho_sigma): the product rule on the
                 # backward factor; kappa0 is also d rho_sigma / d rho_lambda.
-                d_ntk = _scale(d_ntk, kappa0, in_place)
+                d_ntk = _arrays.scale(d_ntk, kappa0, in_place)
                 slope = _kappa0_slope(rho_lambda, negative_slope)
-                d_ntk = _shift(d_ntk, ntk * slope * d_lambda, in_place)
-                d_ntk = _scale(d_ntk, rho_f, in_place)
-                d_ntk = _shift(d_ntk, kappa0 * d_lambda, in_place)
+                d_ntk = _arrays.shift(d_ntk, ntk * slope * d_lambda, in_place)
+                d_ntk = _arrays.scale(d_ntk, rho_f, in_place)
+                d_ntk = _arrays.shift(d_ntk, kappa0 * d_lambda, in_place)
             d_sigma = kappa0 * d_lambda
         if need_ntk:
-            ntk = _shift(_scale(ntk, rho_f * kappa0, in_place), rho_sigma, in_place)
+            ntk = _arrays.shift(_arrays.scale(ntk, rho_f * kappa0, in_place), rho_sigma, in_place)
     nngp = rho_f * rho_sigma if need_nngp else None
     d_nngp = rho_f * d_sigma if (need_nngp and need_tangent) else None
     return HyperCorrelations(nngp, ntk, d_nngp, d_ntk)
-
-
-def _row_correlations(
-    a: Array, b: Array, xp: Any, coincident: Coincidence = _FIND
-) -> tuple[Array, Array, Array]:
-    """Cosine similarities of rows (exactly 1 for equal rows) and the row norms.
-
-    ``coincident`` says where rows are equal (:func:`_coincident_pairs`; None:
-    nowhere) where the caller knows it; by default it is found from the rows.
-    """
-    in_place = _in_place(a, b)
-    norm_a = xp.sqrt(xp.sum(a * a, axis=1))
-    norm_b = xp.sqrt(xp.sum(b * b, axis=1))
-    rho = a @ xp.matrix_transpose(b) if hasattr(xp, "matrix_transpose") else a @ b.T
-    rho = _scale(rho, _safe_inverse(norm_a, xp)[:, None], in_place)
-    rho = _scale(rho, _safe_inverse(norm_b, xp)[None, :], in_place)
-    coincident = _coincidence(a, b) if coincident is _FIND else coincident
-    return _set_where(rho, coincident, 1.0, in_place), norm_a, norm_b
 
 
 def mlp_kernels(
@@ -606,116 +319,85 @@ def mlp_kernels(
     >>> np.round(ntk, 4).tolist()  # diagonal: depth * |x|^2 / n0
     [[1.0, 0.3183], [0.3183, 4.0]]
     """
-    xp = array_namespace(x_a)
     x_b = x_a if x_b is None else x_b
-    rho, norm_a, norm_b = _row_correlations(x_a, x_b, xp)
+    rho, norm_a, norm_b = _arrays.row_correlations(x_a, x_b)
     n0 = x_a.shape[1]
     scale = (norm_a[:, None] * norm_b[None, :]) / n0
     rho_f, ntk = mlp_correlations(rho, depth, negative_slope)
     return scale * rho_f, scale * ntk
 
 
-def _length_scales(length_scale: float | Sequence[float] | Array, z_dim: int) -> np.ndarray:
+def length_scale_array(length_scale: float | Sequence[float] | Array, z_dim: int) -> np.ndarray:
+    """``length_scale`` (one, or one per z column) as a checked 1-D float array.
+
+    Returns an ndarray of shape (1,) or (z_dim,); raises a ``ValueError``
+    naming ``length_scale`` for a wrong number of entries or an entry that is
+    not positive and finite.
+    """
     scales = np.atleast_1d(np.asarray(length_scale, dtype=float))
     if scales.ndim != 1 or scales.shape[0] not in (1, z_dim):
         raise ValueError(
-            f"length_scale must be a float or have one entry per z column ({z_dim}); got shape {scales.shape}."
+            f"length_scale must be a float or have one entry per z column ({z_dim}); "
+            f"got shape {scales.shape}."
         )
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         raise ValueError(f"length_scale must be positive and finite; got {scales.tolist()}.")
     return scales
 
 
-def _z_correlations(
-    z_a: Array,
-    z_b: Array,
-    encoding: str,
-    length_scale: Any,
-    xp: Any,
-    coincident: Coincidence = _FIND,
+def z_correlations(
+    z_a: Array, z_b: Array, encoding: str, length_scale: Any, coincident: Coincidence = FIND
 ) -> tuple[Array, Array, Array]:
     """Correlation of g's inputs and each row's variance ``e = Sigma^0(z, z)``.
 
-    Rows with equal z have correlation exactly 1. ``coincident`` says where
-    rows are equal (:func:`_coincident_pairs`; None: nowhere), where the
-    caller knows it; it may be None wherever :func:`_z_needs_coincidence` is
-    False. By default it is found from the rows.
+    Parameters
+    ----------
+    z_a : array of shape (n, m0)
+    z_b : array of shape (m, m0)
+    encoding : {"linear", "fourier"}
+        As in :func:`z_input_kernel`.
+    length_scale : float or array of shape (1,) or (m0,)
+        Used by the Fourier encoding only.
+    coincident : optional
+        Where rows are equal (:func:`._rows.coincident_pairs`; None: nowhere,
+        allowed where :func:`z_needs_coincidence` is False); found by default.
+
+    Returns
+    -------
+    rho_z : array of shape (n, m)
+        ``Sigma^0(z, z') / sqrt(e e')``, exactly 1 for equal rows.
+    e_a, e_b : arrays of shape (n,) and (m,)
+        ``Sigma^0(z, z)`` per row: ``|z|^2 / m0``, or 1 (Fourier).
     """
+    xp = array_namespace(z_a, z_b)
     if encoding not in ("linear", "fourier"):
         raise ValueError(f"z_encoding must be 'linear' or 'fourier'; got {encoding!r}.")
-    if coincident is _FIND:
+    if coincident is FIND:
         # always: the where that sets equal rows' correlation also stops the
         # infinite derivative of kappa0 there from reaching z (autograd)
-        coincident = _coincidence(z_a, z_b)
+        coincident = find_coincidence(z_a, z_b)
     if encoding == "linear":
-        rho, norm_a, norm_b = _row_correlations(z_a, z_b, xp, coincident)
+        rho, norm_a, norm_b = _arrays.row_correlations(z_a, z_b, coincident)
         m0 = z_a.shape[1]
         return rho, norm_a * norm_a / m0, norm_b * norm_b / m0
-    in_place = _in_place(z_a, z_b)
-    scales = _placed_length_scales(length_scale, z_a, xp)
-    rho = _squared_distances(z_a / scales, z_b / scales, xp, coincident)
-    rho = _scale(rho, -0.5, in_place)
+    in_place = _arrays.in_place_allowed(z_a, z_b)
+    scales = _arrays.like(length_scale_array(length_scale, z_a.shape[1]), z_a)
+    rho = squared_distances(z_a / scales, z_b / scales, coincident)
+    rho = _arrays.scale(rho, -0.5, in_place)
     rho = np.exp(rho, out=rho) if in_place and isinstance(rho, np.ndarray) else xp.exp(rho)
-    rho = _set_where(rho, coincident, 1.0, in_place)  # None: nothing to set
+    rho = set_where(rho, coincident, 1.0, in_place)  # None: nothing to set
     ones_a = xp.ones_like(z_a[:, 0])
     return rho, ones_a, xp.ones_like(z_b[:, 0])
 
 
-def _placed_length_scales(length_scale: Any, z: Array, xp: Any) -> Array:
-    """The length scales as an array of ``z``'s namespace, dtype and device."""
-    scales = _length_scales(length_scale, z.shape[1])
-    if isinstance(z, np.ndarray):
-        return scales.astype(z.dtype, copy=False)
-    return xp.asarray(scales, dtype=z.dtype, device=z.device)
-
-
-def _z_needs_coincidence(encoding: str, z_dim: int) -> bool:
+def z_needs_coincidence(encoding: str, z_dim: int) -> bool:
     """Whether equal z rows need the coincidence mask to get correlation exactly 1.
 
     Not for the Fourier encoding with few z columns, whose squared distances
-    are exactly 0 for equal rows (:func:`_squared_distances`), unless
-    gradients flow through them (see :func:`_z_correlations`).
+    are exactly 0 for equal rows (:func:`squared_distances`), unless
+    gradients flow through them (see :func:`z_correlations`).
     """
-    return encoding != "fourier" or z_dim > _DIFFERENCE_COLUMNS
-
-
-# Up to this many z columns, squared distances are sums of squared differences:
-# as fast as the expansion |a|^2 + |b|^2 - 2 a.b for so few columns, exactly 0
-# for equal rows and free of its cancellation (which loses |a|^2 * ulp: 1e-4
-# in float32 for pixel coordinates in units of a small length scale).
-_DIFFERENCE_COLUMNS = 8
-
-
-def _squared_distances(a: Array, b: Array, xp: Any, coincident: Coincidence = _FIND) -> Array:
-    """``sum_d (a_id - b_jd)^2``, exactly 0 where ``coincident`` (equal rows)."""
-    in_place = _in_place(a, b)
-    if a.shape[1] <= _DIFFERENCE_COLUMNS:  # equal rows: exactly 0 by construction
-        if in_place and isinstance(a, np.ndarray):
-            total = np.subtract.outer(a[:, 0], b[:, 0])
-            np.square(total, out=total)
-            difference = np.empty_like(total) if a.shape[1] > 1 else None
-            for d in range(1, a.shape[1]):
-                np.subtract.outer(a[:, d], b[:, d], out=difference)
-                np.square(difference, out=difference)
-                total += difference
-            return total
-        total = None
-        for d in range(a.shape[1]):
-            difference = a[:, d][:, None] - b[:, d][None, :]
-            difference = _scale(difference, difference, in_place)
-            total = difference if total is None else _shift(total, difference, in_place)
-        return total
-    sq = a @ (b.T if not hasattr(xp, "matrix_transpose") else xp.matrix_transpose(b))
-    sq = _scale(sq, -2.0, in_place)
-    sq = _shift(sq, xp.sum(a * a, axis=1)[:, None], in_place)
-    sq = _shift(sq, xp.sum(b * b, axis=1)[None, :], in_place)
-    # rounding can make a squared distance slightly negative
-    if in_place and isinstance(sq, np.ndarray):
-        np.maximum(sq, 0.0, out=sq)
-    else:
-        sq = xp.clip(sq, 0.0, None)
-    coincident = _coincidence(a, b) if coincident is _FIND else coincident
-    return _set_where(sq, coincident, 0.0, in_place)
+    return encoding != "fourier" or z_dim > DIFFERENCE_COLUMNS
 
 
 def z_input_kernel(
@@ -751,7 +433,7 @@ def z_input_kernel(
     """
     xp = array_namespace(z_a)
     z_b = z_a if z_b is None else z_b
-    rho, e_a, e_b = _z_correlations(z_a, z_b, encoding, length_scale, xp)
+    rho, e_a, e_b = z_correlations(z_a, z_b, encoding, length_scale)
     return rho * xp.sqrt(e_a)[:, None] * xp.sqrt(e_b)[None, :]
 
 
@@ -805,8 +487,8 @@ def hyper_kernels(
     xp = array_namespace(x_a, z_a)
     x_b = x_a if x_b is None else x_b
     z_b = z_a if z_b is None else z_b
-    rho_x, norm_xa, norm_xb = _row_correlations(x_a, x_b, xp)
-    rho_z, e_a, e_b = _z_correlations(z_a, z_b, z_encoding, length_scale, xp)
+    rho_x, norm_xa, norm_xb = _arrays.row_correlations(x_a, x_b)
+    rho_z, e_a, e_b = z_correlations(z_a, z_b, z_encoding, length_scale)
     n0 = x_a.shape[1]
     s_a, s_b = norm_xa * norm_xa / n0, norm_xb * norm_xb / n0
     rho_f, ntk_f = mlp_correlations(rho_x, f_depth, negative_slope)

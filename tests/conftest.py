@@ -1,6 +1,10 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and helpers they import (``from conftest import ...``)."""
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -42,7 +46,11 @@ def dask_client():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. a dashboard port already in use
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
         )
         client = distributed.Client(cluster)
     try:
@@ -50,3 +58,107 @@ def dask_client():
     finally:
         client.close()
         cluster.close()
+
+
+@pytest.fixture
+def torch_module():
+    """torch, or a skip where it is not installed."""
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def pixel_task() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """192 training rows (12 digits, 16 pixels each) and 48 rows of 3 other digits."""
+    from sklearn.datasets import load_digits
+
+    from sklearn_hyperkernel.datasets import pixel_regression
+
+    images = load_digits().images
+    X, y = pixel_regression(images[:12], pixels_per_image=16, random_state=0)
+    X_test, _ = pixel_regression(images[12:15], pixels_per_image=16, random_state=1)
+    return X, y, X_test
+
+
+# ------------------------------------------------------------------ helpers
+
+try:
+    import torch as _torch
+except ImportError:  # the torch tests skip themselves
+    _torch = None
+
+#: whether torch sees a CUDA GPU
+CUDA = _torch is not None and _torch.cuda.is_available()
+#: marks of a test that needs a GPU
+GPU = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not CUDA, reason="needs CUDA (torch.cuda.is_available() is False)"),
+]
+#: torch devices compared with numpy: the CPU always, a GPU where there is one
+TORCH_DEVICES = ["cpu", pytest.param("cuda", marks=GPU)]
+
+
+def shared_image_rows(
+    n_images: int = 5, pixels: int = 5, n_rows: int = 23, seed: int = 0
+) -> np.ndarray:
+    """Rows ``[x | z]`` (8 x columns, 2 z columns) with each x repeated for several pixels.
+
+    23 rows: not a multiple of the block sizes 5 and 7. One image is all zeros
+    (its rows have kernel 0 with every row) and one pixel sits at z = 0.
+    """
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(n_images, 8))
+    images[2] = 0.0
+    x = np.repeat(images, pixels, axis=0)
+    z = rng.uniform(-1.0, 1.0, size=(n_images * pixels, 2))
+    z[3] = 0.0
+    rows = np.hstack([x, z])[:n_rows]
+    return rows[rng.permutation(n_rows)]  # shared x rows not consecutive
+
+
+def distinct_rows(n_rows: int = 19, seed: int = 1) -> np.ndarray:
+    """Rows ``[x | z]`` (8 x columns, 2 z columns) whose x rows all differ."""
+    return np.random.default_rng(seed).normal(size=(n_rows, 10))
+
+
+def relative_error(actual, desired) -> float:
+    """``max |actual - desired| / max |desired|`` (both as float64 arrays of one shape)."""
+    actual, desired = np.asarray(actual), np.asarray(desired)
+    assert actual.shape == desired.shape
+    scale = np.max(np.abs(desired))
+    assert scale > 0
+    return float(np.max(np.abs(actual - desired)) / scale)
+
+
+def assert_close(actual, desired, rtol: float) -> None:
+    """A float64 numpy result within ``rtol`` of ``desired`` in :func:`relative_error`."""
+    assert isinstance(actual, np.ndarray) and actual.dtype == np.float64
+    error = relative_error(actual, desired)
+    assert error <= rtol, f"relative error {error:.3g} > {rtol:.3g}"
+
+
+@contextmanager
+def no_floating_point_warnings() -> Iterator[None]:
+    """Turn numpy floating-point errors and every ``RuntimeWarning`` into exceptions.
+
+    Underflow is left alone: ``exp`` of a very negative number legitimately underflows.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with np.errstate(divide="raise", invalid="raise", over="raise"):
+            yield
+
+
+#: the two kinds of rows of the engine's tests, by name
+DATASETS = {"shared-x": shared_image_rows, "distinct-x": distinct_rows}
+
+
+def dask_task_stream(client):
+    """``distributed.get_task_stream(client)``: a context recording the tasks that ran."""
+    from distributed import get_task_stream
+
+    return get_task_stream(client)
+
+
+def finished_tasks(stream, name: str = "_gram_block") -> list[dict]:
+    """The tasks of a :func:`dask_task_stream` whose key names ``name`` and that succeeded."""
+    return [task for task in stream.data if name in task["key"] and task["status"] == "OK"]

@@ -8,7 +8,8 @@ distance of exactly 0), on every path: symmetric and cross Grams, the length-sca
 float32 (the faults these tests pin down).
 
 The expected values come from the math page's recursions in covariance space, evaluated with
-40 significant digits (:mod:`mpmath`) one pair at a time; they share no code with the package.
+40 significant digits (:mod:`mpmath`) one pair at a time by the tests' reference
+(``tests/reference.py``); they share no code with the package.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import functools
 
 import numpy as np
 import pytest
+from reference import hyper_pair
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP, _evaluate, recursions
+from sklearn_hyperkernel import HyperKernel, HyperNNGP, _rows
 from sklearn_hyperkernel.recursions import hyper_kernels, mlp_kernels, z_input_kernel
 
 mp = pytest.importorskip("mpmath")
@@ -112,70 +114,14 @@ def sharing(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------ 40-digit reference
 
 
-def _mp_duals(A, B, C, slope):
-    norm = 1 + mp.mpf(slope) ** 2
-    if A == 0 or B == 0:
-        return mp.mpf(0), (2 * mp.mpf(slope) + (1 - mp.mpf(slope)) ** 2 / 2) / norm
-    root = mp.sqrt(A * B)
-    rho = min(mp.mpf(1), max(mp.mpf(-1), C / root))
-    angle = mp.acos(rho)
-    relu = (1 - mp.mpf(slope)) ** 2
-    arc_cosine = (mp.sin(angle) + (mp.pi - angle) * mp.cos(angle)) / mp.pi
-    kappa1 = (2 * slope * C + relu * root * arc_cosine) / norm
-    kappa0 = (2 * slope + relu * (mp.pi - angle) / mp.pi) / norm
-    return kappa1, kappa0
-
-
-def _mp_layer(triple, slope):
-    aa, bb, ab = triple
-    k1_ab, k0_ab = _mp_duals(aa, bb, ab, slope)
-    return (_mp_duals(aa, aa, aa, slope)[0], _mp_duals(bb, bb, bb, slope)[0], k1_ab), k0_ab
-
-
-def _mp_pair(u, v, kind, encoding, length_scale, slope):
-    """One kernel entry from docs/math.md, literally, in covariance space."""
+def _mp_entry(u, v, kind, encoding, length_scale, slope):
+    """One kernel entry from docs/math.md, literally, in covariance space (40 digits)."""
     with mp.workdps(40):
-        u = [mp.mpf(float(t)) for t in u]
-        v = [mp.mpf(float(t)) for t in v]
-        x, z, y, w = u[:-Z_DIM], u[-Z_DIM:], v[:-Z_DIM], v[-Z_DIM:]
-        n0 = len(x)
-
-        def dot(a, b):
-            return mp.fsum(p * q for p, q in zip(a, b))
-
-        def z_kernel(a, b):
-            if encoding == "linear":
-                return dot(a, b) / Z_DIM
-            scales = np.broadcast_to(np.asarray(length_scale, dtype=float), (Z_DIM,))
-            squares = (((p - q) / mp.mpf(float(s))) ** 2 for p, q, s in zip(a, b, scales))
-            return mp.exp(-mp.fsum(squares) / 2)
-
-        S = [(dot(x, x) / n0, dot(y, y) / n0, dot(x, y) / n0)]
-        S_dot = [None]
-        for _ in range(1, F_DEPTH):
-            layer, k0 = _mp_layer(S[-1], slope)
-            S.append(layer)
-            S_dot.append(k0)
-        theta_f = mp.fsum(
-            S[l - 1][2] * mp.fprod(S_dot[k] for k in range(l, F_DEPTH))
-            for l in range(1, F_DEPTH + 1)
+        pair = hyper_pair(
+            u[:-Z_DIM], u[-Z_DIM:], v[:-Z_DIM], v[-Z_DIM:], F_DEPTH, G_DEPTH, encoding,
+            length_scale, slope, precision="mpmath",
         )
-        S_f = S[F_DEPTH - 1]
-        Sigma = [(z_kernel(z, z), z_kernel(w, w), z_kernel(z, w))]
-        Sigma_dot = [None]
-        Lam = tuple(S_f[i] * Sigma[0][i] for i in range(3))
-        for _ in range(1, G_DEPTH):
-            layer, k0 = _mp_layer(Lam, slope)
-            Sigma.append(layer)
-            Sigma_dot.append(k0)
-            Lam = tuple(S_f[i] * layer[i] for i in range(3))
-        if kind == "HyperNNGP":
-            return float(Lam[2])
-        k_g = mp.fsum(
-            Sigma[l - 1][2] * mp.fprod(S_f[2] * Sigma_dot[k] for k in range(l, G_DEPTH))
-            for l in range(1, G_DEPTH + 1)
-        )
-        return float(theta_f * k_g)
+        return float(pair[0] if kind == "HyperNNGP" else pair[1])
 
 
 @functools.lru_cache(maxsize=None)
@@ -186,7 +132,7 @@ def reference(kernel: str, encoding: str, activation: str, which: str) -> np.nda
     slope = SLOPE if activation == "leaky" else 0.0
     encoding, length_scale = params["z_encoding"], params["length_scale"]
     return np.array(
-        [[_mp_pair(u, v, kernel, encoding, length_scale, slope) for v in right] for u in left]
+        [[_mp_entry(u, v, kernel, encoding, length_scale, slope) for v in right] for u in left]
     )
 
 
@@ -303,7 +249,7 @@ def test_length_scale_gradient_with_coincident_rows(kernel, encoding, backend):
 
 def test_negative_zero_is_zero():
     x = np.array([[1.0, 0.0, 2.0], [1.0, -0.0, 2.0], [-0.0, 0.0, 0.0], [0.0, -0.0, 0.0]])
-    distinct, index = _evaluate.distinct_rows(x)
+    distinct, index = _rows.distinct_rows(x)
     np.testing.assert_array_equal(distinct, x[[0, 2]])
     np.testing.assert_array_equal(index, [0, 0, 1, 1])
     U = np.array([[0.5, 0.0, -1.0, 0.0, 0.3], [0.5, -0.0, -1.0, -0.0, 0.3]])
@@ -322,19 +268,18 @@ def test_hash_collisions_fall_back_to_an_exact_comparison(monkeypatch, verify_ro
     A, B = coincident_rows()
     if verify_rows is not None:
         # the hash is verified a slice of rows at a time: a collision in any slice counts
-        monkeypatch.setattr(recursions, "_VERIFY_BYTES", 8 * A.shape[1] * verify_rows)
+        monkeypatch.setattr(_rows, "_VERIFY_BYTES", 8 * A.shape[1] * verify_rows)
     x = np.vstack([A, B])[:, :-Z_DIM]
-    expected = _evaluate.distinct_rows(x)
+    expected = _rows.distinct_rows(x)
     kernel = make_kernel("HyperKernel", "linear", "leaky")
     grams = kernel(A), kernel(A, B)
     # every row hashes alike: every group must be split by comparing values
-    monkeypatch.setattr(recursions, "_row_keys", _constant_keys)
-    monkeypatch.setattr(_evaluate, "_row_keys", _constant_keys)
-    distinct, index = _evaluate.distinct_rows(x)
+    monkeypatch.setattr(_rows, "row_keys", _constant_keys)
+    distinct, index = _rows.distinct_rows(x)
     np.testing.assert_array_equal(distinct, expected[0])
     np.testing.assert_array_equal(index, expected[1])
     np.testing.assert_array_equal(distinct[index], x)
-    ids_a, ids_b = recursions._row_ids(A, B)
+    ids_a, ids_b = _rows.row_ids(A, B)
     same = (A[:, None, :] == B[None, :, :]).all(axis=-1)
     np.testing.assert_array_equal(ids_a[:, None] == ids_b[None, :], same)
     np.testing.assert_array_equal(kernel(A), grams[0])
@@ -346,7 +291,7 @@ def test_hash_separates_rows_of_round_numbers():
     # folding the high half onto the low half, thousands of such rows collide
     rng = np.random.default_rng(0)
     rows = np.unique(rng.integers(0, 256, size=(4000, 16)).astype(float), axis=0)
-    assert np.unique(recursions._row_keys(rows)).shape[0] == rows.shape[0]
+    assert np.unique(_rows.row_keys(rows)).shape[0] == rows.shape[0]
 
 
 # ------------------------------------------------------------------ the pure functions

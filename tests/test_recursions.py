@@ -1,21 +1,18 @@
 """Tests of the pure array functions in :mod:`sklearn_hyperkernel.recursions`.
 
 The expected values come from closed forms of the dual activations, from the exact
-identities listed in ``docs/hyperkernel-math.md`` ("Checks that hold exactly") and from a
-small scalar implementation of the recursions written in this file with :mod:`math` only,
-so that it shares no code (and no vectorisation tricks) with the package.
+identities listed in ``docs/math.md`` (the consequences of correlation space) and from the
+tests' scalar reference implementation of the recursions (``tests/reference.py``, in float64
+here), which shares no code (and no vectorisation tricks) with the package.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
+from conftest import no_floating_point_warnings
 from numpy.testing import assert_allclose, assert_array_equal
+from reference import duals, hyper_grams, mlp_pair
 
 from sklearn_hyperkernel import recursions
 from sklearn_hyperkernel.recursions import (
@@ -26,120 +23,6 @@ from sklearn_hyperkernel.recursions import (
 )
 
 LEAKY_SLOPES = [0.01, 0.2, 0.5]
-
-
-@contextmanager
-def no_floating_point_warnings() -> Iterator[None]:
-    """Turn numpy floating-point errors and every ``RuntimeWarning`` into exceptions.
-
-    Underflow is left alone: ``exp`` of a very negative number legitimately underflows.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        with np.errstate(divide="raise", invalid="raise", over="raise"):
-            yield
-
-
-# ---------------------------------------------------------------------------
-# Independent scalar reference: the math doc's recursions, literally, one pair at a time
-# ---------------------------------------------------------------------------
-
-
-def scalar_duals(var_a: float, var_b: float, cov: float, slope: float) -> tuple[float, float]:
-    """(kappa1, kappa0) of the variance-normalised leaky relu (relu when ``slope == 0``)."""
-    norm = 1.0 + slope**2
-    if var_a <= 0.0 or var_b <= 0.0:
-        return 0.0, (2.0 * slope + (1.0 - slope) ** 2 * 0.5) / norm
-    root = math.sqrt(var_a * var_b)
-    rho = max(-1.0, min(1.0, cov / root))
-    angle = math.acos(rho)
-    kappa1 = (
-        2.0 * slope * cov
-        + (1.0 - slope) ** 2
-        * root
-        / math.pi
-        * (math.sin(angle) + (math.pi - angle) * math.cos(angle))
-    ) / norm
-    kappa0 = (2.0 * slope + (1.0 - slope) ** 2 * (math.pi - angle) / math.pi) / norm
-    return kappa1, kappa0
-
-
-def scalar_dot(u: Sequence[float], v: Sequence[float]) -> float:
-    return math.fsum(a * b for a, b in zip(u, v, strict=True))
-
-
-def scalar_z_kernel(
-    z: Sequence[float], z_other: Sequence[float], encoding: str, length_scale
-) -> float:
-    if encoding == "linear":
-        return scalar_dot(z, z_other) / len(z)
-    scales = [float(s) for s in np.broadcast_to(length_scale, (len(z),))]
-    squares = (((a - b) / s) ** 2 for a, b, s in zip(z, z_other, scales, strict=True))
-    return math.exp(-0.5 * math.fsum(squares))
-
-
-def scalar_mlp(
-    x: Sequence[float], x_other: Sequence[float], depth: int, slope: float
-) -> tuple[tuple[float, float, float], float]:
-    """f's NNGP as the 2x2 triple (S(x,x), S(x',x'), S(x,x')) at layer L-1, and Theta^f(x,x')."""
-    n0 = len(x)
-    # S[l] = (S^l(x,x), S^l(x',x'), S^l(x,x')); S_dot[l] = Sdot^l(x,x') (index 0 unused).
-    S = [(scalar_dot(x, x) / n0, scalar_dot(x_other, x_other) / n0, scalar_dot(x, x_other) / n0)]
-    S_dot = [math.nan]
-    for _ in range(1, depth):
-        aa, bb, ab = S[-1]
-        k1_ab, k0_ab = scalar_duals(aa, bb, ab, slope)
-        k1_aa, _ = scalar_duals(aa, aa, aa, slope)
-        k1_bb, _ = scalar_duals(bb, bb, bb, slope)
-        S.append((k1_aa, k1_bb, k1_ab))
-        S_dot.append(k0_ab)
-    # Theta^f = sum_{l=1..L} S^{l-1} * prod_{k=l..L-1} Sdot^k
-    theta_f = math.fsum(
-        S[layer - 1][2] * math.prod(S_dot[k] for k in range(layer, depth))
-        for layer in range(1, depth + 1)
-    )
-    return S[depth - 1], theta_f
-
-
-def scalar_hyper(
-    x, z, x_other, z_other, f_depth, g_depth, encoding="linear", length_scale=1.0, slope=0.0
-) -> tuple[float, float]:
-    """(HyperNNGP, HyperKernel) of one pair of rows, straight from the math doc."""
-    S_f, theta_f = scalar_mlp(x, x_other, f_depth, slope)
-    sigma0 = (
-        scalar_z_kernel(z, z, encoding, length_scale),
-        scalar_z_kernel(z_other, z_other, encoding, length_scale),
-        scalar_z_kernel(z, z_other, encoding, length_scale),
-    )
-    Sigma = [sigma0]
-    Sigma_dot = [math.nan]
-    Lam = [None, tuple(S_f[i] * sigma0[i] for i in range(3))]  # Lambda^1
-    for layer in range(1, g_depth):
-        aa, bb, ab = Lam[layer]
-        k1_ab, k0_ab = scalar_duals(aa, bb, ab, slope)
-        k1_aa, _ = scalar_duals(aa, aa, aa, slope)
-        k1_bb, _ = scalar_duals(bb, bb, bb, slope)
-        Sigma.append((k1_aa, k1_bb, k1_ab))
-        Sigma_dot.append(k0_ab)
-        Lam.append(tuple(S_f[i] * Sigma[layer][i] for i in range(3)))  # Lambda^{l+1}
-    hyper_nngp = Lam[g_depth][2]
-    # K^g = sum_{l=1..H} Sigma^{l-1} * prod_{k=l..H-1} [S_f * Sigmadot^k]
-    k_g = math.fsum(
-        Sigma[layer - 1][2] * math.prod(S_f[2] * Sigma_dot[k] for k in range(layer, g_depth))
-        for layer in range(1, g_depth + 1)
-    )
-    return hyper_nngp, theta_f * k_g
-
-
-def reference_grams(x_a, z_a, x_b, z_b, **kwargs) -> tuple[np.ndarray, np.ndarray]:
-    nngp = np.empty((len(x_a), len(x_b)))
-    ntk = np.empty_like(nngp)
-    for i in range(len(x_a)):
-        for j in range(len(x_b)):
-            nngp[i, j], ntk[i, j] = scalar_hyper(
-                list(x_a[i]), list(z_a[i]), list(x_b[j]), list(z_b[j]), **kwargs
-            )
-    return nngp, ntk
 
 
 def _rows(seed: int, n: int, dim: int) -> np.ndarray:
@@ -216,7 +99,7 @@ def test_relu_duals_against_scalar_reference(slope):
     k1, k0 = relu_duals(var_a, var_b, cov, negative_slope=slope)
     for i in range(6):
         for j in range(5):
-            ref1, ref0 = scalar_duals(var_a[i], var_b[j], cov[i, j], slope)
+            ref1, ref0 = duals(var_a[i], var_b[j], cov[i, j], slope)
             assert k1[i, j] == pytest.approx(ref1, rel=1e-12, abs=1e-15)
             assert k0[i, j] == pytest.approx(ref0, rel=1e-12, abs=1e-15)
 
@@ -258,7 +141,7 @@ def test_relu_duals_zero_variance(slope):
     assert_allclose(k0[zero_rows], independent_kappa0, rtol=1e-14)
     if slope == 0.0:
         assert_allclose(k0[zero_rows], 0.5, rtol=1e-14)
-    ref1, ref0 = scalar_duals(2.0, 3.0, 1.0, slope)
+    ref1, ref0 = duals(2.0, 3.0, 1.0, slope)
     assert k1[1, 1] == pytest.approx(ref1, rel=1e-12)
     assert k0[1, 1] == pytest.approx(ref0, rel=1e-12)
 
@@ -296,7 +179,7 @@ def test_mlp_kernels_against_scalar_reference(depth, slope):
     S_f, theta_f = mlp_kernels(x_a, x_b, depth=depth, negative_slope=slope)
     for i in range(5):
         for j in range(3):
-            S_ref, theta_ref = scalar_mlp(list(x_a[i]), list(x_b[j]), depth, slope)
+            S_ref, theta_ref = mlp_pair(list(x_a[i]), list(x_b[j]), depth, slope)
             assert S_f[i, j] == pytest.approx(S_ref[2], rel=1e-10, abs=1e-14)
             assert theta_f[i, j] == pytest.approx(theta_ref, rel=1e-10, abs=1e-14)
 
@@ -379,31 +262,15 @@ def test_hyper_kernels_against_scalar_loop(case):
     x_b, z_b = rng.normal(size=(4, 4)), rng.normal(size=(4, 2))
     # rows sharing x with a different z, as in (image, pixel) data
     x_b[1] = x_a[0]
-    encoding = case.get("encoding", "linear")
-    length_scale = case.get("length_scale", 1.0)
-    slope = case.get("slope", 0.0)
-    nngp, ntk = hyper_kernels(
-        x_a,
-        z_a,
-        x_b,
-        z_b,
+    architecture = dict(
         f_depth=case["f_depth"],
         g_depth=case["g_depth"],
-        z_encoding=encoding,
-        length_scale=length_scale,
-        negative_slope=slope,
+        z_encoding=case.get("encoding", "linear"),
+        length_scale=case.get("length_scale", 1.0),
+        negative_slope=case.get("slope", 0.0),
     )
-    ref_nngp, ref_ntk = reference_grams(
-        x_a,
-        z_a,
-        x_b,
-        z_b,
-        f_depth=case["f_depth"],
-        g_depth=case["g_depth"],
-        encoding=encoding,
-        length_scale=length_scale,
-        slope=slope,
-    )
+    nngp, ntk = hyper_kernels(x_a, z_a, x_b, z_b, **architecture)
+    ref_nngp, ref_ntk = hyper_grams(x_a, z_a, x_b, z_b, **architecture)
     assert nngp.shape == ntk.shape == (5, 4)
     scale_nngp, scale_ntk = np.abs(ref_nngp).max(), np.abs(ref_ntk).max()
     assert_allclose(nngp, ref_nngp, rtol=1e-9, atol=1e-13 * scale_nngp)
@@ -414,7 +281,7 @@ def test_hyper_kernels_two_two_literal_loop_auto():
     rng = np.random.default_rng(17)
     x, z = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
     nngp, ntk = hyper_kernels(x, z, f_depth=2, g_depth=2)
-    ref_nngp, ref_ntk = reference_grams(x, z, x, z, f_depth=2, g_depth=2)
+    ref_nngp, ref_ntk = hyper_grams(x, z, x, z, f_depth=2, g_depth=2)
     assert_allclose(nngp, ref_nngp, rtol=1e-9)
     assert_allclose(ntk, ref_ntk, rtol=1e-6)
 
@@ -475,11 +342,6 @@ def test_module_exposes_the_documented_functions():
 # ---------------------------------------------------------------------------
 # torch.autograd through the pure functions
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def torch_module():
-    return pytest.importorskip("torch")
 
 
 def _tensors(torch_module, seed: int, *shapes: tuple[int, int]):

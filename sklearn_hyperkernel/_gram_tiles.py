@@ -1,0 +1,315 @@
+"""One block of a hypernetwork Gram, evaluated tile by tile on its device.
+
+The lower half of the Gram engine (:mod:`._gram_engine` drives it): given the
+rows of a Gram placed on a device (:func:`place_rows`), :func:`block_tiles`
+evaluates the consecutive output rows of one *block* against the columns it
+needs, in *tiles* of rows, each one vectorised pass of the recursions
+(:mod:`.recursions`) whose temporaries stay bounded:
+
+* x's correlations are one matrix product per block, on the distinct x rows
+  the block uses only (f's recursion then runs on those, and is gathered to
+  rows tile by tile);
+* rows with equal x, or equal z, get correlation exactly 1, from the ids of
+  :func:`coincidence_ids` (binary search in their sorted
+  order, :func:`._rows.coincident_pairs`);
+* :func:`block_and_tile_rows` chooses the sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace
+from array_api_compat import device as array_device
+
+from ._arrays import squared_distances
+from ._device import Placement
+from ._rows import coincident_pairs, row_ids, set_where, sorted_ids
+from .recursions import hyper_correlations, mlp_correlations, z_correlations, z_needs_coincidence
+
+__all__ = [
+    "Architecture",
+    "PlacedRows",
+    "N_ROW_ARRAYS",
+    "coincidence_ids",
+    "place_rows",
+    "block_tiles",
+    "block_and_tile_rows",
+]
+
+# Entries of one tile of the elementwise recursions: about 1 MB of float64 per
+# temporary, so the dozen temporaries of a tile stay near the CPU caches (and
+# are reused by the allocator instead of being page-faulted in afresh).
+_TILE_ELEMENTS = 1 << 17
+# Entries of one block of x correlations: BLAS needs a few hundred rows per
+# product to reach full speed.
+_BLOCK_ELEMENTS = 1 << 22
+_MIN_BLOCK_ROWS = 256
+# A GPU wants few, large kernels: one tile per block of 2^25 entries (256 MiB
+# of float64 per temporary), far from an H100's memory but long enough that
+# launch latency does not count.
+_GPU_BLOCK_ELEMENTS = 1 << 25
+
+
+def block_and_tile_rows(
+    n_cols: int, block_size: int | None, placement: Placement
+) -> tuple[int, int]:
+    """Rows per block and per tile: ``block_size`` for both when given."""
+    if block_size is not None:
+        return max(1, int(block_size)), max(1, int(block_size))
+    if placement.on_gpu:
+        block = max(_MIN_BLOCK_ROWS, _GPU_BLOCK_ELEMENTS // max(n_cols, 1))
+        return block, block
+    tile = max(1, _TILE_ELEMENTS // max(n_cols, 1))
+    block = max(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS // max(n_cols, 1))
+    return block, min(tile, block)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything the recursions need to know about the network."""
+
+    f_depth: int
+    g_depth: int
+    z_encoding: str
+    length_scale: np.ndarray
+    negative_slope: float
+    kind: str  # "ntk" or "nngp"
+
+
+@dataclass(frozen=True)
+class PlacedRows:
+    """The arrays of a :class:`._gram_engine.FactorizedRows` the recursions read, placed.
+
+    ``x_index`` and the ids of :func:`coincidence_ids` stay host arrays:
+    which distinct rows a block needs, and which entries coincide, is
+    bookkeeping done on the host. ``x_order``, ``x_sorted``, ``z_order`` and
+    ``z_sorted`` sort the ids (:func:`._rows.sorted_ids`), so that a block or
+    a tile finds its equal rows by binary search instead of comparing every
+    entry.
+    """
+
+    x_unit: Any
+    x_variance: Any
+    z: Any
+    x_index: np.ndarray
+    x_ids: np.ndarray
+    x_order: np.ndarray
+    x_sorted: np.ndarray
+    z_ids: np.ndarray
+    z_order: np.ndarray
+    z_sorted: np.ndarray
+
+    @property
+    def x_search(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.x_order, self.x_sorted
+
+    @property
+    def z_search(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.z_order, self.z_sorted
+
+    @property
+    def n_rows(self) -> int:
+        return self.x_index.shape[0]
+
+
+N_ROW_ARRAYS = len(fields(PlacedRows))  # arrays per set of rows in a task's arguments
+
+
+def coincidence_ids(a: Any, b: Any = None) -> tuple[np.ndarray, ...]:
+    """Ids of the distinct x rows and of the z rows: equal exactly for equal rows.
+
+    Returns ``(x_ids_a, z_ids_a)`` for one set of rows, and
+    ``(x_ids_a, z_ids_a, x_ids_b, z_ids_b)`` for two, with ids shared between
+    the two sets: ``x_ids_a[i] == x_ids_b[j]`` exactly when distinct x ``i``
+    of ``a`` equals distinct x ``j`` of ``b``; likewise for the z of each row.
+    Entries of such pairs get correlation exactly 1 (see :mod:`.recursions`).
+    """
+    if b is None:
+        (x_ids,) = row_ids(a.x_distinct, keys=[a.x_key])
+        (z_ids,) = row_ids(a.z)
+        return x_ids, z_ids
+    if b.x_distinct is a.x_distinct:  # rows taken from one factorisation
+        (x_ids_a,) = row_ids(a.x_distinct, keys=[a.x_key])
+        x_ids_b = x_ids_a
+    else:
+        x_ids_a, x_ids_b = row_ids(a.x_distinct, b.x_distinct, keys=[a.x_key, b.x_key])
+    z_ids_a, z_ids_b = row_ids(a.z, b.z)
+    return x_ids_a, z_ids_a, x_ids_b, z_ids_b
+
+
+def place_rows(placement: Placement, a: Any, b: Any = None) -> tuple:
+    """The task arguments of the rows ``a`` (and the columns ``b``) of a Gram.
+
+    The arrays of a :class:`PlacedRows` per set of rows (``a``'s, then
+    ``b``'s unless None), as separate arguments: joblib's Dask backend
+    scatters large array arguments to the cluster once and reuses them for
+    every block (a container of arrays would be serialised into every task).
+    """
+    ids = coincidence_ids(a, b)
+    placed = ()
+    for rows, x_ids, z_ids in zip((a, b), ids[0::2], ids[1::2], strict=False):
+        placed += (placement.put(rows.unit_rows()), placement.put(rows.x_variance))
+        placed += (placement.put(rows.z), rows.x_index, x_ids, *sorted_ids(x_ids))
+        placed += (z_ids, *sorted_ids(z_ids))
+    return placed
+
+
+def _put_coincidence(coincidence: Any, placement: Placement) -> Any:
+    """A :func:`._rows.coincident_pairs` result as arrays of the placement."""
+    if isinstance(coincidence, tuple):
+        return tuple(placement.put_index(index) for index in coincidence)
+    return placement.put_index(coincidence)
+
+
+def _local_distinct(index: np.ndarray) -> tuple[np.ndarray | slice, np.ndarray | None]:
+    """Distinct x indices used by a block, and the block's index into them.
+
+    When the block's rows are consecutive distinct rows (every x differs), the
+    first value is a slice (no copy of x) and the second None (no gather).
+    """
+    if (
+        index.shape[0]
+        and index[-1] - index[0] == index.shape[0] - 1
+        and np.all(np.diff(index) == 1)
+    ):
+        return slice(int(index[0]), int(index[-1]) + 1), None
+    used, local = np.unique(index, return_inverse=True)
+    return used, local.reshape(-1)
+
+
+def _take(table: Any, index: Any, axis: int) -> Any:
+    if index is None:
+        return table
+    if isinstance(index, slice):
+        return table[index] if axis == 0 else table[:, index]
+    return array_namespace(table).take(table, index, axis=axis)
+
+
+def block_tiles(
+    arch: Architecture,
+    placement: Placement,
+    a: PlacedRows,
+    rows: slice,
+    b: PlacedRows,
+    cols: slice,
+    need_gradient: bool,
+    tile_rows: int,
+    symmetric: bool,
+) -> Iterable[tuple[slice, slice, Any, Any]]:
+    """Kernel (and its log-length-scale gradient) on a block of rows, tile by tile.
+
+    x's correlations come from one matrix product for the whole block; the
+    elementwise recursions then run on tiles of ``tile_rows`` rows so their
+    temporaries stay small. Yields ``(tile_rows, tile_cols, value,
+    gradient)`` with arrays of the placement. In a symmetric Gram each tile
+    starts at its own diagonal, so every entry is computed once.
+    """
+    used_a, local_a = _local_distinct(a.x_index[rows])
+    used_b, local_b = _local_distinct(b.x_index[cols])
+    rho_x_block = (
+        _take(a.x_unit, placement.put_index(used_a), 0)
+        @ _take(b.x_unit, placement.put_index(used_b), 0).T
+    )
+    # equal x: correlation exactly 1 (a unit row times itself is 1 only up to
+    # rounding, and kappa0 moves by ~sqrt(ulp) there)
+    if isinstance(used_b, slice):
+        same_x = coincident_pairs(a.x_ids[used_a], b.x_ids, b.x_search, used_b)
+    else:
+        same_x = coincident_pairs(a.x_ids[used_a], b.x_ids[used_b])
+    rho_x_block = set_where(rho_x_block, _put_coincidence(same_x, placement), 1.0, True)
+    xp = array_namespace(rho_x_block)
+    for start in range(rows.start, rows.stop, tile_rows):
+        tile = slice(start, min(start + tile_rows, rows.stop))
+        within = slice(tile.start - rows.start, tile.stop - rows.start)
+        skip = within.start if symmetric else 0
+        tile_cols = slice(cols.start + skip, cols.stop)
+        if local_a is None:
+            # distinct rows: this tile owns its rows of the block
+            rho_x, local_tile = rho_x_block[within], None
+        else:
+            used_tile, local_tile = _local_distinct(local_a[within])
+            rho_x = _take(rho_x_block, placement.put_index(used_tile), 0)
+        if local_b is None:
+            rho_x, local_tile_b = rho_x[:, skip:], None
+        else:
+            local_tile_b = local_b[skip:]
+        rho_x = xp.asarray(rho_x, copy=True)  # the recursion works in place
+        local = (placement.put_index(local_tile), placement.put_index(local_tile_b))
+        value, gradient = _tile(arch, placement, a, tile, b, tile_cols, rho_x, local, need_gradient)
+        yield tile, tile_cols, value, gradient
+
+
+def _tile(
+    arch: Architecture,
+    placement: Placement,
+    a: PlacedRows,
+    rows: slice,
+    b: PlacedRows,
+    cols: slice,
+    rho_x: Any,
+    local: tuple[Any, Any],
+    need_gradient: bool,
+) -> tuple[Any, Any]:
+    """The recursions on one tile, from x's correlations on its distinct rows.
+
+    ``local`` maps the tile's rows and columns to the rows and columns of
+    ``rho_x`` (None: one to one).
+    """
+    xp = array_namespace(rho_x)
+    need_ntk = arch.kind == "ntk"
+    rho_f, ntk_f = mlp_correlations(rho_x, arch.f_depth, arch.negative_slope, need_ntk=need_ntk)
+    rho_f = _take(_take(rho_f, local[0], 0), local[1], 1)
+    z_a, z_b = a.z[rows], b.z[cols]
+    same_z = None
+    if z_needs_coincidence(arch.z_encoding, z_a.shape[1]):
+        same_z = _put_coincidence(
+            coincident_pairs(a.z_ids[rows], b.z_ids, b.z_search, cols), placement
+        )
+    rho_z, e_a, e_b = z_correlations(z_a, z_b, arch.z_encoding, arch.length_scale, same_z)
+    g = hyper_correlations(
+        rho_f,
+        rho_z,
+        arch.g_depth,
+        arch.negative_slope,
+        need_nngp=not need_ntk,
+        need_ntk=need_ntk,
+        need_tangent=need_gradient,
+    )
+    s_a = _take(a.x_variance, placement.put_index(a.x_index[rows]), 0)
+    s_b = _take(b.x_variance, placement.put_index(b.x_index[cols]), 0)
+    half_depth = arch.g_depth / 2.0
+    scale_a = s_a**half_depth * xp.sqrt(e_a)
+    scale_b = s_b**half_depth * xp.sqrt(e_b)
+    if need_ntk:
+        value, tangent = g.ntk_g, g.ntk_g_tangent
+        ntk_f = _take(_take(ntk_f, local[0], 0), local[1], 1)
+        value *= ntk_f
+        if tangent is not None:
+            tangent *= ntk_f
+    else:
+        value, tangent = g.nngp, g.nngp_tangent
+    value *= scale_a[:, None]
+    value *= scale_b[None, :]
+    if not need_gradient:
+        return value, None
+    # d Sigma^0 / d log ell_d = Sigma^0 * (z_d - z'_d)^2 / ell_d^2
+    tangent *= scale_a[:, None]
+    tangent *= scale_b[None, :]
+    tangent *= rho_z
+    ell = arch.length_scale
+    n_theta = ell.shape[0]
+    gradient = xp.empty(
+        tuple(value.shape) + (n_theta,), dtype=value.dtype, device=array_device(value)
+    )
+    for d in range(n_theta):
+        # one length scale: all columns at once; one per column: column d
+        columns = slice(None) if n_theta == 1 else slice(d, d + 1)
+        scale = float(ell[d])
+        distance = squared_distances(z_a[:, columns] / scale, z_b[:, columns] / scale, same_z)
+        distance *= tangent
+        gradient[..., d] = distance
+    return value, gradient

@@ -1,0 +1,155 @@
+"""Who runs the independent tasks of a blocked computation: the package's one scheduler.
+
+A Gram, a product ``K @ V`` and the Nyström normal equations are each a list
+of independent tasks (a block of rows each). :func:`run_tasks` runs them with
+joblib and hands every result to a ``consume`` callback:
+
+* sequentially, in order, when there is one task or one worker, or when the
+  caller asks for it on local backends (``sequential_locally``: a torch task
+  parallelises inside itself, and a GPU runs one task at a time);
+* on local threads (joblib's default backend), with BLAS limited to one
+  thread per task (threadpoolctl; otherwise every thread's BLAS starts its own
+  threads on the same cores), at most ``2 * n_jobs`` tasks dispatched ahead;
+* on any other joblib backend the caller activates -- Dask's, inside
+  ``joblib.parallel_config(backend="dask")`` -- with every task submitted
+  at once: its large array arguments are scattered to the cluster once, and
+  each task returns its result instead of writing to shared memory, so
+  nothing assumes one machine.
+
+Interruption: an exception in ``consume`` or in ``progress.step`` (such as a
+``KeyboardInterrupt``) closes joblib's result generator, which cancels the
+tasks that have not started; the tasks already running finish and are
+dropped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from joblib import Parallel, delayed, effective_n_jobs
+from joblib._parallel_backends import SequentialBackend, ThreadingBackend
+from joblib.parallel import get_active_backend
+from threadpoolctl import threadpool_limits
+
+from ._progress import ProgressLog
+
+__all__ = ["run_tasks"]
+
+# joblib's warning when a result generator is closed before its end
+_UNUSED_RESULTS = r".*(executed +but not used|still being processed by the workers)"
+
+
+def run_tasks(
+    task: Callable[..., Any],
+    calls: Sequence[tuple],
+    n_jobs: int | None,
+    consume: Callable[[Any], None],
+    *,
+    progress: ProgressLog | None = None,
+    sequential_locally: bool = False,
+    consume_in_workers: bool = False,
+    ordered: bool = False,
+) -> None:
+    """Run ``task(*call)`` for every call and hand each result to ``consume``.
+
+    Parameters
+    ----------
+    task : callable
+        A module-level function (joblib sends it to threads, processes or
+        Dask workers alike). Pass large arrays as separate arguments of the
+        calls, not inside a container: joblib's Dask backend scatters each
+        large array argument to the cluster once and reuses it for every task,
+        whereas a container would be serialised into every task.
+    calls : sequence of tuple
+        The arguments of each task.
+    n_jobs : int or None
+        joblib's: None is 1 unless a ``joblib.parallel_config`` context says
+        otherwise, -1 every core (every worker on Dask).
+    consume : callable
+        Called with each result. Sequentially the results come in the order
+        of ``calls``; in parallel as the tasks finish, unless ``ordered``.
+    progress : ProgressLog, optional
+        Stepped once per finished task.
+    sequential_locally : bool, default=False
+        Run one task at a time unless a non-local backend (Dask) is active.
+    consume_in_workers : bool, default=False
+        On local threads, each worker calls ``consume`` with its own result,
+        so that a finished result is dropped at once instead of waiting for
+        the caller's thread. ``consume`` must then be safe to call
+        concurrently (disjoint writes into a shared array, or a lock of the
+        caller's). Elsewhere ``consume`` runs in the caller's thread.
+    ordered : bool, default=False
+        On local threads, consume the results in the order of ``calls``
+        (sums over them are then the same from run to run, bit for bit), at
+        the cost of holding a finished result until those before it are in.
+        Results from a non-local backend always come as they finish.
+    """
+    backend, _ = get_active_backend(prefer="threads")
+    local = isinstance(backend, (ThreadingBackend, SequentialBackend))
+    if len(calls) <= 1 or effective_n_jobs(n_jobs) == 1 or (local and sequential_locally):
+        for call in calls:
+            consume(task(*call))
+            _step(progress)
+        return
+    if not local:
+        _consume_all(
+            Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1),
+            task,
+            calls,
+            consume,
+            progress,
+        )
+        return
+    in_workers = consume_in_workers
+    parallel = Parallel(
+        n_jobs=n_jobs,
+        prefer="threads",
+        return_as="generator" if ordered and not in_workers else "generator_unordered",
+        pre_dispatch="2*n_jobs",
+        batch_size=1,
+    )
+    with threadpool_limits(limits=1, user_api="blas"):
+        if in_workers:
+            _consume_all(
+                parallel,
+                _consume_in_worker,
+                [(task, consume, call) for call in calls],
+                None,
+                progress,
+            )
+        else:
+            _consume_all(parallel, task, calls, consume, progress)
+
+
+def _consume_all(
+    parallel: Parallel,
+    task: Callable[..., Any],
+    calls: Sequence[tuple],
+    consume: Callable[[Any], None] | None,
+    progress: ProgressLog | None,
+) -> None:
+    outputs = parallel(delayed(task)(*call) for call in calls)
+    try:
+        for output in outputs:
+            if consume is not None:
+                consume(output)
+            _step(progress)
+    finally:
+        # after an early exit: cancels the tasks not yet started, without
+        # joblib's warning that their results go unused (that is the point)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_UNUSED_RESULTS, category=UserWarning)
+            outputs.close()
+
+
+def _consume_in_worker(
+    task: Callable[..., Any], consume: Callable[[Any], None], call: tuple
+) -> None:
+    consume(task(*call))
+
+
+def _step(progress: ProgressLog | None) -> None:
+    if progress is not None:
+        progress.step()

@@ -1,0 +1,167 @@
+"""The Gram engine: factorised rows, blocks and tiles, the product ``K @ V`` without ``K``.
+
+* :meth:`FactorizedRows.take` subsets rows sharing the distinct-x table, and
+  :meth:`~FactorizedRows.compact` drops the distinct rows a subset does not use: the Grams
+  of either equal those of the rows themselves;
+* :func:`upper_block_product` and :func:`mirror_leading_square`: blocks of the upper block
+  triangle of a symmetric matrix give exactly ``K @ V`` and the mirrored matrix, on numpy
+  and torch;
+* ``gram_matvec`` is ``K @ V`` without ``K`` (every device, thread count and block size),
+  and rejects bad vectors.
+
+Devices are tested in ``test_device.py``, the scheduling of the blocks (threads, Dask,
+interruption) in ``test_scheduling.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DATASETS, assert_close, shared_image_rows
+from sklearn.base import clone
+
+from sklearn_hyperkernel import HyperKernel, HyperNNGP
+from sklearn_hyperkernel._gram_engine import mirror_leading_square, upper_block_product
+from sklearn_hyperkernel.kernels import FactorizedRows
+
+# ------------------------------------------------------------ FactorizedRows
+
+
+def test_take_shares_the_distinct_x_and_gives_the_grams_of_the_rows():
+    X = shared_image_rows()
+    kernel = HyperKernel(z_encoding="fourier", length_scale=[0.7, 1.4], block_size=4)
+    rows = kernel.factorize_rows(X)
+    assert isinstance(rows, FactorizedRows) and rows.n_rows == 23 and not rows.all_distinct
+    index = np.array([5, 0, 22, 5, 13])
+    taken, sliced = rows.take(index), rows.take(slice(3, 17))
+    assert taken.x_distinct is rows.x_distinct and sliced.x_distinct is rows.x_distinct
+    assert (taken.n_rows, sliced.n_rows) == (5, 14)
+    np.testing.assert_array_equal(taken.z, X[index, -2:])
+    assert np.shares_memory(sliced.z, rows.z)  # a slice is a view
+    assert_close(kernel.gram_factorized(taken, sliced), kernel(X[index], X[3:17]), 1e-14)
+    assert_close(kernel.gram_factorized(taken), kernel(X[index]), 1e-14)
+    assert_close(kernel.gram_factorized(rows.take([7])), kernel(X[[7]]), 0.0)
+
+
+def test_compact_keeps_only_the_distinct_x_in_use():
+    X = shared_image_rows()
+    kernel = HyperNNGP(activation="leaky_relu")
+    rows = kernel.factorize_rows(X)
+    used = np.unique(rows.x_index[:6])
+    compact = rows.take(slice(0, 6)).compact()
+    assert compact.x_distinct.shape[0] == used.shape[0] < rows.x_distinct.shape[0]
+    np.testing.assert_array_equal(compact.x_distinct[compact.x_index], X[:6, :-2])
+    np.testing.assert_array_equal(compact.x_key, rows.x_key[used])
+    assert rows.compact() is rows  # every distinct x in use
+    assert_close(kernel.gram_factorized(compact, rows), kernel(X[:6], X), 1e-14)
+
+
+# ------------------------------------------------------------ blocks of a symmetric matrix
+
+
+def _namespaces():
+    """numpy, and torch where it is installed."""
+    yield np.asarray
+    try:
+        import torch
+    except ImportError:
+        return
+    yield torch.as_tensor
+
+
+@pytest.mark.parametrize("block_rows", [1, 3, 7, 11])
+def test_upper_blocks_give_the_product_with_the_mirrored_matrix(block_rows):
+    rng = np.random.default_rng(4)
+    n = 11
+    K = rng.normal(size=(n, n))
+    upper = np.triu(K) + np.triu(K, 1).T  # the symmetric matrix of K's upper triangle
+    diagonal = rng.normal(size=n)
+    symmetric = upper - np.diag(np.diag(upper)) + np.diag(diagonal)
+    V = rng.normal(size=(n, 3))
+    garbage = np.tril(rng.normal(size=(n, n)), -1)  # what a block's lower part may hold
+    for put in _namespaces():
+        product = put(np.zeros_like(V))
+        for start in range(0, n, block_rows):
+            stop = min(start + block_rows, n)
+            block = put((K + garbage)[start:stop, start:])
+            before = np.asarray(block).copy()
+            upper_block_product(block, put(V[start:]), put(diagonal[start:stop]), product[start:])
+            np.testing.assert_array_equal(np.asarray(block), before)  # not modified
+        np.testing.assert_allclose(np.asarray(product), symmetric @ V, rtol=1e-13, atol=1e-13)
+    first = upper_block_product(K[:4, :], V, diagonal[:4])  # out=None starts from zeros
+    assert first.shape == V.shape
+
+
+def test_mirror_leading_square_makes_a_block_symmetric_where_it_straddles_the_diagonal():
+    rng = np.random.default_rng(5)
+    block = rng.normal(size=(3, 7, 2))  # a gradient block: one slice per hyperparameter
+    expected = block.copy()
+    mirror_leading_square(block)
+    for d in range(2):
+        square = block[:, :3, d]
+        np.testing.assert_array_equal(square, square.T)
+        np.testing.assert_array_equal(np.triu(square), np.triu(expected[:, :3, d]))
+    np.testing.assert_array_equal(block[:, 3:], expected[:, 3:])
+
+
+# ------------------------------------------------------------ gram_matvec
+
+
+@pytest.mark.parametrize("block_size", [None, 5])
+@pytest.mark.parametrize("n_jobs", [None, 2])
+@pytest.mark.parametrize("device", [None, "cpu"])
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        HyperKernel(z_encoding="fourier", length_scale=[0.7, 1.4]),
+        HyperNNGP(activation="leaky_relu"),
+    ],
+    ids=["ntk-fourier", "nngp-linear-leaky"],
+)
+def test_gram_matvec_equals_the_gram_times_the_vectors(kernel, dataset, device, n_jobs, block_size):
+    if device is not None:
+        pytest.importorskip("torch")
+    X = DATASETS[dataset]()
+    rows = kernel.factorize_rows(X)
+    K = kernel.gram_factorized(rows)
+    assert_close(K, kernel(X), 0.0)
+    streamed = clone(kernel).set_params(device=device, n_jobs=n_jobs, block_size=block_size)
+    rng = np.random.default_rng(3)
+    n = X.shape[0]
+    for vectors in (rng.normal(size=n), rng.normal(size=(n, 3)), np.eye(n)):
+        product = streamed.gram_matvec(rows, vectors)
+        assert product.shape == vectors.shape
+        assert_close(product, K @ vectors, 1e-12)
+
+
+def test_gram_matvec_accepts_lists_and_columns():
+    X = shared_image_rows()
+    kernel = HyperKernel(block_size=4)
+    rows = kernel.factorize_rows(X)
+    K = kernel.gram_factorized(rows)
+    v = np.linspace(-1.0, 1.0, X.shape[0])
+    assert_close(kernel.gram_matvec(rows, list(v)), K @ v, 1e-12)
+    assert_close(kernel.gram_matvec(rows, v[:, None]), (K @ v)[:, None], 1e-12)
+    assert kernel.gram_matvec(rows, np.zeros((X.shape[0], 0))).shape == (X.shape[0], 0)
+
+
+@pytest.mark.parametrize(
+    "make_vectors",
+    [
+        lambda n: np.ones(n + 1),
+        lambda n: np.ones(n - 1),
+        lambda n: np.ones((n, 2, 2)),
+        lambda n: np.ones((1, n)),
+        lambda n: np.ones(()),
+        lambda n: np.where(np.arange(n) == 4, np.nan, 1.0),
+        lambda n: np.where(np.arange(n) == 4, np.inf, 1.0)[:, None],
+    ],
+    ids=["too-long", "too-short", "3-d", "row", "scalar", "nan", "inf"],
+)
+def test_gram_matvec_rejects_bad_vectors(make_vectors):
+    X = shared_image_rows()
+    kernel = HyperKernel()
+    rows = kernel.factorize_rows(X)
+    with pytest.raises(ValueError, match="vectors"):
+        kernel.gram_matvec(rows, make_vectors(X.shape[0]))
