@@ -24,15 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Above this matrix size the dense factorisations run on one BLAS thread. The
-#: OpenBLAS bundled with the pinned numpy/scipy wheels (0.3.30/0.3.31) crashed
-#: the process (SIGSEGV) in multi-threaded ``dpotrf`` on every try from 16,000
-#: rows up on the 2-core development machine (15,000 passed; one thread passed
-#: at 20,000 in 53 s), and in a threaded ``a @ a.T`` of 20,000 x 200. A crash
-#: loses the caller's work; one thread costs about 1.5x the factorisation time
-#: there. The bound keeps a margin.
-ONE_BLAS_THREAD_ABOVE = 12_000
-
 __all__ = [
     "CGResult",
     "LowRankPreconditioner",

@@ -23,7 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP
-from sklearn_hyperkernel._nystrom import rpcholesky_centers, subset_rows
+from sklearn_hyperkernel._nystrom_centers import rpcholesky_centers
 from sklearn_hyperkernel.kernel_ridge import HyperKernelRegressor
 
 # ----------------------------------------------------------------------------- data
@@ -191,28 +191,6 @@ def test_equals_sklearn_pipeline_with_weights_and_normalized_targets(data):
 
 
 # ----------------------------------------------------------------- invariances
-
-
-def test_block_size_and_n_jobs_do_not_change_the_model(data):
-    X, y, X_test = data
-    reference = HyperKernelRegressor(solver="nystrom", n_components=60, random_state=0).fit(X, y)
-    for params in (
-        {"block_size": 7},
-        {"block_size": 1, "n_jobs": 2},
-        {"n_jobs": 2},
-        {"n_jobs": -1},
-    ):
-        model = HyperKernelRegressor(
-            solver="nystrom", n_components=60, random_state=0, **params
-        ).fit(X, y)
-        assert_array_equal(model.component_indices_, reference.component_indices_)
-        assert_allclose(
-            model.dual_coef_,
-            reference.dual_coef_,
-            rtol=1e-9,
-            atol=1e-12 * np.abs(reference.dual_coef_).max(),
-        )
-        assert relative_error(model.predict(X_test), reference.predict(X_test)) < 1e-12
 
 
 def test_integer_weights_equal_repeated_rows(data):
@@ -401,20 +379,6 @@ def test_rpcholesky_samples_in_proportion_to_the_diagonal():
     ]
     frequencies = np.bincount(first, minlength=4) / 4000
     assert_allclose(frequencies, diagonal / diagonal.sum(), atol=0.03)
-
-
-def test_subset_rows_keeps_every_field_consistent():
-    X = image_rows(n_images=5, pixels=4, seed=0)
-    kernel = HyperKernel()
-    rows = kernel.factorize_rows(X)
-    index = np.array([3, 17, 4, 8])
-    subset = subset_rows(rows, index)
-    assert subset.x_distinct.shape[0] == 4  # images 0, 4, 1, 2 (4 rows per image)
-    assert_array_equal(subset.z, X[index, -2:])
-    assert_allclose(kernel.gram_factorized(subset, rows), kernel(X[index], X), rtol=1e-13)
-    assert_allclose(
-        kernel.gram_factorized(subset_rows(rows, slice(2, 9))), kernel(X[2:9]), rtol=1e-13
-    )
 
 
 # ------------------------------------------------------------ parameters

@@ -1,0 +1,139 @@
+"""Small dense linear-algebra helpers shared by the kernel ridge solvers.
+
+The exact solve (:mod:`._dense_solver`) and the Nyström solve
+(:mod:`._nystrom_system`) work on symmetric matrices held as one triangle,
+factorise them with a Cholesky factorisation guarded by its condition number,
+and choose how many BLAS threads LAPACK may use; each of these exists once,
+here. Pure numpy and scipy: nothing here knows about kernels or estimators.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits
+
+__all__ = [
+    "ONE_BLAS_THREAD_ABOVE",
+    "blas_threads",
+    "guarded_cholesky",
+    "max_abs_row_sum",
+    "symmetrize",
+]
+
+#: Above this matrix size the dense factorisations run on one BLAS thread. The
+#: OpenBLAS bundled with the pinned numpy/scipy wheels (0.3.30/0.3.31) crashed
+#: the process (SIGSEGV) in multi-threaded ``dpotrf`` on every try from 16,000
+#: rows up on the 2-core development machine (15,000 passed; one thread passed
+#: at 20,000 in 53 s), and in a threaded ``a @ a.T`` of 20,000 x 200. A crash
+#: loses the caller's work; one thread costs about 1.5x the factorisation time
+#: there. The bound keeps a margin.
+ONE_BLAS_THREAD_ABOVE = 12_000
+
+#: Rows per chunk when a square matrix is swept (norms, triangle copies): no
+#: temporary larger than a chunk is made.
+_SWEEP_ROWS = 512
+
+
+def blas_threads(size: int, *, one_thread_up_to: int = 0) -> threadpool_limits:
+    """Context that sets the BLAS threads of a dense factorisation of ``size`` rows.
+
+    One thread above :data:`ONE_BLAS_THREAD_ABOVE` (a crash guard) and up to
+    ``one_thread_up_to`` (where threads are slower, see
+    :func:`._nystrom_system.centre_space_threads`); the library's default
+    otherwise.
+    """
+    one = size > ONE_BLAS_THREAD_ABOVE or size <= one_thread_up_to
+    return threadpool_limits(limits=1 if one else None, user_api="blas")
+
+
+def symmetrize(matrix: np.ndarray, filled: str = "lower") -> np.ndarray:
+    """Copy the ``filled`` triangle of a square C-ordered array onto the other one.
+
+    In place and in chunks of rows, so that no temporary larger than a chunk
+    is made; the diagonal is left as it is.
+
+    Parameters
+    ----------
+    matrix : ndarray of shape (n, n)
+        C-ordered; overwritten.
+    filled : {"lower", "upper"}
+        The triangle that holds the values.
+
+    Returns
+    -------
+    ndarray
+        ``matrix``.
+    """
+    n = matrix.shape[0]
+    for start in range(0, n, _SWEEP_ROWS):
+        stop = min(start + _SWEEP_ROWS, n)
+        block = matrix[start:stop, start:stop]
+        if filled == "lower":
+            matrix[start:stop, stop:] = matrix[stop:, start:stop].T
+            other = np.triu_indices(stop - start, 1)
+        else:
+            matrix[stop:, start:stop] = matrix[start:stop, stop:].T
+            other = np.tril_indices(stop - start, -1)
+        block[other] = block.T[other]
+    return matrix
+
+
+def max_abs_row_sum(matrix: np.ndarray) -> float:
+    """Infinity norm ``max_i sum_j |A_ij|`` (the 1-norm of a symmetric ``A``), by chunks."""
+    norm = 0.0
+    for start in range(0, matrix.shape[0], _SWEEP_ROWS):
+        chunk = np.abs(matrix[start : start + _SWEEP_ROWS])
+        norm = max(norm, float(chunk.sum(axis=1).max()))
+    return norm
+
+
+def guarded_cholesky(
+    matrix: np.ndarray, *, overwrite: bool = False
+) -> tuple[np.ndarray | None, float]:
+    """Lower Cholesky factor of a symmetric matrix, if it is numerically positive definite.
+
+    LAPACK's ``dpotrf`` factorises, and ``dpocon`` estimates the reciprocal
+    condition number in the 1-norm (:func:`max_abs_row_sum` of ``matrix``).
+    The matrix counts as numerically positive definite when the factorisation
+    succeeds with a finite diagonal and the reciprocal condition number is at
+    least ``n`` times the machine epsilon.
+
+    Parameters
+    ----------
+    matrix : ndarray of shape (n, n)
+        Symmetric, both triangles filled (LAPACK reads one: the lower one, or
+        the upper one with ``overwrite``).
+    overwrite : bool, default=False
+        With a C-ordered ``matrix``: factorise in place. The factor is written
+        into the upper triangle of ``matrix`` (the lower triangle of its
+        Fortran-ordered transpose, which is returned) and the strictly lower
+        triangle of ``matrix`` is left as it was, so that a failed attempt
+        can be undone (:func:`symmetrize`). Otherwise ``matrix`` is copied.
+
+    Returns
+    -------
+    factor : ndarray of shape (n, n) or None
+        Its lower triangle is the factor (Fortran-ordered; what
+        :func:`scipy.linalg.cho_solve` reads with ``lower=True``); None when
+        the matrix is not numerically positive definite.
+    rcond : float
+        The reciprocal condition number estimate (0 when the factorisation
+        failed; 1 for an empty matrix).
+    """
+    n = matrix.shape[0]
+    if n == 0:
+        return np.zeros((0, 0)), 1.0
+    norm = max_abs_row_sum(matrix)
+    if overwrite and matrix.flags.c_contiguous:
+        factor, info = lapack.dpotrf(matrix.T, lower=1, clean=0, overwrite_a=1)
+    else:
+        factor, info = lapack.dpotrf(matrix, lower=1, clean=1, overwrite_a=0)
+    if info != 0 or not np.all(np.isfinite(np.diagonal(factor))):
+        return None, 0.0
+    rcond, info = lapack.dpocon(factor, norm, uplo="L")
+    if info != 0 or not math.isfinite(rcond) or rcond < n * np.finfo(float).eps:
+        return None, float(rcond) if math.isfinite(rcond) else 0.0
+    return factor, float(rcond)
