@@ -3,7 +3,7 @@
 Two measurements:
 
 1. Epoch time of ``HypernetworkRegressor.fit`` against a minimal hand-written
-   torch loop that trains the same :class:`~sklearn_hyperkernel._network.Hypernetwork`
+   torch loop that trains the same :class:`~sklearn_hyperkernel.network.Hypernetwork`
    on the same data, batch size and optimizer (SGD with momentum). Runs are
    interleaved and the median epoch time of each side is compared (target:
    ratio <= 1.15). Two data sets: rows whose x are all distinct, and pixel rows
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from sklearn_hyperkernel._network import Hypernetwork
 from sklearn_hyperkernel.datasets import pixel_regression
 from sklearn_hyperkernel.hypernetwork import HypernetworkRegressor
+from sklearn_hyperkernel.network import Hypernetwork
 
 Z_DIM = 2
 LEARNING_RATE = 1e-3

@@ -5,13 +5,17 @@
 * :class:`HyperKernelRegressor` -- kernel ridge regression with either (the
   paper's Eq. 18), as a scikit-learn estimator.
 * :class:`HypernetworkRegressor`, :class:`HypernetworkClassifier` -- the finite
-  hypernetwork trained with torch (needs the ``torch`` extra).
+  hypernetwork trained with torch (needs the ``torch`` extra); the torch
+  network itself is :mod:`sklearn_hyperkernel.network`.
+* :class:`DeviceFallbackWarning` -- a model saved on a device this machine
+  lacks was loaded on the CPU.
 
 Both are :class:`sklearn.gaussian_process.kernels.Kernel` objects over rows
 ``u = [x | z]`` (the last ``z_dim`` columns are z). The closed forms are in
 :mod:`sklearn_hyperkernel.recursions`, which knows nothing of scikit-learn.
 """
 
+from ._device import DeviceFallbackWarning
 from .hypernetwork import HypernetworkClassifier, HypernetworkRegressor
 from .kernel_ridge import HyperKernelRegressor
 from .kernels import HyperKernel, HyperNNGP
@@ -19,6 +23,7 @@ from .kernels import HyperKernel, HyperNNGP
 __version__ = "0.1.0"
 
 __all__ = [
+    "DeviceFallbackWarning",
     "HyperKernel",
     "HyperKernelRegressor",
     "HyperNNGP",

@@ -1,50 +1,43 @@
-"""Finite-width hypernetwork in torch: the ground truth of the kernels.
+"""The finite hypernetwork in torch: the ground truth of the kernels.
 
-A hypernetwork ``h(u) = g(z; f(x))`` for rows ``u = (x, z)``:
+Needs PyTorch (``pip install sklearn-hyperkernel[torch]``; without it, importing
+this module raises an ImportError that says so); the package imports it lazily. The
+estimators :class:`~sklearn_hyperkernel.HypernetworkRegressor` and
+:class:`~sklearn_hyperkernel.HypernetworkClassifier` train a
+:class:`Hypernetwork`; use it directly to train it with your own loop, or to
+compare its empirical hyperkernel (:func:`empirical_ntk`) with the closed
+form :class:`~sklearn_hyperkernel.HyperKernel` (the paper's Fig. 1).
 
-* ``f`` is a bias-free fully connected network of depth ``f_depth`` (number of
-  weight matrices) and hidden width ``f_width``. Its output, of size
-  ``n_L = sum_l m_l * m_{l-1}``, is cut into the weight matrices
-  ``V^1, ..., V^H`` of the primary network ``g``, one set per row.
-* ``g`` is a bias-free fully connected network of depth ``g_depth`` and hidden
-  width ``g_width`` whose weights are *generated* by ``f``: every row carries
-  its own weights and ``g`` is evaluated for the whole batch with batched
-  matrix products.
+``h(u) = g(z; f(x))`` for rows ``u = (x, z)``: ``f`` is a bias-free fully
+connected network of ``f_depth`` weight matrices and hidden width ``f_width``
+whose output, of size ``n_L = sum_l m_l * m_{l-1}``, is cut into the weight
+matrices ``V^1, ..., V^H`` of the primary network ``g`` (bias-free,
+``g_depth`` matrices, hidden width ``g_width``), one set per row; ``g`` runs
+for the whole batch with batched matrix products. Only ``f``'s weights are
+trainable (the module's only parameters); the Fourier features of ``z`` are
+fixed buffers.
 
-Only ``f``'s weight matrices are trainable (they are the only
-``torch.nn.Parameter`` objects of the module); the Fourier features of ``z``
-are fixed buffers.
+Parameterisations: ``"ntk"`` (the one the kernels describe) draws every
+entry of ``f``'s weights from ``N(0, 1)`` and each layer computes
+``y = W q / sqrt(fan_in)``; ``"standard"`` draws them from
+``N(0, 1 / fan_in)`` and computes ``y = W q`` (with ``sqrt(2) * relu``, He
+initialisation). The network function at initialisation has the same
+distribution under both; only the gradients (hence the empirical NTK and the
+training dynamics) differ, by ``fan_in`` per layer. In both, ``g`` divides by
+``sqrt(m_{l-1})`` in layer ``l`` because its weights are generated.
 
-Parameterisations
------------------
-``"ntk"`` (the one the kernels describe): every entry of ``f``'s weights is
-drawn from ``N(0, 1)`` and each layer computes ``y = W q / sqrt(fan_in)``.
+Activation (of ``f`` and ``g``): ``"relu"`` is ``sqrt(2) * relu(s)``,
+``"leaky_relu"`` is ``sqrt(2 / (1 + a^2)) * leaky_relu(s, a)`` with
+``a = negative_slope``; both keep the second moment of a centred Gaussian
+input, the normalisation the dual activations of
+:mod:`sklearn_hyperkernel.recursions` assume (docs/math.md).
 
-``"standard"``: entries are drawn from ``N(0, 1 / fan_in)`` and each layer of
-``f`` computes ``y = W q`` (no explicit multiplier). Together with the
-variance-preserving activation ``sqrt(2) * relu`` this is He initialisation of
-a plain relu network. The network function at initialisation has the same
-distribution as under ``"ntk"``; only the gradients (hence the empirical NTK
-and the training dynamics) are scaled differently, by ``fan_in`` per layer.
-
-In both cases ``g`` divides by ``sqrt(m_{l-1})`` in layer ``l`` because its
-weights are generated, not initialised.
-
-Activation
-----------
-``"relu"`` is ``sqrt(2) * relu(s)``; ``"leaky_relu"`` is
-``sqrt(2 / (1 + a^2)) * leaky_relu(s, a)`` with ``a = negative_slope``. Both
-keep the second moment of a centred Gaussian input, matching the dual
-activations of :mod:`sklearn_hyperkernel.recursions`. The same activation is
-used in ``f`` and ``g``.
-
-z encodings
------------
-``"linear"`` feeds ``z`` itself (``m_0 = z_dim``). ``"fourier"`` feeds
-``k = n_fourier_features`` random features ``sqrt(2) * cos(W (z / ell) + b)``
-with fixed ``W ~ N(0, 1)`` of shape ``(k, z_dim)`` and ``b ~ U[-pi, pi]``
-(``m_0 = k``); as ``k -> infinity`` the input kernel of ``g``'s first layer,
-``a0(z) . a0(z') / k``, tends to ``exp(-0.5 * sum_d (z_d - z'_d)^2 / ell_d^2)``.
+z encodings: ``"linear"`` feeds ``z`` itself (``m_0 = z_dim``);
+``"fourier"`` feeds ``k = n_fourier_features`` random features
+``sqrt(2) * cos(W (z / ell) + b)`` with fixed ``W ~ N(0, 1)`` of shape
+``(k, z_dim)`` and ``b ~ U[-pi, pi]`` (``m_0 = k``); as ``k -> infinity`` the
+input kernel ``a0(z) . a0(z') / k`` tends to
+``exp(-0.5 * sum_d (z_d - z'_d)^2 / ell_d^2)`` (Rahimi & Recht, 2007).
 """
 
 from __future__ import annotations
@@ -52,59 +45,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
+from ._architecture import activation_gain, activation_slope
+from ._network_parameters import validate_network
+from ._rows import distinct_rows
+from ._training import import_torch
 
-__all__ = ["Hypernetwork", "empirical_ntk", "unique_rows"]
+torch = import_torch()  # an ImportError that says how to install it
 
-_ENCODINGS = ("linear", "fourier")
-_ACTIVATIONS = ("relu", "leaky_relu")
-_PARAMETERIZATIONS = ("ntk", "standard")
+__all__ = ["Hypernetwork", "empirical_ntk"]
+
 # Upper bound on the elements of the backpropagated vectors held at once by empirical_ntk.
 _NTK_CHUNK_ELEMENTS = 2**24
 
 
-def _check_positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return value
-
-
-def unique_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distinct rows of ``x`` and the index that maps every row to them.
-
-    Rows are grouped by a one-number key (their product with a fixed random
-    vector), which is much cheaper than ``torch.unique(x, dim=0)`` on wide rows
-    (e.g. flattened images); the grouping is then checked exactly and, should
-    two different rows ever share a key, the exact ``torch.unique`` is used.
-
-    Parameters
-    ----------
-    x : torch.Tensor of shape (n_rows, n_features)
-
-    Returns
-    -------
-    x_unique : torch.Tensor of shape (n_unique, n_features)
-        The distinct rows, in no particular order.
-    x_index : torch.Tensor of shape (n_rows,), dtype int64
-        ``x_unique[x_index]`` equals ``x`` exactly.
-    """
-    if x.ndim != 2:
-        raise ValueError(f"x must be 2-dimensional, got shape {tuple(x.shape)}.")
-    probe_generator = torch.Generator().manual_seed(0x5EED)
-    probe = torch.randn(x.shape[1], generator=probe_generator, dtype=torch.float64)
-    keys = x.to(torch.float64) @ probe.to(x.device)
-    _, x_index = torch.unique(keys, return_inverse=True)
-    n_unique = int(x_index.max()) + 1 if x.shape[0] else 0
-    representative = torch.empty(n_unique, dtype=torch.long, device=x.device)
-    representative.scatter_(0, x_index, torch.arange(x.shape[0], device=x.device))
-    x_unique = x[representative]
-    if torch.equal(x_unique[x_index], x):
-        return x_unique, x_index
-    return torch.unique(x, dim=0, return_inverse=True)
-
-
 class Hypernetwork(torch.nn.Module):
     """Finite hypernetwork ``h(x, z) = g(z; f(x))`` with per-row generated weights.
+
+    The defaults are the paper's network (``"ntk"`` parameterisation, ``z``
+    fed as it is), whose empirical hyperkernel (:func:`empirical_ntk`) tends
+    to :class:`~sklearn_hyperkernel.HyperKernel` with ``z_encoding="linear"``
+    as ``f_width`` and ``g_width`` grow; the estimators pass their own
+    defaults. Call it as ``model(x, z)`` (see :meth:`forward`).
 
     Parameters
     ----------
@@ -126,20 +87,31 @@ class Hypernetwork(torch.nn.Module):
     n_outputs : int, default=1
         Output width of ``g`` (``m_H``).
     z_encoding : {"linear", "fourier"}, default="linear"
+        Input of ``g``: ``z`` itself, or ``n_fourier_features`` random
+        Fourier features of ``z / length_scale`` (see the module's text).
     length_scale : float or sequence of float, default=1.0
         Length scale of the Fourier features, one value or one per z column.
         Ignored by the linear encoding.
     n_fourier_features : int, default=256
         Number ``k`` of random Fourier features (``m_0`` of ``g``).
     parameterization : {"ntk", "standard"}, default="ntk"
+        Initialisation and layer multipliers of ``f`` (see the module's
+        text): the same function at initialisation, gradients scaled
+        differently.
     activation : {"relu", "leaky_relu"}, default="relu"
+        Activation of ``f`` and ``g``, scaled to keep the variance of its
+        input.
     negative_slope : float, default=0.01
-        Slope of the leaky relu for negative inputs.
+        Slope of the leaky relu for negative inputs; ignored by ``"relu"``.
     generator : torch.Generator or None, default=None
         CPU generator for all random draws (weights and Fourier features);
         ``None`` uses torch's global generator.
     dtype : torch.dtype, default=torch.float64
+        Floating-point type of the weights and buffers.
     device : torch.device, str or None, default=None
+        Where the module is moved after its weights are drawn (on the CPU,
+        so that a generator gives the same network on every device); None
+        leaves it on the CPU.
 
     Attributes
     ----------
@@ -147,6 +119,29 @@ class Hypernetwork(torch.nn.Module):
         The trainable weight matrices of ``f``, each of shape (fan_out, fan_in).
     g_layer_sizes : tuple of int
         ``(m_0, m_1, ..., m_H)``.
+    f_layer_sizes : tuple of int
+        ``(x_dim, f_width, ..., f_width, n_generated)``.
+    n_generated : int
+        Number of weights of ``g`` that ``f`` outputs per row.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter, when one is out of its range (a
+        scikit-learn ``InvalidParameterError``), or when ``length_scale``
+        has neither 1 nor ``z_dim`` entries or is not positive and finite.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_hyperkernel.network import Hypernetwork, empirical_ntk
+    >>> model = Hypernetwork(x_dim=3, z_dim=2, f_width=64, g_width=16,
+    ...                      generator=torch.Generator().manual_seed(0))
+    >>> x, z = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    >>> model(x, z).shape
+    torch.Size([5, 1])
+    >>> empirical_ntk(model, x, z).shape
+    torch.Size([5, 5])
     """
 
     def __init__(
@@ -169,47 +164,19 @@ class Hypernetwork(torch.nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        for value, name in [
-            (x_dim, "x_dim"),
-            (z_dim, "z_dim"),
-            (f_depth, "f_depth"),
-            (f_width, "f_width"),
-            (g_depth, "g_depth"),
-            (g_width, "g_width"),
-            (n_outputs, "n_outputs"),
-            (n_fourier_features, "n_fourier_features"),
-        ]:
-            _check_positive_int(value, name)
-        if z_encoding not in _ENCODINGS:
-            raise ValueError(f"z_encoding must be one of {_ENCODINGS}, got {z_encoding!r}.")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}.")
-        if parameterization not in _PARAMETERIZATIONS:
-            raise ValueError(
-                f"parameterization must be one of {_PARAMETERIZATIONS}, got {parameterization!r}."
-            )
-        negative_slope = float(negative_slope)
-        if not math.isfinite(negative_slope):
-            raise ValueError(f"negative_slope must be finite, got {negative_slope!r}.")
-
-        self.x_dim = x_dim
-        self.z_dim = z_dim
-        self.f_depth = f_depth
-        self.f_width = f_width
-        self.g_depth = g_depth
-        self.g_width = g_width
-        self.n_outputs = n_outputs
-        self.z_encoding = z_encoding
-        self.n_fourier_features = n_fourier_features
-        self.parameterization = parameterization
-        self.activation = activation
-        self.negative_slope = negative_slope
-        if activation == "relu":
-            self._activation_gain = math.sqrt(2.0)
-            self._slope = 0.0
-        else:
-            self._activation_gain = math.sqrt(2.0 / (1.0 + negative_slope**2))
-            self._slope = negative_slope
+        architecture = {
+            "x_dim": x_dim, "z_dim": z_dim, "f_depth": f_depth, "f_width": f_width,
+            "g_depth": g_depth, "g_width": g_width, "n_outputs": n_outputs,
+            "z_encoding": z_encoding, "n_fourier_features": n_fourier_features,
+            "parameterization": parameterization, "activation": activation,
+            "negative_slope": negative_slope,
+        }
+        validate_network(architecture, caller_name=type(self).__name__)
+        for name, value in architecture.items():
+            setattr(self, name, value)
+        self.negative_slope = negative_slope = float(negative_slope)
+        self._activation_gain = activation_gain(activation, negative_slope)
+        self._slope = activation_slope(activation, negative_slope)
 
         m0 = n_fourier_features if z_encoding == "fourier" else z_dim
         self.g_layer_sizes: tuple[int, ...] = (m0,) + (g_width,) * (g_depth - 1) + (n_outputs,)
@@ -270,10 +237,12 @@ class Hypernetwork(torch.nn.Module):
         Parameters
         ----------
         z : torch.Tensor of shape (n_rows, z_dim)
+            The z columns of the rows.
 
         Returns
         -------
-        torch.Tensor of shape (n_rows, m_0)
+        a0 : torch.Tensor of shape (n_rows, m_0)
+            ``z``, or ``sqrt(2) * cos(W (z / length_scale) + b)``.
         """
         if self.z_encoding == "linear":
             return z
@@ -288,6 +257,7 @@ class Hypernetwork(torch.nn.Module):
         Parameters
         ----------
         x : torch.Tensor of shape (n_rows, x_dim)
+            The x columns of the rows.
         return_hidden : bool, default=False
             Also return the layer inputs ``q^0..q^{L-1}`` and pre-activations
             ``y^1..y^L`` (used by :func:`empirical_ntk`).
@@ -295,7 +265,9 @@ class Hypernetwork(torch.nn.Module):
         Returns
         -------
         y : torch.Tensor of shape (n_rows, n_generated)
-        layer_inputs, preactivations : lists of torch.Tensor, if ``return_hidden``.
+            The generated weights of ``g``, flat (see :meth:`split_generated`).
+        layer_inputs, preactivations : lists of torch.Tensor
+            Only with ``return_hidden``.
         """
         q = x
         layer_inputs, preactivations = [], []
@@ -317,10 +289,12 @@ class Hypernetwork(torch.nn.Module):
         Parameters
         ----------
         flat_weights : torch.Tensor of shape (n_rows, n_generated)
+            Output of :meth:`f_forward`.
 
         Returns
         -------
-        list of torch.Tensor, ``V^l`` of shape (n_rows, m_l, m_{l-1}), l = 1..H.
+        matrices : list of torch.Tensor
+            ``V^l`` of shape (n_rows, m_l, m_{l-1}), l = 1..H (views).
         """
         matrices, start = [], 0
         for rows, cols in self._g_weight_shapes:
@@ -339,13 +313,16 @@ class Hypernetwork(torch.nn.Module):
         generated : list of torch.Tensor
             ``V^l`` of shape (n_rows, m_l, m_{l-1}) as from :meth:`split_generated`.
         z : torch.Tensor of shape (n_rows, z_dim)
+            The z columns of the rows (encoded by :meth:`encode_z`).
         return_hidden : bool, default=False
             Also return the layer inputs ``a^0..a^{H-1}`` of ``g``.
 
         Returns
         -------
         out : torch.Tensor of shape (n_rows, n_outputs)
-        layer_inputs : list of torch.Tensor, if ``return_hidden``.
+            ``g`` of every row, with its own weights.
+        layer_inputs : list of torch.Tensor
+            Only with ``return_hidden``.
         """
         activation = self.encode_z(z)
         layer_inputs = []
@@ -372,19 +349,28 @@ class Hypernetwork(torch.nn.Module):
         x : torch.Tensor of shape (n_rows, x_dim) or (n_unique, x_dim)
             One x per row, or, with ``x_index``, the distinct x's only.
         z : torch.Tensor of shape (n_rows, z_dim)
+            The z columns of the rows.
         x_index : torch.Tensor of shape (n_rows,) or None, default=None
             Row ``i`` uses ``x[x_index[i]]``; ``f`` runs once per row of ``x``.
         deduplicate_x : bool, default=False
-            Find the distinct rows of ``x`` first (``torch.unique``) and run
-            ``f`` on those only. Ignored when ``x_index`` is given. Pays off
-            when many rows share one x (e.g. one image, many pixel coordinates).
+            Find the distinct rows of ``x`` first (exactly equal rows, by the
+            package's row de-duplication) and run ``f`` on those only.
+            Ignored when ``x_index`` is given. Pays off when many rows share
+            one x (e.g. one image, many pixel coordinates).
 
         Returns
         -------
-        torch.Tensor of shape (n_rows, n_outputs)
+        out : torch.Tensor of shape (n_rows, n_outputs)
+            ``h`` of every row.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` (through ``x_index``) and ``z`` give different numbers
+            of rows.
         """
         if x_index is None and deduplicate_x:
-            x, x_index = unique_rows(x)
+            x, x_index = distinct_rows(x)
         flat = self.f_forward(x)
         if x_index is not None:
             flat = flat[x_index]
@@ -404,9 +390,7 @@ class Hypernetwork(torch.nn.Module):
         )
 
 
-def _f_layer_inputs(
-    model: Hypernetwork, x: torch.Tensor
-) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+def _f_layer_inputs(model: Hypernetwork, x: torch.Tensor):
     with torch.no_grad():
         return model.f_forward(x, return_hidden=True)
 
@@ -458,8 +442,11 @@ def empirical_ntk(
     Parameters
     ----------
     model : Hypernetwork
+        The network, at its current weights.
     x1 : torch.Tensor of shape (n1, x_dim)
+        The x columns of the first set of rows.
     z1 : torch.Tensor of shape (n1, z_dim)
+        Their z columns.
     x2, z2 : torch.Tensor of shape (n2, ...) or None, default=None
         Second set of rows; ``None`` means the first set again.
     reduce : {"mean", "none"}, default="mean"
@@ -472,7 +459,13 @@ def empirical_ntk(
 
     Returns
     -------
-    torch.Tensor of shape (n1, n2) or (n_outputs, n1, n2), detached.
+    kernel : torch.Tensor of shape (n1, n2) or (n_outputs, n1, n2)
+        Detached, on the model's device and dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``reduce`` is unknown, or only one of ``x2`` and ``z2`` is given.
     """
     if reduce not in ("mean", "none"):
         raise ValueError(f"reduce must be 'mean' or 'none', got {reduce!r}.")

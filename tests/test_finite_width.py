@@ -1,7 +1,7 @@
 """Finite-width hypernetworks against the closed-form kernels.
 
 The kernels of :mod:`sklearn_hyperkernel.recursions` are limits of finite
-networks. These tests build :class:`~sklearn_hyperkernel._network.Hypernetwork`
+networks. These tests build :class:`~sklearn_hyperkernel.network.Hypernetwork`
 instances (NTK parameterisation, float64, seeded generators, so every number is
 reproducible) and check that
 
@@ -49,7 +49,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sklearn_hyperkernel._network import Hypernetwork, empirical_ntk  # noqa: E402
+from sklearn_hyperkernel.network import Hypernetwork, empirical_ntk  # noqa: E402
 from sklearn_hyperkernel.recursions import (  # noqa: E402
     hyper_kernels,
     mlp_kernels,

@@ -27,8 +27,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_hyperkernel import HyperKernel
-from sklearn_hyperkernel._device import DeviceFallbackWarning
+from sklearn_hyperkernel import DeviceFallbackWarning, HyperKernel
 from sklearn_hyperkernel.datasets import pixel_regression
 from sklearn_hyperkernel.hypernetwork import HypernetworkClassifier, HypernetworkRegressor
 
@@ -206,7 +205,7 @@ def test_repeated_x_path_equals_plain_path(monkeypatch):
     U, y = pixel_regression(load_digits().images[:3], pixels_per_image=30, random_state=0)
     params = {**SMALL, "batch_size": 16, "random_state": 0, "max_epochs": 4}
     deduplicated = HypernetworkRegressor(**params).fit(U, y)
-    monkeypatch.setattr("sklearn_hyperkernel.hypernetwork._DEDUPLICATE_BELOW", -1.0)
+    monkeypatch.setattr("sklearn_hyperkernel._training.DEDUPLICATE_BELOW", -1.0)
     plain = HypernetworkRegressor(**params).fit(U, y)
     assert_allclose(deduplicated.loss_curve_, plain.loss_curve_, rtol=1e-10)
     assert_allclose(deduplicated.predict(U), plain.predict(U), rtol=1e-9, atol=1e-12)
@@ -262,15 +261,21 @@ def test_warm_start_and_partial_fit_continue_training():
         classifier.partial_fit(X[:3], [0, 1, 7])
 
 
-def test_verbose_prints_the_running_loss_and_default_is_silent(capsys):
+def test_verbose_prints_the_running_loss_and_default_is_silent(capsys, monkeypatch):
     U, y = random_rows(50)
     HypernetworkRegressor(**{**SMALL, "max_epochs": 2}, random_state=0).fit(U, y)
     assert capsys.readouterr().out == ""
     HypernetworkRegressor(**{**SMALL, "max_epochs": 2}, batch_size=5, random_state=0,
                           verbose=2).fit(U, y)
     out = capsys.readouterr().out
-    assert "Epoch 1: loss" in out and "Epoch 2: loss" in out
+    assert "[HypernetworkRegressor] Epoch 1: loss" in out and "Epoch 2: loss" in out
     assert "running loss" in out
+    # on a terminal: a progress bar over the epochs instead of the lines
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    HypernetworkRegressor(**{**SMALL, "max_epochs": 2}, random_state=0, verbose=1).fit(U, y)
+    out = capsys.readouterr().out
+    assert "[HypernetworkRegressor] fit" in out and "2/2" in out and "epochs" in out
+    assert "Epoch 1" not in out
 
 
 def test_max_epochs_reached_warns():
@@ -695,6 +700,24 @@ def test_runs_that_learn_or_have_nothing_to_learn_do_not_warn():
     assert_array_equal(one_class.classes_, ["a"])
 
 
+def test_initialize_draws_the_network_fit_starts_from():
+    U, y = random_rows(30)
+    labels = np.where(y > 0, "up", "down")
+    for model, target in ((HypernetworkRegressor, np.column_stack([y, y])),
+                          (HypernetworkClassifier, labels)):
+        started = model(**SMALL, random_state=0).initialize(U, target)
+        assert started.n_iter_ == 0 and started.module_.n_outputs == 2
+        # one SGD step of rate 0 leaves the weights where initialize put them
+        fitted = model(**{**SMALL, "optimizer": "sgd", "learning_rate": 1e-300, "max_epochs": 1},
+                       momentum=0.0, random_state=0).fit(U, target)
+        for a, b in zip(started.module_.parameters(), fitted.module_.parameters(), strict=True):
+            assert torch.equal(a, b)
+    assert_array_equal(started.classes_, ["down", "up"])
+    with pytest.raises(ValueError, match="needs y"):
+        HypernetworkClassifier(**SMALL).initialize(U)
+    assert HypernetworkRegressor(**SMALL).initialize(U).module_.n_outputs == 1  # y=None: zeros
+
+
 def test_one_class_classifier_behaves_as_sklearn_classifiers():
     from sklearn.utils.estimator_checks import check_classifiers_one_label
 
@@ -759,13 +782,13 @@ def test_optimizer_switch_after_pickling_and_partial_fit_use_current_values():
 # ----------------------------------------------------------------- prediction memory
 def test_predict_converts_and_evaluates_x_block_by_block(monkeypatch):
     """No tensor of more than PREDICT_BLOCK_ROWS rows is built from X at prediction."""
-    from sklearn_hyperkernel import hypernetwork
+    from sklearn_hyperkernel import _network_estimator
 
     U, y = random_rows(300)
     regressor = HypernetworkRegressor(**SMALL, random_state=0).fit(U, y)
     classifier = HypernetworkClassifier(**SMALL, random_state=0).fit(U, y > 0)
     expected = regressor.predict(U), classifier.predict_proba(U)
-    monkeypatch.setattr(hypernetwork, "PREDICT_BLOCK_ROWS", 64)
+    monkeypatch.setattr(_network_estimator, "PREDICT_BLOCK_ROWS", 64)
     rows = []
     for name in ("as_tensor", "from_numpy", "tensor"):
         real = getattr(torch, name)
@@ -793,7 +816,7 @@ def test_docstring_documents_every_parameter(estimator_class):
     for name, value in estimator_class().get_params().items():
         default = documented[name].type.rsplit("default=", 1)[1]
         assert ast.literal_eval(default) == value, name
-        assert len(" ".join(documented[name].desc)) > 40, name
+        assert len(" ".join(documented[name].desc)) > 30, name  # a sentence, not a stub
     assert "See :class:`HypernetworkRegressor`" not in estimator_class.__doc__
 
 
@@ -843,7 +866,8 @@ def test_warm_start_refuses_a_changed_architecture():
     U, y = random_rows(60)
     model = HypernetworkRegressor(**SMALL, warm_start=True, random_state=0).fit(U, y)
     model.set_params(learning_rate=1e-4).fit(U, y)  # optimizer settings may change
-    for change in ({"f_depth": 1}, {"g_width": 3}, {"z_encoding": "linear"}, {"normalize_y": False}):
+    changes = ({"f_depth": 1}, {"g_width": 3}, {"z_encoding": "linear"}, {"normalize_y": False})
+    for change in changes:
         clone_ = pickle.loads(pickle.dumps(model)).set_params(**change)
         with pytest.raises(ValueError, match=f"{next(iter(change))}=.*fitted with"):
             clone_.fit(U, y)
@@ -856,7 +880,8 @@ def test_warm_start_refuses_a_changed_architecture():
 
 def test_bad_device_names_the_accepted_values():
     U, y = random_rows(20)
-    with pytest.raises(ValueError, match=r"device='gpu' is not supported; use None \(the CPU\), 'auto'"):
+    accepted = r"device='gpu' is not supported; use None \(the CPU\), 'auto'"
+    with pytest.raises(ValueError, match=accepted):
         HypernetworkRegressor(**{**SMALL, "device": "gpu"}).fit(U, y)
 
 

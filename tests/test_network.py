@@ -1,4 +1,4 @@
-"""Tests of the finite torch hypernetwork (sklearn_hyperkernel._network)."""
+"""Tests of the finite torch hypernetwork (:mod:`sklearn_hyperkernel.network`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sklearn_hyperkernel import _network  # noqa: E402
-from sklearn_hyperkernel._network import Hypernetwork, empirical_ntk, unique_rows  # noqa: E402
+from sklearn_hyperkernel import network  # noqa: E402
+from sklearn_hyperkernel._rows import distinct_rows  # noqa: E402
+from sklearn_hyperkernel.network import Hypernetwork, empirical_ntk  # noqa: E402
 
 DTYPE = torch.float64
 
@@ -154,9 +155,15 @@ def test_distinct_x_path_equals_plain_path(rng, architecture):
     plain = model(x, z)
     torch.testing.assert_close(model(x_distinct, z, x_index=index), plain, rtol=1e-13, atol=0)
     torch.testing.assert_close(model(x, z, deduplicate_x=True), plain, rtol=1e-13, atol=0)
-    unique, inverse = unique_rows(x)
-    assert unique.shape == (3, 3)
+    # the package's one row de-duplication: f sees the 3 distinct rows only
+    unique, inverse = distinct_rows(x)
+    assert unique.shape == (3, 3) and inverse.dtype == torch.int64
     torch.testing.assert_close(unique[inverse], x, rtol=0, atol=0)
+    seen = []
+    original = model.f_forward
+    model.f_forward = lambda rows, **kwargs: seen.append(rows.shape[0]) or original(rows, **kwargs)
+    torch.testing.assert_close(model(x, z, deduplicate_x=True), plain, rtol=1e-13, atol=0)
+    assert seen == [3]
     with pytest.raises(ValueError, match="x_index"):
         model(x_distinct, z)
 
@@ -218,7 +225,7 @@ def test_empirical_ntk_chunks_over_outputs(rng, monkeypatch):
     model = make_model(f_depth=2, g_depth=2, n_outputs=5)
     x, z = make_rows(rng, 4)
     whole = empirical_ntk(model, x, z, reduce="none")
-    monkeypatch.setattr(_network, "_NTK_CHUNK_ELEMENTS", 1)  # one output at a time
+    monkeypatch.setattr(network, "_NTK_CHUNK_ELEMENTS", 1)  # one output at a time
     torch.testing.assert_close(empirical_ntk(model, x, z, reduce="none"), whole, rtol=1e-14, atol=0)
     torch.testing.assert_close(empirical_ntk(model, x, z), whole.mean(0), rtol=1e-14, atol=0)
 

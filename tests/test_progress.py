@@ -1,8 +1,9 @@
-"""Progress reporting of long computations (``verbose``): the Gram and K @ V lines."""
+"""Progress reporting of long computations (``verbose``): lines off a terminal, tqdm bars on one."""
 
 from __future__ import annotations
 
 import re
+import sys
 import types
 
 import numpy as np
@@ -29,7 +30,8 @@ def distinct_rows(n_rows: int = 19, seed: int = 1) -> np.ndarray:
 
 
 _LINE = re.compile(
-    r"^\[(HyperKernel|HyperNNGP)\] (Gram|K @ V) (\d+) x (\d+): (\d+)/(\d+) panels \((\d+)%\), "
+    r"^\[(HyperKernel|HyperNNGP)\] (Gram|K @ V) (\d+) x (\d+): "
+    r"(\d+)/(\d+) blocks \((\d+)%\), "
     r"(\d+\.\d) s(, about \d+ s left)?$"
 )
 
@@ -50,7 +52,7 @@ def _check_counts(lines, total):
     """Counts grow to ``total``; the percentages and the "left" estimate follow them."""
     done = [line[4] for line in lines]
     assert done == sorted(set(done)) and done[-1] == total
-    for name, what, n_a, n_b, count, line_total, percent, seconds, left in lines:
+    for _name, _what, _n_a, _n_b, count, line_total, percent, _seconds, left in lines:
         assert line_total == total
         assert percent == round(100 * count / total)
         assert (left is None) == (count == total)
@@ -64,9 +66,9 @@ def test_verbose_2_prints_progress_lines_up_to_100_percent(capsys, n_jobs):
     HyperKernel(verbose=2, block_size=5, n_jobs=n_jobs)(X)
     lines = _parse(capsys.readouterr().out)
     assert {line[:4] for line in lines} == {("HyperKernel", "Gram", 23, 23)}
-    _check_counts(lines, 5)  # ceil(23 / 5) panels
+    _check_counts(lines, 5)  # ceil(23 / 5) blocks
     if n_jobs is None:
-        assert [line[4] for line in lines] == [1, 2, 3, 4, 5]  # one line per panel
+        assert [line[4] for line in lines] == [1, 2, 3, 4, 5]  # one line per block
 
     HyperNNGP(verbose=2, block_size=7, n_jobs=n_jobs)(X, Y)
     lines = _parse(capsys.readouterr().out)
@@ -97,7 +99,7 @@ def test_verbose_0_and_short_verbose_1_print_nothing(capsys):
 
 def test_verbose_1_prints_at_most_every_two_seconds(capsys, monkeypatch):
     # a clock that advances 0.9 s at each reading: at verbose=1 a line every
-    # third panel or so (>= 2 s apart), and the last one
+    # third block or so (>= 2 s apart), and the last one
     clock = iter(np.arange(0.0, 1000.0, 0.9))
     fake_time = types.SimpleNamespace(perf_counter=lambda: float(next(clock)))
     monkeypatch.setattr(_progress, "time", fake_time)  # this module's clock only
@@ -111,3 +113,80 @@ def test_verbose_1_prints_at_most_every_two_seconds(capsys, monkeypatch):
     assert np.all(np.diff([line[7] for line in lines])[:-1] >= 2.0 - 1e-9)
 
 
+
+
+# ------------------------------------------------- the mechanism itself: bar or lines
+def _fake_clock(monkeypatch, step: float = 0.5):
+    clock = iter(np.arange(0.0, 1000.0, step))
+    fake_time = types.SimpleNamespace(perf_counter=lambda: float(next(clock)))
+    monkeypatch.setattr(_progress, "time", fake_time)
+
+
+def test_off_a_terminal_progress_prints_the_greppable_lines(capsys, monkeypatch):
+    _fake_clock(monkeypatch)
+    progress = _progress.ProgressLog("[Source] Gram 4 x 4", 4, verbose=2, unit="blocks")
+    assert not progress.shows_bar  # pytest's captured stdout is no terminal
+    for _ in range(4):
+        progress.step()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "[Source] Gram 4 x 4: 1/4 blocks (25%), 0.5 s, about 2 s left",
+        "[Source] Gram 4 x 4: 2/4 blocks (50%), 1.0 s, about 1 s left",
+        "[Source] Gram 4 x 4: 3/4 blocks (75%), 1.5 s, about 0 s left",
+        "[Source] Gram 4 x 4: 4/4 blocks (100%), 2.0 s",
+    ]
+    # a caller's own lines (one per epoch) instead of the count lines; status is for the bar
+    epochs = _progress.ProgressLog("[Net]", 2, verbose=1, unit="epochs", count_lines=False)
+    epochs.step(status="loss 1", line="[Net] Epoch 1: loss 1")
+    epochs.step(0, status="running loss 0.5")
+    epochs.step(status="loss 0.2", line="[Net] Epoch 2: loss 0.2")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["[Net] Epoch 1: loss 1", "[Net] Epoch 2: loss 0.2"]
+
+
+def test_log_prints_one_line_naming_its_source(capsys):
+    _progress.log("HyperKernelRegressor", "CG converged in 12 iterations")
+    assert capsys.readouterr().out == "[HyperKernelRegressor] CG converged in 12 iterations\n"
+    assert _progress.format_log_line("fig1", "done") == "[fig1] done"
+
+
+def test_on_a_terminal_progress_is_a_tqdm_bar(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert _progress.on_terminal()
+    bars = []
+
+    class RecordingTqdm(_progress.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(_progress, "tqdm", RecordingTqdm)
+    HyperKernel(verbose=2, block_size=5)(shared_image_rows())
+    assert len(bars) == 1 and bars[0].n == bars[0].total == 5 and bars[0].disable  # closed
+    output = capsys.readouterr().out
+    assert "[HyperKernel] Gram 23 x 23" in output and "5/5" in output and "100%|" in output
+    assert _LINE.search(output) is None  # no log lines besides the bar
+    # a bar with a status; log() writes above it and stays one line
+    progress = _progress.ProgressLog("[Net]", 3, verbose=2, unit="epochs", count_lines=False)
+    assert progress.shows_bar
+    progress.step(status="loss 0.25", line="[Net] Epoch 1: loss 0.25")
+    _progress.log("Net", "a message")
+    progress.step(2)
+    assert not progress.shows_bar  # closed at the last step
+    output = capsys.readouterr().out
+    assert "loss 0.25" in output and "3/3" in output and "[Net] a message\n" in output
+    assert "Epoch 1" not in output  # lines are for logs, the bar replaces them
+    # at verbose=1 the bar waits min_interval seconds: a short computation shows nothing
+    HyperKernel(verbose=1, block_size=5)(shared_image_rows())
+    assert capsys.readouterr().out == ""
+
+
+def test_verbose_0_shows_no_bar_and_no_line(capsys, monkeypatch):
+    for terminal in (False, True):
+        monkeypatch.setattr(sys.stdout, "isatty", lambda terminal=terminal: terminal)
+        progress = _progress.ProgressLog("[Source] Gram 4 x 4", 4, verbose=0)
+        assert not progress.shows_bar
+        for _ in range(4):
+            progress.step(status="s", line="l")
+        assert progress.done == 4
+    assert capsys.readouterr().out == ""

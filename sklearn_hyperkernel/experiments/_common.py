@@ -8,6 +8,8 @@ import os
 import time
 from typing import Any
 
+from .._progress import ProgressLog, log
+
 
 def base_parser(description: str, prog: str) -> argparse.ArgumentParser:
     """Parser with the options every experiment takes (``--quick``, ``--out``)."""
@@ -60,11 +62,30 @@ def write_json(path: str, payload: Any) -> None:
         json.dump(payload, handle, indent=2, default=float)
 
 
+def progress(name: str, total: int, unit: str) -> ProgressLog:
+    """Progress of an experiment's long loop: a bar on a terminal, nothing in a log.
+
+    Call ``.step()`` once per unit done; report results with :func:`report`,
+    which prints above the bar.
+    """
+    return ProgressLog(f"[{name}]", total, verbose=1, unit=unit, count_lines=False)
+
+
+def report(name: str, clock: Clock, message: str) -> None:
+    """One line ``[name] [elapsed s] message``, above any progress bar."""
+    log(name, f"{clock} {message}")
+
+
 class Clock:
-    """Seconds since creation, for progress lines."""
+    """Seconds since creation, for progress lines: ``str(clock)`` is ``"[   12.3s]"``."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
 
+    @property
+    def seconds(self) -> float:
+        """Seconds elapsed since the clock was made."""
+        return time.perf_counter() - self.start
+
     def __str__(self) -> str:
-        return f"[{time.perf_counter() - self.start:7.1f}s]"
+        return f"[{self.seconds:7.1f}s]"

@@ -2,7 +2,7 @@
 
 Inputs: ``x(theta) = (cos theta, sin theta)`` and a fixed unit ``z``. For
 networks of growing width, the empirical hyperkernel ``J J^T`` (with respect
-to ``f``'s weights, :func:`sklearn_hyperkernel._network.empirical_ntk`) is
+to ``f``'s weights, :func:`sklearn_hyperkernel.network.empirical_ntk`) is
 evaluated at initialisation over several seeds:
 
 * ``fig1_variance.png``: variance over seeds of the kernel value
@@ -23,7 +23,16 @@ import os
 import numpy as np
 
 from ..kernels import HyperKernel
-from ._common import Clock, base_parser, parse_command, pyplot, save_figure, write_json
+from ._common import (
+    Clock,
+    base_parser,
+    parse_command,
+    progress,
+    pyplot,
+    report,
+    save_figure,
+    write_json,
+)
 
 __all__ = ["main", "run"]
 
@@ -101,7 +110,7 @@ def _rows(thetas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _empirical(x_a, z_a, x_b, z_b, f_width, g_width, seed, args) -> np.ndarray:
     import torch
 
-    from .._network import Hypernetwork, empirical_ntk
+    from ..network import Hypernetwork, empirical_ntk
 
     generator = torch.Generator().manual_seed(seed)
     model = Hypernetwork(
@@ -127,35 +136,41 @@ def run(args) -> dict:
     limit_value = float(limit(np.hstack([x0, z0]), np.hstack([x1, z1]))[0, 0])
     variance = {"f": [], "g": []}
     mean_value = {"f": [], "g": []}
+    n_networks = (2 * len(args.widths) + len(args.theta_widths)) * args.seeds
+    networks = progress("fig1", n_networks, "networks")
     for width in args.widths:
         for which, (f_width, g_width) in (
             ("f", (width, args.fixed_g_width)),
             ("g", (args.fixed_f_width, width)),
         ):
-            values = [
-                _empirical(x0, z0, x1, z1, f_width, g_width, seed, args)[0, 0]
-                for seed in range(args.seeds)
-            ]
+            values = []
+            for seed in range(args.seeds):
+                values.append(_empirical(x0, z0, x1, z1, f_width, g_width, seed, args)[0, 0])
+                networks.step()
             variance[which].append(float(np.var(values)))
             mean_value[which].append(float(np.mean(values)))
-        print(
-            f"{clock} width {width}: var over f width {variance['f'][-1]:.3g}, "
+        report(
+            "fig1",
+            clock,
+            f"width {width}: var over f width {variance['f'][-1]:.3g}, "
             f"over g width {variance['g'][-1]:.3g}",
-            flush=True,
         )
     thetas = np.linspace(0.0, math.pi, args.n_theta)
     xt, zt = _rows(thetas)
     closed_form = limit(np.hstack([x0, z0]), np.hstack([xt, zt]))[0]
     curves = {}
     for width in args.theta_widths:
-        values = np.stack(
-            [_empirical(x0, z0, xt, zt, width, width, seed, args)[0] for seed in range(args.seeds)]
-        )
+        rows = []
+        for seed in range(args.seeds):
+            rows.append(_empirical(x0, z0, xt, zt, width, width, seed, args)[0])
+            networks.step()
+        values = np.stack(rows)
         curves[width] = {"mean": values.mean(axis=0).tolist(), "std": values.std(axis=0).tolist()}
-        print(
-            f"{clock} theta curve at width {width}: max |mean - closed form| "
+        report(
+            "fig1",
+            clock,
+            f"theta curve at width {width}: max |mean - closed form| "
             f"{np.max(np.abs(values.mean(axis=0) - closed_form)):.3g}",
-            flush=True,
         )
     return {
         "widths": list(args.widths),
@@ -165,7 +180,7 @@ def run(args) -> dict:
         "thetas": thetas.tolist(),
         "closed_form": closed_form.tolist(),
         "curves": {str(k): v for k, v in curves.items()},
-        "seconds": float(str(clock).strip("[]s")),
+        "seconds": clock.seconds,
     }
 
 
