@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ._operator import GramOperator
-from ._progress import log
+from .progress import log
 from ._solvers import LowRankPreconditioner, conjugate_gradient, pivoted_cholesky
 
 __all__ = ["CGFit", "fit_cg"]

@@ -41,7 +41,7 @@ from ._gram_tiles import (
     block_tiles,
     place_rows,
 )
-from ._progress import ProgressLog
+from .progress import ProgressLog
 from ._rows import distinct_rows_and_keys
 from ._scheduling import run_tasks
 

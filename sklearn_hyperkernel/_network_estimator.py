@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._architecture import check_z_dim, x_width
 from ._device import fallback_device, resolve_device
 from ._network_parameters import ESTIMATOR_CONSTRAINTS, WARM_START_FIXED
-from ._progress import format_log_line, log
+from .progress import format_log_line, log
 from ._training import (
     Plateau,
     TrainingRows,

@@ -53,7 +53,7 @@ from sklearn.base import clone
 
 from ._device import resolve_device
 from ._gram_engine import upper_block_product
-from ._progress import ProgressLog
+from .progress import ProgressLog
 from ._scheduling import run_tasks
 
 __all__ = [

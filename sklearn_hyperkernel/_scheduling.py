@@ -33,7 +33,7 @@ from joblib._parallel_backends import SequentialBackend, ThreadingBackend
 from joblib.parallel import get_active_backend
 from threadpoolctl import threadpool_limits
 
-from ._progress import ProgressLog
+from .progress import ProgressLog
 
 __all__ = ["run_tasks"]
 

@@ -18,7 +18,7 @@ The estimators' loop (``BaseHypernetwork._fit_loop`` of
 * :func:`optimizer_for` builds (or keeps) the optimizer, :func:`split_validation`
   holds out the validation rows, :func:`torch_threads` sets torch's CPU threads.
 
-Progress and timing go through :mod:`sklearn_hyperkernel._progress`. torch is
+Progress and timing go through :mod:`sklearn_hyperkernel.progress`. torch is
 imported only when a function needs it (:func:`import_torch`, which says how to
 install it when it is missing), so that the package imports without it.
 """
@@ -38,7 +38,7 @@ from joblib import effective_n_jobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from ._progress import ProgressLog, format_log_line
+from .progress import ProgressLog, format_log_line
 
 __all__ = [
     "Plateau",

@@ -10,6 +10,7 @@ MODULES = [
     "sklearn_hyperkernel.kernels",
     "sklearn_hyperkernel.kernel_ridge",
     "sklearn_hyperkernel.hypernetwork",
+    "sklearn_hyperkernel.network",
     "sklearn_hyperkernel.datasets",
 ]
 

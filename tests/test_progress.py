@@ -9,7 +9,8 @@ import types
 import numpy as np
 import pytest
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP, _progress
+from sklearn_hyperkernel import HyperKernel, HyperNNGP
+from sklearn_hyperkernel import progress as progress_module
 
 
 def shared_image_rows(seed: int = 0) -> np.ndarray:
@@ -102,7 +103,7 @@ def test_verbose_1_prints_at_most_every_two_seconds(capsys, monkeypatch):
     # third block or so (>= 2 s apart), and the last one
     clock = iter(np.arange(0.0, 1000.0, 0.9))
     fake_time = types.SimpleNamespace(perf_counter=lambda: float(next(clock)))
-    monkeypatch.setattr(_progress, "time", fake_time)  # this module's clock only
+    monkeypatch.setattr(progress_module, "time", fake_time)  # this module's clock only
     HyperKernel(verbose=1, block_size=1)(shared_image_rows())
     lines = _parse(capsys.readouterr().out)
     done = [line[4] for line in lines]
@@ -119,12 +120,12 @@ def test_verbose_1_prints_at_most_every_two_seconds(capsys, monkeypatch):
 def _fake_clock(monkeypatch, step: float = 0.5):
     clock = iter(np.arange(0.0, 1000.0, step))
     fake_time = types.SimpleNamespace(perf_counter=lambda: float(next(clock)))
-    monkeypatch.setattr(_progress, "time", fake_time)
+    monkeypatch.setattr(progress_module, "time", fake_time)
 
 
 def test_off_a_terminal_progress_prints_the_greppable_lines(capsys, monkeypatch):
     _fake_clock(monkeypatch)
-    progress = _progress.ProgressLog("[Source] Gram 4 x 4", 4, verbose=2, unit="blocks")
+    progress = progress_module.ProgressLog("[Source] Gram 4 x 4", 4, verbose=2, unit="blocks")
     assert not progress.shows_bar  # pytest's captured stdout is no terminal
     for _ in range(4):
         progress.step()
@@ -136,7 +137,7 @@ def test_off_a_terminal_progress_prints_the_greppable_lines(capsys, monkeypatch)
         "[Source] Gram 4 x 4: 4/4 blocks (100%), 2.0 s",
     ]
     # a caller's own lines (one per epoch) instead of the count lines; status is for the bar
-    epochs = _progress.ProgressLog("[Net]", 2, verbose=1, unit="epochs", count_lines=False)
+    epochs = progress_module.ProgressLog("[Net]", 2, verbose=1, unit="epochs", count_lines=False)
     epochs.step(status="loss 1", line="[Net] Epoch 1: loss 1")
     epochs.step(0, status="running loss 0.5")
     epochs.step(status="loss 0.2", line="[Net] Epoch 2: loss 0.2")
@@ -145,32 +146,32 @@ def test_off_a_terminal_progress_prints_the_greppable_lines(capsys, monkeypatch)
 
 
 def test_log_prints_one_line_naming_its_source(capsys):
-    _progress.log("HyperKernelRegressor", "CG converged in 12 iterations")
+    progress_module.log("HyperKernelRegressor", "CG converged in 12 iterations")
     assert capsys.readouterr().out == "[HyperKernelRegressor] CG converged in 12 iterations\n"
-    assert _progress.format_log_line("fig1", "done") == "[fig1] done"
+    assert progress_module.format_log_line("fig1", "done") == "[fig1] done"
 
 
 def test_on_a_terminal_progress_is_a_tqdm_bar(capsys, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    assert _progress.on_terminal()
+    assert progress_module.on_terminal()
     bars = []
 
-    class RecordingTqdm(_progress.tqdm):
+    class RecordingTqdm(progress_module.tqdm):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             bars.append(self)
 
-    monkeypatch.setattr(_progress, "tqdm", RecordingTqdm)
+    monkeypatch.setattr(progress_module, "tqdm", RecordingTqdm)
     HyperKernel(verbose=2, block_size=5)(shared_image_rows())
     assert len(bars) == 1 and bars[0].n == bars[0].total == 5 and bars[0].disable  # closed
     output = capsys.readouterr().out
     assert "[HyperKernel] Gram 23 x 23" in output and "5/5" in output and "100%|" in output
     assert _LINE.search(output) is None  # no log lines besides the bar
     # a bar with a status; log() writes above it and stays one line
-    progress = _progress.ProgressLog("[Net]", 3, verbose=2, unit="epochs", count_lines=False)
+    progress = progress_module.ProgressLog("[Net]", 3, verbose=2, unit="epochs", count_lines=False)
     assert progress.shows_bar
     progress.step(status="loss 0.25", line="[Net] Epoch 1: loss 0.25")
-    _progress.log("Net", "a message")
+    progress_module.log("Net", "a message")
     progress.step(2)
     assert not progress.shows_bar  # closed at the last step
     output = capsys.readouterr().out
@@ -184,7 +185,7 @@ def test_on_a_terminal_progress_is_a_tqdm_bar(capsys, monkeypatch):
 def test_verbose_0_shows_no_bar_and_no_line(capsys, monkeypatch):
     for terminal in (False, True):
         monkeypatch.setattr(sys.stdout, "isatty", lambda terminal=terminal: terminal)
-        progress = _progress.ProgressLog("[Source] Gram 4 x 4", 4, verbose=0)
+        progress = progress_module.ProgressLog("[Source] Gram 4 x 4", 4, verbose=0)
         assert not progress.shows_bar
         for _ in range(4):
             progress.step(status="s", line="l")

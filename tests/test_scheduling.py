@@ -25,7 +25,7 @@ from conftest import (
     shared_image_rows,
 )
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP, _gram_engine, _progress
+from sklearn_hyperkernel import HyperKernel, HyperNNGP, _gram_engine, progress
 from sklearn_hyperkernel._scheduling import run_tasks
 
 
@@ -85,7 +85,7 @@ def _interrupt_after_first_step(monkeypatch) -> list:
         steps.append(count)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_progress.ProgressLog, "step", step)
+    monkeypatch.setattr(progress.ProgressLog, "step", step)
     return steps
 
 

@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from .._progress import ProgressLog, log
+from ..progress import ProgressLog, log
 
 
 def base_parser(description: str, prog: str) -> argparse.ArgumentParser:
