@@ -88,7 +88,7 @@ def fit_cg(
         A line when the preconditioner is built, every 10 iterations (every
         one at ``verbose >= 2``) and at the end.
     source : str, default="HyperKernelRegressor"
-        Who speaks in the lines (:func:`._progress.log`).
+        Who speaks in the lines (:func:`sklearn_hyperkernel.progress.log`).
 
     Returns
     -------

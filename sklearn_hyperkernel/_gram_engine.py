@@ -343,7 +343,7 @@ def gram(
     placement : Placement
         numpy, or torch on a device; the result is a float64 numpy array.
     verbose : int
-        Progress lines (see :class:`._progress.ProgressLog`), one step per block.
+        Progress lines (see :class:`sklearn_hyperkernel.progress.ProgressLog`), one step per block.
     label : str
         Prefix of the progress lines.
 

@@ -101,7 +101,7 @@ def fit_nystrom(
     verbose : int, default=0
         A line per step; at ``verbose >= 2`` the progress of the blocks too.
     source : str, default="HyperKernelRegressor"
-        Who speaks in the lines (:func:`._progress.log`).
+        Who speaks in the lines (:func:`sklearn_hyperkernel.progress.log`).
 
     Returns
     -------
@@ -189,7 +189,7 @@ def normal_equations(
     block_size : int or None
     whitening : Whitening or None, default=None
     verbose : int, default=0
-        Progress of the blocks (:class:`._progress.ProgressLog`).
+        Progress of the blocks (:class:`sklearn_hyperkernel.progress.ProgressLog`).
     label : str
         The progress lines' prefix.
 
