@@ -781,7 +781,7 @@ def test_set_params_device_moves_a_fitted_model_and_pickles_fall_back(regression
     """One device rule: set_params(device=...) on a fitted model changes where it predicts;
     a model saved with a GPU this machine lacks loads on the CPU with a warning."""
     torch = pytest.importorskip("torch")
-    from sklearn_hyperkernel._device import DeviceFallbackWarning
+    from sklearn_hyperkernel import DeviceFallbackWarning
 
     X, y, X_test = regression_data
     model = HyperKernelRegressor().fit(X, y)

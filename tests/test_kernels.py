@@ -942,7 +942,7 @@ def test_normalize_x_puts_every_x_on_the_sphere(cls):
 def test_unpickling_without_the_saved_gpu_falls_back_to_the_cpu(cls, monkeypatch):
     """A kernel saved with device='cuda' loads on a machine without CUDA with a warning and
     computes with numpy (skorch's rule); the GPU is simulated by the pickled parameter."""
-    from sklearn_hyperkernel._device import DeviceFallbackWarning
+    from sklearn_hyperkernel import DeviceFallbackWarning
 
     pytest.importorskip("torch")
     import torch
