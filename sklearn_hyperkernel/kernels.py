@@ -10,9 +10,10 @@ import numpy as np
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 from sklearn.utils.validation import check_array
 
-from ._architecture import activation_slope, check_z_dim, parameters_doc, validate_architecture
+from ._architecture import activation_slope, check_z_dim, validate_architecture
 from ._device import Placement, fallback_device, resolve_placement
 from ._gram_engine import Architecture, FactorizedRows, diagonal, factorize, gram, gram_matvec
+from ._kernel_parameters import KERNEL_PARAMETERS_DOC
 from .recursions import length_scale_array
 
 __all__ = ["FactorizedRows", "HyperKernel", "HyperNNGP"]
@@ -150,6 +151,10 @@ class _HypernetworkKernel(Kernel):
         self._architecture(X.shape[1])
         return self._factorize(X)
 
+    def _as_factorized(self, rows) -> FactorizedRows:
+        """``rows`` if already factorised, else :meth:`factorize_rows` of them."""
+        return rows if isinstance(rows, FactorizedRows) else self.factorize_rows(rows)
+
     def _factorize(self, X: np.ndarray, distinct: bool = True) -> FactorizedRows:
         """Factorised rows of validated ``X``, with the two x conventions applied.
 
@@ -178,13 +183,17 @@ class _HypernetworkKernel(Kernel):
 
         Parameters
         ----------
-        rows_a, rows_b : FactorizedRows
-            ``rows_b=None`` gives the symmetric Gram of ``rows_a``.
+        rows_a, rows_b : FactorizedRows or array-like of shape (n, n_features)
+            Rows factorised by :meth:`factorize_rows`, or the rows themselves
+            (factorised here); ``rows_b=None`` gives the symmetric Gram of
+            ``rows_a``.
 
         Returns
         -------
         ndarray of shape (rows_a.n_rows, rows_b.n_rows)
         """
+        rows_a = self._as_factorized(rows_a)
+        rows_b = None if rows_b is None else self._as_factorized(rows_b)
         n_features = rows_a.x_distinct.shape[1] + rows_a.z.shape[1]
         arch = self._architecture(n_features)
         if rows_b is not None and rows_b.x_distinct.shape[1] + rows_b.z.shape[1] != n_features:
@@ -205,15 +214,27 @@ class _HypernetworkKernel(Kernel):
 
         Parameters
         ----------
-        rows : FactorizedRows
-            From :meth:`factorize_rows`.
-        vectors : array-like of shape (rows.n_rows,) or (rows.n_rows, n_vectors)
+        rows : FactorizedRows or array-like of shape (n_rows, n_features)
+            Rows factorised by :meth:`factorize_rows` (factorise once when
+            many products use the same rows), or the rows themselves.
+        vectors : array-like of shape (n_rows,) or (n_rows, n_vectors)
 
         Returns
         -------
         ndarray of the shape of ``vectors``
             Equal to ``self.gram_factorized(rows) @ vectors`` up to rounding.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_hyperkernel import HyperKernel
+        >>> U = np.random.default_rng(0).normal(size=(6, 5))
+        >>> kernel = HyperKernel()
+        >>> v = np.arange(6.0)
+        >>> bool(np.allclose(kernel.gram_matvec(U, v), kernel(U) @ v))
+        True
         """
+        rows = self._as_factorized(rows)
         n_features = rows.x_distinct.shape[1] + rows.z.shape[1]
         arch = self._architecture(n_features)
         vectors = np.asarray(vectors, dtype=np.float64)
@@ -336,85 +357,6 @@ def _check_int(value, name: str, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
 
 
-# the kernels' own entries; the shared ones are _architecture's
-_KERNEL_DOCS = {
-    "length_scale": """\
-    length_scale : float or array-like of shape (z_dim,), default=0.5
-        Length scale of the Fourier encoding, in the units of z; one per z
-        column gives an anisotropic encoding. A hyperparameter (fitted in log
-        space by ``GaussianProcessRegressor``) with ``"fourier"``; fixed and
-        unused with ``"linear"``. 0.5 suits coordinates in ``[-1, 1]`` and
-        standardised columns (the user guide explains the choice).""",
-    "length_scale_bounds": """\
-    length_scale_bounds : pair of floats >= 0 or "fixed", default=(1e-5, 1e5)
-        Bounds on ``length_scale``.""",
-    "normalize_x": """\
-    normalize_x : bool, default=False
-        Rescale every non-zero x to ``|x|^2 / n0 = 1`` first (the authors'
-        code puts images on the unit sphere). The kernels are positively
-        homogeneous of degree ``g_depth`` in x (``k(cx, x') = c^H k(x, x')``);
-        with it they depend on x's direction only, so a row's norm (for
-        example after a ``StandardScaler``) cannot inflate a prediction, and
-        the kernel's scale is ``~1`` whatever n0. Off by default so that the
-        kernel is the paper's closed form of the raw rows;
-        :class:`HyperKernelRegressor` turns it on.""",
-    "block_size": """\
-    block_size : int, default=None
-        Rows per block: the consecutive rows of a Gram (or of a product
-        ``K @ V``) that one task computes, against the columns it needs; the
-        recursions then run on tiles of the same number of rows. None chooses
-        blocks of about 2^22 entries (for BLAS) and tiles of about 2^17 (one
-        tile per block of 2^25 entries on a GPU). Results do not depend on
-        it.""",
-    "n_jobs": """\
-    n_jobs : int, default=None
-        Parallel workers over blocks (joblib): None means 1 unless in a
-        ``joblib.parallel_config`` context, -1 all cores. Threads by default;
-        inside ``parallel_config(backend="dask")`` the blocks run on a Dask
-        cluster (see the user guide).""",
-    "device": """\
-    device : str, default=None
-        Where the recursions run: None with numpy on the CPU; ``"cpu"``,
-        ``"cuda"`` or ``"cuda:<index>"`` with torch on that device (the same
-        code through the array API); ``"auto"`` on CUDA when torch sees a GPU,
-        else numpy. The result is a float64 numpy array in every case. A
-        device this machine lacks raises a ``ValueError``; a kernel unpickled
-        on a machine without the GPU it was saved with falls back to numpy
-        with a ``DeviceFallbackWarning``.""",
-    "dtype": """\
-    dtype : {"float64", "float32"}, default="float64"
-        Precision of the recursions, much faster on GPUs in float32. Measured
-        float32 agreement with float64 (largest error / largest entry, MNIST
-        pixel rows and random rows): about 1e-6 with the Fourier encoding;
-        with the linear encoding, pairs of parallel z (``z' = c z``, e.g.
-        pixel coordinates on one ray) differ by up to 1e-4 (the correlation
-        is 1 only up to rounding there, and the ReLU's derivative dual has an
-        infinite slope at 1). Equal rows, equal x and equal z are exact in
-        both precisions.""",
-    "verbose": """\
-    verbose : int, default=0
-        1 prints a progress line every few seconds while a Gram or a product
-        with it is computed, 2 one per block.""",
-}
-_PARAMETERS_DOC = "\n    Parameters\n    ----------\n" + parameters_doc(
-    "z_dim",
-    "f_depth",
-    "g_depth",
-    "z_encoding",
-    "length_scale",
-    "length_scale_bounds",
-    "activation",
-    "negative_slope",
-    "normalize_x",
-    "block_size",
-    "n_jobs",
-    "device",
-    "dtype",
-    "verbose",
-    extra=_KERNEL_DOCS,
-)
-
-
 class HyperKernel(_HypernetworkKernel):
     __doc__ = (
         """The hyperkernel: NTK of an infinitely wide hypernetwork.
@@ -427,7 +369,7 @@ class HyperKernel(_HypernetworkKernel):
     regression with this kernel. See the math page of the documentation for
     the exact recursions.
 """
-        + _PARAMETERS_DOC
+        + KERNEL_PARAMETERS_DOC
         + """
     See Also
     --------
@@ -467,7 +409,7 @@ class HyperNNGP(_HypernetworkKernel):
     (Littwin et al., 2020, Thm. 2): g's NNGP recursion in which every layer's
     covariance is multiplied by ``S_f(x, x')``, the NNGP of f.
 """
-        + _PARAMETERS_DOC
+        + KERNEL_PARAMETERS_DOC
         + """
     See Also
     --------

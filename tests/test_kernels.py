@@ -958,3 +958,19 @@ def test_unpickling_without_the_saved_gpu_falls_back_to_the_cpu(cls, monkeypatch
     assert_array_equal(loaded(X), expected)
     with pytest.raises(ValueError, match="device='cuda'"):
         cls(device="cuda")(X)  # asked for explicitly on this machine: an error, not a fallback
+
+
+def test_gram_matvec_and_gram_factorized_accept_the_rows_themselves():
+    rng = np.random.default_rng(3)
+    U, V = rng.normal(size=(9, 5)), rng.normal(size=(4, 5))
+    kernel = HyperKernel(normalize_x=True)
+    vectors = rng.normal(size=(9, 2))
+    expected = kernel(U) @ vectors
+    np.testing.assert_allclose(kernel.gram_matvec(U, vectors), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        kernel.gram_matvec(kernel.factorize_rows(U), vectors), expected, rtol=1e-12
+    )
+    np.testing.assert_allclose(kernel.gram_factorized(V, U), kernel(V, U), rtol=1e-12)
+    np.testing.assert_allclose(kernel.gram_factorized(U), kernel(U), rtol=1e-12)
+    with pytest.raises(ValueError, match="z_dim"):
+        kernel.gram_matvec(U[:, :1], np.ones(9))
