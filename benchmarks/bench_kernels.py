@@ -11,22 +11,35 @@ Two data layouts, each timed side by side in one run:
 * ``images``: N rows from ``--images`` distinct x, each with N / images pixel
   coordinates z (the paper's pixel-regression layout).
 
-For each, the best of ``--repeats`` wall times of
+For each, the best of ``--repeats`` wall times (the methods interleaved, one
+call of each per round) of
 
 * ``rbf``: ``sklearn.metrics.pairwise.rbf_kernel(U)``, the yardstick;
 * ``naive``: a straightforward numpy evaluation of the recursions on all N^2
   pairs (no factorisation, no blocking; written below, independent of the
   package, and checked against it);
-* ``HyperKernel`` with ``n_jobs=1`` and ``n_jobs=2``.
+* ``HyperKernel`` (``n_jobs=--n-jobs``, default None) on its numpy path
+  (``SKLEARN_HYPERKERNEL_FUSED=0``) and with the fused numba pass
+  (``SKLEARN_HYPERKERNEL_FUSED=1``; numba installed: ``pip install
+  sklearn-hyperkernel[fast]``), side by side.
 
-Peak memory is measured with tracemalloc (numpy reports its allocations to it)
-and given as a multiple of the N x N float64 output.
+Peak memory is measured with tracemalloc (numpy reports its allocations to it;
+numba's few tile buffers are not counted) and given as a multiple of the
+N x N float64 output. With numba, the time of the first fused call in a fresh
+interpreter is measured too: with an empty cache folder (compilation) and
+with the cache it left (loading the compiled code).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 
@@ -62,13 +75,56 @@ def naive_hyperkernel(U: np.ndarray, z_dim: int = 2, f_depth: int = 3, g_depth: 
     return theta_f * k_g
 
 
-def best_time(func, repeats: int) -> float:
-    best = np.inf
+FUSED_ENV = "SKLEARN_HYPERKERNEL_FUSED"
+# the first call of the fused pass in a fresh interpreter (public API only)
+FIRST_CALL = """
+import time, numpy as np
+from sklearn_hyperkernel import HyperKernel
+U = np.random.default_rng(0).random((300, 12))
+start = time.perf_counter()
+HyperKernel()(U)
+print(time.perf_counter() - start)
+"""
+
+
+def with_fused(func, setting: str):
+    """``func`` run with the environment variable of the fused pass set to ``setting``."""
+
+    def run():
+        previous = os.environ.get(FUSED_ENV)
+        os.environ[FUSED_ENV] = setting
+        try:
+            return func()
+        finally:
+            if previous is None:
+                del os.environ[FUSED_ENV]
+            else:
+                os.environ[FUSED_ENV] = previous
+
+    return run
+
+
+def best_times(funcs: dict, repeats: int) -> dict:
+    """Best wall time of each function, the functions interleaved round by round."""
+    best = dict.fromkeys(funcs, np.inf)
     for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        best = min(best, time.perf_counter() - start)
+        for name, func in funcs.items():
+            start = time.perf_counter()
+            func()
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+def first_fused_calls() -> tuple[float, float]:
+    """Seconds of a first fused call in fresh interpreters: compiling, then from the cache."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, FUSED_ENV: "1", "NUMBA_CACHE_DIR": cache}
+        run = [sys.executable, "-c", FIRST_CALL]
+        times = [
+            float(subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout)
+            for _ in range(2)
+        ]
+    return times[0], times[1]
 
 
 def peak_memory(func) -> int:
@@ -95,6 +151,7 @@ def main() -> None:
     parser.add_argument("--x-dim", type=int, default=784, help="columns of x")
     parser.add_argument("--images", type=int, default=50, help="distinct x in the 'images' layout")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-jobs", type=int, default=None, help="HyperKernel's n_jobs")
     parser.add_argument("--quick", action="store_true", help="N = 1000, one repeat")
     args = parser.parse_args()
     if args.quick:
@@ -102,31 +159,48 @@ def main() -> None:
     rng = np.random.default_rng(0)
     output_bytes = args.n * args.n * 8
     print(f"# HyperKernel Gram benchmark: N = {args.n}, x of {args.x_dim} columns, z of 2, f_depth=3, g_depth=2")
-    print(f"# {platform.processor() or platform.machine()}, numpy {np.__version__}, best of {args.repeats}")
+    fused = importlib.util.find_spec("numba") is not None
+    machine = platform.processor() or platform.machine()
+    print(f"# {machine}, numpy {np.__version__}, best of {args.repeats}, "
+          f"HyperKernel n_jobs={args.n_jobs}, fused pass: {'numba' if fused else 'no numba'}")
+    if fused:
+        compiled, cached = first_fused_calls()
+        print(f"# first fused call in a fresh interpreter: {compiled:.1f} s compiling, "
+              f"{cached:.2f} s from the cache")
     print()
-    print("| layout | rbf_kernel s | naive s | HyperKernel s (n_jobs=1) | HyperKernel s (n_jobs=2) "
-          "| HK/rbf (1) | HK/rbf (2) | naive/HK (1) | HK peak mem / output | naive peak mem / output |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| layout | rbf_kernel s | naive s | HK numpy s | HK fused s | numpy/rbf | fused/rbf "
+          "| naive/numpy | numpy peak mem / output | fused peak mem / output "
+          "| naive peak mem / output |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for layout in ("distinct", "images"):
         U = make_rows(layout, args.n, args.x_dim, args.images, rng)
         # the linear z encoding, as the naive reference (the Fourier one adds an exp per entry)
-        kernel_1 = HyperKernel(z_encoding="linear")
-        kernel_2 = HyperKernel(z_encoding="linear", n_jobs=2)
+        kernel = HyperKernel(z_encoding="linear", n_jobs=args.n_jobs)
+        methods = {
+            "rbf": functools.partial(rbf_kernel, U),
+            "naive": functools.partial(naive_hyperkernel, U),
+            "numpy": with_fused(functools.partial(kernel, U), "0"),
+        }
+        if fused:
+            methods["fused"] = with_fused(functools.partial(kernel, U), "1")
         reference = naive_hyperkernel(U)
-        ours = kernel_1(U)
-        # the naive diagonal carries kappa0's rounding at rho ~ 1: compare with rtol 1e-6
-        if not np.allclose(ours, reference, rtol=1e-6, atol=1e-9 * np.abs(reference).max()):
-            raise AssertionError("HyperKernel disagrees with the naive recursions")
+        for name in methods.keys() - {"rbf", "naive"}:
+            ours = methods[name]()
+            # the naive diagonal carries kappa0's rounding at rho ~ 1: compare with rtol 1e-6
+            if not np.allclose(ours, reference, rtol=1e-6, atol=1e-9 * np.abs(reference).max()):
+                raise AssertionError(f"HyperKernel ({name}) disagrees with the naive recursions")
         del reference, ours
-        t_rbf = best_time(lambda: rbf_kernel(U), args.repeats)
-        t_naive = best_time(lambda: naive_hyperkernel(U), args.repeats)
-        t_one = best_time(lambda: kernel_1(U), args.repeats)
-        t_two = best_time(lambda: kernel_2(U), args.repeats)
-        mem_ours = peak_memory(lambda: kernel_1(U)) / output_bytes
-        mem_naive = peak_memory(lambda: naive_hyperkernel(U)) / output_bytes
+        t = best_times(methods, args.repeats)
+        t.setdefault("fused", np.nan)
+        memory = {
+            name: peak_memory(methods[name]) / output_bytes for name in methods.keys() - {"rbf"}
+        }
+        memory.setdefault("fused", np.nan)
         print(
-            f"| {layout} | {t_rbf:.3f} | {t_naive:.3f} | {t_one:.3f} | {t_two:.3f} | {t_one / t_rbf:.2f} "
-            f"| {t_two / t_rbf:.2f} | {t_naive / t_one:.2f} | {mem_ours:.2f} | {mem_naive:.2f} |"
+            f"| {layout} | {t['rbf']:.3f} | {t['naive']:.3f} | {t['numpy']:.3f} "
+            f"| {t['fused']:.3f} | {t['numpy'] / t['rbf']:.2f} | {t['fused'] / t['rbf']:.2f} "
+            f"| {t['naive'] / t['numpy']:.2f} "
+            f"| {memory['numpy']:.2f} | {memory['fused']:.2f} | {memory['naive']:.2f} |"
         )
     print()
     print("Peak memory counts the output itself (1.00 = only the output); the extra is the value minus 1.")

@@ -17,6 +17,9 @@ stays bounded (:mod:`._gram_tiles` evaluates one block, tile by tile).
   product ``K @ V`` (:func:`gram_matvec`) streams over the same triangle
   without ever holding ``K`` (:func:`upper_block_product`);
 * on numpy, or torch tensors on a CPU or a GPU (:class:`._device.Placement`);
+* on numpy with numba installed, a large Gram's blocks run their recursions
+  in one compiled pass (:mod:`._fused`), unless the environment variable
+  ``SKLEARN_HYPERKERNEL_FUSED`` is "0" (:func:`._gram_tiles.fused_pass`);
 * blocks are independent tasks run by :func:`._scheduling.run_tasks`
   (sequentially, on threads, or on Dask); each returns its results instead of
   writing to shared memory, so nothing assumes one machine.
@@ -39,11 +42,13 @@ from ._gram_tiles import (
     PlacedRows,
     block_and_tile_rows,
     block_tiles,
+    fused_available,
+    fused_pass,
     place_rows,
 )
-from .progress import ProgressLog
 from ._rows import distinct_rows_and_keys
 from ._scheduling import run_tasks
+from .progress import ProgressLog
 
 _NUMPY = Placement()  # the default: numpy, float64
 
@@ -166,6 +171,10 @@ def factorize(U: np.ndarray, z_dim: int, *, distinct: bool = True) -> Factorized
         variance = np.einsum("ij,ij->i", x, x) / max(x.shape[1], 1)
         return FactorizedRows(x, np.arange(x.shape[0]), variance, z)
     x_distinct, x_index, x_key = distinct_rows_and_keys(x)
+    if x_distinct.shape[0] == x.shape[0]:
+        # every x distinct: x itself, in order (a view of U), so that only
+        # x_unit copies it while the Gram is computed
+        x_distinct = x
     squared_norm = np.einsum("ij,ij->i", x_distinct, x_distinct)
     x_unit = _unit(x_distinct, squared_norm)
     return FactorizedRows(x_distinct, x_index, squared_norm / max(x.shape[1], 1), z, x_unit, x_key)
@@ -252,22 +261,24 @@ def _gram_block(
     eval_gradient: bool,
     tile_rows: int,
     symmetric: bool,
+    fused: bool,
     *row_arrays: Any,
 ) -> list[tuple[slice, slice, np.ndarray, np.ndarray | None]]:
     """One block of a Gram as host tiles ``(rows, cols, value, gradient)``.
 
-    ``row_arrays`` are :func:`_place` of the rows, then of the columns when
-    they differ.
+    ``row_arrays`` are :func:`._gram_tiles.place_rows` of the rows, then of
+    the columns when they differ; ``fused`` as :func:`._gram_tiles.block_tiles`.
     """
     a = PlacedRows(*row_arrays[:N_ROW_ARRAYS])
     b = PlacedRows(*row_arrays[N_ROW_ARRAYS:]) if len(row_arrays) > N_ROW_ARRAYS else a
+    fused = fused and fused_available()  # a worker without numba: the numpy path
     tiles = []
     for tile, tile_cols, value, grad in block_tiles(
-        arch, placement, a, rows, b, cols, eval_gradient, tile_rows, symmetric
+        arch, placement, a, rows, b, cols, eval_gradient, tile_rows, symmetric, fused
     ):
         value = Placement.host(value)
         grad = None if grad is None else Placement.host(grad)
-        if symmetric:
+        if symmetric and not fused:  # the fused pass mirrors its own leading square
             mirror_leading_square(value)
             if grad is not None:
                 mirror_leading_square(grad)
@@ -282,6 +293,7 @@ def _matvec_block(
     vectors: np.ndarray,
     diagonal: np.ndarray,
     tile_rows: int,
+    fused: bool,
     *row_arrays: Any,
 ) -> tuple[int, np.ndarray]:
     """The contribution of the upper-triangle block ``K[rows, rows.start:]`` to ``K @ V``.
@@ -294,7 +306,8 @@ def _matvec_block(
     placed_diagonal = placement.put(diagonal)
     contribution = array_namespace(placed_vectors).zeros_like(placed_vectors)
     cols = slice(rows.start, a.n_rows)
-    for tile, _, value, _ in block_tiles(arch, placement, a, rows, a, cols, False, tile_rows, True):
+    tiles = block_tiles(arch, placement, a, rows, a, cols, False, tile_rows, True, fused)
+    for tile, _, value, _ in tiles:
         offset = tile.start - rows.start
         upper_block_product(
             value, placed_vectors[offset:], placed_diagonal[tile], contribution[offset:]
@@ -337,7 +350,9 @@ def gram(
     block_size : int or None
         Rows per block (one task), and per tile; None chooses blocks for BLAS
         and tiles of about 2^17 entries for the elementwise recursions (one
-        tile per block of 2^25 entries on a GPU). Results do not depend on it.
+        tile per block of 2^25 entries on a GPU; blocks of 2^20 entries, one
+        tile each, in the fused pass of :func:`._gram_tiles.fused_pass`).
+        Results do not depend on it.
     n_jobs : int or None
         joblib workers over blocks (see :func:`._scheduling.run_tasks`).
     placement : Placement
@@ -358,7 +373,8 @@ def gram(
     n_a, n_b = a.n_rows, b.n_rows
     out = np.empty((n_a, n_b))
     gradient = np.empty((n_a, n_b, arch.length_scale.shape[0])) if eval_gradient else None
-    block_rows, tile_rows = block_and_tile_rows(n_b, block_size, placement)
+    fused = fused_pass(placement, eval_gradient, n_a * n_b)
+    block_rows, tile_rows = block_and_tile_rows(n_b, block_size, placement, fused)
     row_arrays = place_rows(placement, a, None if symmetric else b)
     calls = [
         (
@@ -369,6 +385,7 @@ def gram(
             eval_gradient,
             tile_rows,
             symmetric,
+            fused,
             *row_arrays,
         )
         for start in range(0, n_a, block_rows)
@@ -423,7 +440,8 @@ def gram_matvec(
     ndarray of shape (n_rows, n_vectors), float64
     """
     n = a.n_rows
-    block_rows, tile_rows = block_and_tile_rows(n, block_size, placement)
+    fused = fused_pass(placement, False, n * n)
+    block_rows, tile_rows = block_and_tile_rows(n, block_size, placement, fused)
     row_arrays = place_rows(placement, a)
     vectors = np.asarray(vectors, dtype=np.float64)
     diagonal = np.asarray(diagonal, dtype=np.float64)
@@ -435,6 +453,7 @@ def gram_matvec(
             vectors,
             diagonal,
             tile_rows,
+            fused,
             *row_arrays,
         )
         for start in range(0, n, block_rows)

@@ -12,11 +12,15 @@ needs, in *tiles* of rows, each one vectorised pass of the recursions
 * rows with equal x, or equal z, get correlation exactly 1, from the ids of
   :func:`coincidence_ids` (binary search in their sorted
   order, :func:`._rows.coincident_pairs`);
-* :func:`block_and_tile_rows` chooses the sizes.
+* :func:`block_and_tile_rows` chooses the sizes;
+* with numba installed, a large Gram's blocks skip the tiles: each block's
+  recursions run in one compiled pass (:func:`._fused.hyper_block`) when
+  :func:`fused_pass` says so (numpy arrays, no gradient).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -38,6 +42,10 @@ __all__ = [
     "place_rows",
     "block_tiles",
     "block_and_tile_rows",
+    "fused_available",
+    "fused_pass",
+    "FUSED_ENV",
+    "FUSED_MIN_ENTRIES",
 ]
 
 # Entries of one tile of the elementwise recursions: about 1 MB of float64 per
@@ -52,14 +60,57 @@ _MIN_BLOCK_ROWS = 256
 # of float64 per temporary), far from an H100's memory but long enough that
 # launch latency does not count.
 _GPU_BLOCK_ELEMENTS = 1 << 25
+# A block of the fused pass holds its x product, overwritten by its values
+# (8 MiB): one BLAS product of 256 rows or more, and little memory beside the
+# Gram.
+_FUSED_BLOCK_ELEMENTS = 1 << 20
+
+#: The environment variable that switches the fused pass: "0" off, "1" on
+#: for every Gram, anything else (or unset) on from :data:`FUSED_MIN_ENTRIES`.
+FUSED_ENV = "SKLEARN_HYPERKERNEL_FUSED"
+#: Entries of a Gram (n_a * n_b) from which the fused pass is used by default:
+#: the first fused call of a process loads numba's compiled code from its
+#: cache (about a second), or compiles it (about 15 s) the very first time;
+#: below this, a Gram takes well under a second on the numpy path.
+FUSED_MIN_ENTRIES = 1 << 24
+
+
+def fused_available() -> bool:
+    """Whether the fused pass can run here (numba importable)."""
+    from . import _fused  # imports numba: only when a large Gram asks
+
+    return _fused.available()
+
+
+def fused_pass(placement: Placement, need_gradient: bool, n_entries: int) -> bool:
+    """Whether the blocks of a Gram of ``n_entries`` entries use the fused pass.
+
+    Read at each call from :data:`FUSED_ENV`: "0" never, "1" always, else
+    from :data:`FUSED_MIN_ENTRIES` entries on. Only numpy placements without
+    the gradient, and only with numba installed; the rest keeps the numpy
+    path (:func:`block_tiles`' tiles).
+    """
+    setting = os.environ.get(FUSED_ENV, "").strip()
+    if setting == "0" or placement.uses_torch or need_gradient:
+        return False
+    if setting != "1" and n_entries < FUSED_MIN_ENTRIES:
+        return False
+    return fused_available()
 
 
 def block_and_tile_rows(
-    n_cols: int, block_size: int | None, placement: Placement
+    n_cols: int, block_size: int | None, placement: Placement, fused: bool = False
 ) -> tuple[int, int]:
-    """Rows per block and per tile: ``block_size`` for both when given."""
+    """Rows per block and per tile: ``block_size`` for both when given.
+
+    A block of the fused pass is one tile, of :data:`_FUSED_BLOCK_ELEMENTS`
+    entries (at least 256 rows).
+    """
     if block_size is not None:
         return max(1, int(block_size)), max(1, int(block_size))
+    if fused:
+        block = max(_MIN_BLOCK_ROWS, _FUSED_BLOCK_ELEMENTS // max(n_cols, 1))
+        return block, block
     if placement.on_gpu:
         block = max(_MIN_BLOCK_ROWS, _GPU_BLOCK_ELEMENTS // max(n_cols, 1))
         return block, block
@@ -199,6 +250,7 @@ def block_tiles(
     need_gradient: bool,
     tile_rows: int,
     symmetric: bool,
+    fused: bool = False,
 ) -> Iterable[tuple[slice, slice, Any, Any]]:
     """Kernel (and its log-length-scale gradient) on a block of rows, tile by tile.
 
@@ -207,6 +259,10 @@ def block_tiles(
     temporaries stay small. Yields ``(tile_rows, tile_cols, value,
     gradient)`` with arrays of the placement. In a symmetric Gram each tile
     starts at its own diagonal, so every entry is computed once.
+
+    ``fused`` (from :func:`fused_pass`; ignored where numba is missing): the
+    whole block is one tile of :func:`._fused.hyper_block`, its leading
+    square already mirrored when ``symmetric``, and no gradient.
     """
     used_a, local_a = _local_distinct(a.x_index[rows])
     used_b, local_b = _local_distinct(b.x_index[cols])
@@ -221,6 +277,10 @@ def block_tiles(
     else:
         same_x = coincident_pairs(a.x_ids[used_a], b.x_ids[used_b])
     rho_x_block = set_where(rho_x_block, _put_coincidence(same_x, placement), 1.0, True)
+    if fused and fused_available():
+        value = _fused_block(arch, a, rows, b, cols, rho_x_block, (local_a, local_b), symmetric)
+        yield rows, cols, value, None
+        return
     xp = array_namespace(rho_x_block)
     for start in range(rows.start, rows.stop, tile_rows):
         tile = slice(start, min(start + tile_rows, rows.stop))
@@ -241,6 +301,43 @@ def block_tiles(
         local = (placement.put_index(local_tile), placement.put_index(local_tile_b))
         value, gradient = _tile(arch, placement, a, tile, b, tile_cols, rho_x, local, need_gradient)
         yield tile, tile_cols, value, gradient
+
+
+def _fused_block(
+    arch: Architecture,
+    a: PlacedRows,
+    rows: slice,
+    b: PlacedRows,
+    cols: slice,
+    rho_x: np.ndarray,
+    local: tuple[np.ndarray | None, np.ndarray | None],
+    symmetric: bool,
+) -> np.ndarray:
+    """The block by :func:`._fused.hyper_block`, from its x correlations ``rho_x``.
+
+    ``local`` maps the block's rows and columns to those of ``rho_x`` (None:
+    one to one, and then the kernel overwrites ``rho_x`` in place).
+    """
+    from ._fused import hyper_block
+
+    in_place = local[0] is None and local[1] is None
+    return hyper_block(
+        rho_x,
+        a.z[rows],
+        b.z[cols],
+        a.x_variance[a.x_index[rows]],
+        b.x_variance[b.x_index[cols]],
+        f_depth=arch.f_depth,
+        g_depth=arch.g_depth,
+        z_encoding=arch.z_encoding,
+        length_scale=arch.length_scale,
+        negative_slope=arch.negative_slope,
+        kind=arch.kind,
+        x_index_a=local[0],
+        x_index_b=local[1],
+        symmetric=symmetric,
+        out=rho_x if in_place else None,
+    )
 
 
 def _tile(

@@ -1,0 +1,499 @@
+"""A block of the hyperkernel or hyper-NNGP Gram in one compiled pass (numba).
+
+:mod:`~sklearn_hyperkernel.recursions` evaluates the recursions with numpy, an
+array operation at a time: about ten passes over a tile per dual activation.
+:func:`hyper_block` evaluates all layers of f and g, the z correlation and the
+row scales of an entry together, in loops compiled by numba (parallel over
+rows, ``fastmath`` off, cached on disk): each entry is read and written once.
+
+Scope: numpy arrays on the CPU, float64 (float32 inputs are computed in
+float64, stored in float32); the value of ``kind="ntk"`` (HyperKernel) and
+``"nngp"`` (HyperNNGP), every depth, both activations (``negative_slope``),
+both z encodings, any number of z columns and length scales. Left to the numpy
+path: torch tensors (GPU) and the length-scale gradient.
+
+The formulas are those of :func:`~.recursions.dual_correlations`,
+:func:`~.recursions.mlp_correlations` and :func:`~.recursions.hyper_correlations`
+(docs/math.md, "correlation space") for one entry, the operations in the same
+order; tests/test_fused.py checks the two paths to 1e-12. numba would call the
+C library's scalar ``acos`` and ``exp`` (20 and 8 ns a value, against 2-3 ns in
+numpy's vector loops; the llvmlite wheels have no vector math library), so
+``_acos`` and ``_exp`` follow fdlibm's ``e_acos.c`` and ``e_exp.c`` (Sun
+Microsystems: "Permission to use, copy, modify, and distribute this software
+is freely granted, provided that this notice is preserved"), written without
+branches so that LLVM vectorises them; both are within 1 ulp of numpy's, and
+exact where the kernel needs it: ``acos(1) = 0``, ``exp(0) = 1``, so coincident
+rows (x correlation set to exactly 1 by the caller, z correlation exactly 1
+here) give the closed form. Each row of a block is cut into tiles of
+``_TILE`` columns, every layer one vectorised loop over a tile whose buffers
+stay in the L1 cache. With few distinct x, f runs once per distinct pair.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+try:  # optional: without numba the Gram engine keeps its numpy path
+    import numba
+except ImportError:  # pragma: no cover - exercised where numba is absent
+    numba = None
+
+__all__ = ["available", "hyper_block"]
+
+#: Columns of one tile: 5 buffers of 2 KiB, in the L1 cache.
+_TILE = 256
+#: Rows a thread takes at a time (its buffers are allocated once per group).
+_ROW_GROUP = 8
+#: f goes through a table of distinct x pairs when the table has at most this
+#: fraction of the block's entries (filled on one thread; each entry then
+#: gathers two values instead of evaluating f_depth - 1 duals).
+_TABLE_FRACTION = 0.125
+
+# fdlibm e_acos.c: acos(x) = pi/2 - (x + x^3 R(x^2)) for |x| < 1/2, else
+# 2 asin(sqrt((1 - |x|) / 2)) (or pi minus it) with the same R = P / Q
+_PIO2_HI = 1.57079632679489655800e00
+_PIO2_LO = 6.12323399573676603587e-17
+_PS = (1.66666666666666657415e-01, -3.25565818622400915405e-01, 2.01212532134862925881e-01,
+       -4.00555345006794114027e-02, 7.91534994289814532176e-04, 3.47933107596021167570e-05)
+_QS = (-2.40339491173441421878e00, 2.02094576023350569471e00, -6.88283971605453293030e-01,
+       7.70381505559019352791e-02)
+# fdlibm e_exp.c: x = k ln2 + r with |r| <= ln2 / 2, exp(r) a rational in r^2
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_INV_LN2 = 1.44269504088896338700e00
+_P = (1.66666666666666019037e-01, -2.77777777770155933842e-03, 6.61375632143793436117e-05,
+      -1.65339022054652515390e-06, 4.13813679705723846039e-08)
+_EXP_UNDERFLOW = -745.1332191019412  # exp(x) rounds to 0 below
+
+
+def available() -> bool:
+    """Whether :func:`hyper_block` can run (numba is installed)."""
+    return numba is not None
+
+
+def _jit(**options: Any):
+    """``numba.njit`` with this module's options; the identity without numba."""
+    if numba is None:
+        return lambda function: function
+    # fastmath off: no reassociation, no contraction into FMAs (a * b + c stays
+    # two roundings, as in numpy); error_model="numpy": a division by 0 gives
+    # inf or nan instead of raising, which keeps the loops free of checks
+    options.update(fastmath=False, error_model="numpy", nogil=True)
+
+    def decorate(function):
+        try:
+            return numba.njit(cache=True, **options)(function)
+        except RuntimeError:  # no writable cache folder: compiled in every process
+            return numba.njit(**options)(function)
+
+    return decorate
+
+
+# ---------------------------------------------------------------- one entry
+
+
+@_jit()
+def _acos(x: float) -> float:
+    """``arccos(x)`` for ``x`` in [-1, 1], within 1 ulp; ``_acos(1.0) == 0.0``."""
+    ax = abs(x)
+    small = ax < 0.5
+    z = x * x if small else (1.0 - ax) * 0.5
+    p = z * (_PS[0] + z * (_PS[1] + z * (_PS[2] + z * (_PS[3] + z * (_PS[4] + z * _PS[5])))))
+    r = p / (1.0 + z * (_QS[0] + z * (_QS[1] + z * (_QS[2] + z * _QS[3]))))
+    s = math.sqrt(z)
+    near_zero = _PIO2_HI - (x - (_PIO2_LO - x * r))
+    near_minus_one = 2.0 * _PIO2_HI - 2.0 * (s + (r * s - _PIO2_LO))
+    # fdlibm adds the rounding error of s here, (z - h^2) / (s + h) with h the
+    # high half of s: a division for less than an ulp, left out
+    near_one = 2.0 * (s + r * s)
+    if small:
+        return near_zero
+    return near_minus_one if x < 0.0 else near_one
+
+
+@_jit()
+def _exp(x: float) -> float:
+    """``exp(x)`` for ``x <= 0``, within 1 ulp; ``_exp(0.0) == 1.0``."""
+    k = max(math.floor(x * _INV_LN2 + 0.5), -1100.0)  # -1100: the result is 0 anyway
+    high = x - k * _LN2_HI
+    low = k * _LN2_LO
+    r = high - low
+    t = r * r
+    c = r - t * (_P[0] + t * (_P[1] + t * (_P[2] + t * (_P[3] + t * _P[4]))))
+    y = 1.0 - ((low - (r * c) / (2.0 - c)) - high)
+    # y 2^k as two exact powers of two, so that a subnormal result is rounded once
+    k_int = np.int64(k)
+    half = k_int >> 1
+    first = np.int64((half + 1023) << 52).view(np.float64)
+    second = np.int64((k_int - half + 1023) << 52).view(np.float64)
+    value = (y * first) * second
+    return 0.0 if x < _EXP_UNDERFLOW else value
+
+
+@_jit()
+def _dual(rho: float, slope: float) -> tuple[float, float]:
+    """``(kappa1, kappa0)`` of :func:`~.recursions.dual_correlations` for one entry.
+
+    ``slope`` is ``c / pi`` with ``c = (1 - a)^2 / (1 + a^2)``; the operations
+    are those of the array form, in its order.
+    """
+    rho = min(max(rho, -1.0), 1.0)
+    kappa0 = _acos(rho) * -slope + 1.0
+    kappa1 = math.sqrt(((1.0 - rho) * (1.0 + rho)) * (slope * slope)) + kappa0 * rho
+    return kappa1, kappa0
+
+
+# ---------------------------------------------------------------- one tile
+
+
+@_jit()
+def _f_tile(rho, ntk, width, f_depth, slope):  # pragma: no cover - compiled
+    """:func:`~.recursions.mlp_correlations` on ``rho[:width]`` in place, ``ntk`` out."""
+    for t in range(width):
+        ntk[t] = rho[t]
+    for _ in range(f_depth - 1):
+        for t in range(width):
+            kappa1, kappa0 = _dual(rho[t], slope)
+            ntk[t] = ntk[t] * kappa0 + kappa1
+            rho[t] = kappa1
+
+
+@_jit()
+def _g_tile(rho_f, sigma, ntk, width, g_depth, slope):  # pragma: no cover - compiled
+    """:func:`~.recursions.hyper_correlations`: ``sigma`` (rho_z in place) and ``ntk`` out."""
+    for t in range(width):
+        ntk[t] = sigma[t]
+    for _ in range(g_depth - 1):
+        for t in range(width):
+            kappa1, kappa0 = _dual(rho_f[t] * sigma[t], slope)
+            ntk[t] = ntk[t] * (rho_f[t] * kappa0) + kappa1
+            sigma[t] = kappa1
+
+
+@_jit()
+def _z_tile(i, j0, width, rows, cols, fourier, rho_z, same):  # pragma: no cover - compiled
+    """Correlation of g's inputs between row ``i`` and columns ``j0:j0 + width``.
+
+    Fourier: ``exp(-sum_d (a_d - b_d)^2 / 2)`` of z over the length scales
+    (exactly 1 for equal rows); linear: ``(a . b) / |a| / |b|``, exactly 1 where
+    all values are equal (``-0.0 == 0.0``), the rule of :mod:`~.recursions`.
+    """
+    z_a, inverse_a, z_b, inverse_b = rows[1], rows[2], cols[1], cols[2]
+    if fourier:
+        for t in range(width):
+            difference = z_a[i, 0] - z_b[0, j0 + t]
+            rho_z[t] = difference * difference
+        for d in range(1, z_a.shape[1]):
+            for t in range(width):
+                difference = z_a[i, d] - z_b[d, j0 + t]
+                rho_z[t] += difference * difference
+        for t in range(width):
+            rho_z[t] = _exp(rho_z[t] * -0.5)
+        return
+    for t in range(width):
+        rho_z[t] = z_a[i, 0] * z_b[0, j0 + t]
+        same[t] = z_a[i, 0] == z_b[0, j0 + t]
+    for d in range(1, z_a.shape[1]):
+        for t in range(width):
+            rho_z[t] += z_a[i, d] * z_b[d, j0 + t]
+            same[t] &= z_a[i, d] == z_b[d, j0 + t]
+    for t in range(width):
+        value = (rho_z[t] * inverse_a[i]) * inverse_b[j0 + t]
+        rho_z[t] = 1.0 if same[t] else value
+
+
+@_jit()
+def _block_rows(first, step, out, x, rows, cols, arch):  # pragma: no cover - compiled
+    """Rows ``first, first + step, ...`` of a block (the arguments of :func:`_block_serial`)."""
+    rho_x, ntk_x = x
+    index_a, scale_a, index_b, scale_b = rows[0], rows[3], cols[0], cols[3]
+    f_depth, g_depth, fourier, ntk_kind, slope, symmetric, tabled = arch
+    m = out.shape[1]
+    buffers = np.empty((4, _TILE))
+    rho_f, ntk_f, sigma, ntk_g = buffers[0], buffers[1], buffers[2], buffers[3]
+    same = np.empty(_TILE, dtype=np.bool_)
+    for i in range(first, out.shape[0], step):
+        row = index_a[i] if index_a.shape[0] else i
+        for j0 in range(i if symmetric else 0, m, _TILE):
+            width = min(_TILE, m - j0)
+            if index_b.shape[0]:
+                for t in range(width):
+                    rho_f[t] = rho_x[row, index_b[j0 + t]]
+                if tabled and ntk_kind:
+                    for t in range(width):
+                        ntk_f[t] = ntk_x[row, index_b[j0 + t]]
+            else:
+                for t in range(width):
+                    rho_f[t] = rho_x[row, j0 + t]
+                if tabled and ntk_kind:
+                    for t in range(width):
+                        ntk_f[t] = ntk_x[row, j0 + t]
+            if not tabled:
+                _f_tile(rho_f, ntk_f, width, f_depth, slope)
+            _z_tile(i, j0, width, rows, cols, fourier, sigma, same)
+            _g_tile(rho_f, sigma, ntk_g, width, g_depth, slope)
+            for t in range(width):  # the numpy path's order: ((g * f) * s_a) * s_b
+                value = ntk_g[t] * ntk_f[t] if ntk_kind else rho_f[t] * sigma[t]
+                out[i, j0 + t] = (value * scale_a[i]) * scale_b[j0 + t]
+
+
+@_jit()
+def _mirror_row(out, i):  # pragma: no cover - compiled
+    """Row ``i`` below the diagonal from the column above it."""
+    for j in range(i):
+        out[i, j] = out[j, i]
+
+
+@_jit()
+def _block_serial(out, x, rows, cols, arch):  # pragma: no cover - compiled
+    """The block on the calling thread. ``x = (rho_x, ntk_x)``; ``rows = (x index,
+    z, 1/|z|, scale)``, ``cols`` alike with z transposed (an empty index: the
+    identity); ``arch = (f_depth, g_depth, fourier, ntk_kind, slope, symmetric, tabled)``."""
+    _block_rows(0, 1, out, x, rows, cols, arch)
+    if arch[5]:
+        for i in range(out.shape[0]):
+            _mirror_row(out, i)
+
+
+@_jit(parallel=True)
+def _block_parallel(out, x, rows, cols, arch):  # pragma: no cover - compiled
+    """:func:`_block_serial` on numba's threads; group ``g`` takes rows ``g, g +
+    n_groups, ...``, so that every thread gets rows of all of a triangle."""
+    n_groups = (out.shape[0] + _ROW_GROUP - 1) // _ROW_GROUP
+    for group in numba.prange(n_groups):
+        _block_rows(group, n_groups, out, x, rows, cols, arch)
+    if arch[5]:
+        for i in numba.prange(out.shape[0]):
+            _mirror_row(out, i)
+
+
+@_jit()
+def _f_table(rho_x, ntk_x, f_depth, slope):  # pragma: no cover - compiled
+    """f's layers on every entry of ``rho_x``, in place, and ``ntk_x`` out."""
+    buffers = np.empty((2, _TILE))
+    rho, ntk = buffers[0], buffers[1]
+    for i in range(rho_x.shape[0]):
+        for j0 in range(0, rho_x.shape[1], _TILE):
+            width = min(_TILE, rho_x.shape[1] - j0)
+            for t in range(width):
+                rho[t] = rho_x[i, j0 + t]
+            _f_tile(rho, ntk, width, f_depth, slope)
+            for t in range(width):
+                rho_x[i, j0 + t] = rho[t]
+                ntk_x[i, j0 + t] = ntk[t]
+
+
+# ---------------------------------------------------------------- the block
+
+
+def _relu_slope(negative_slope: float) -> float:
+    """``c / pi``, ``c = (1 - a)^2 / (1 + a^2)`` as :func:`~.recursions.dual_correlations`'s."""
+    return (1.0 - negative_slope) ** 2 / (1.0 + negative_slope * negative_slope) / math.pi
+
+
+def _side(
+    index: np.ndarray | None, z: np.ndarray, s: np.ndarray, size: int, z_encoding: str,
+    scales: np.ndarray, g_depth: int, name: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x index, z, 1/|z|, scale)`` of the rows or the columns, as the loops read them.
+
+    Fourier z are divided by the length scales (``e = 1``); linear z come with
+    their inverse norms (0 for a zero row) and ``e = |z|^2 / m0``; the scale
+    is ``s^(H/2) sqrt(e)`` (:func:`~.recursions.hyper_kernels`). An index of
+    None becomes an empty array (the identity, checked against ``size``).
+    """
+    if index is None:
+        if size != z.shape[0]:
+            raise ValueError(f"{name} is None: rho_x needs {z.shape[0]} entries there, not {size}.")
+        index = np.zeros(0, dtype=np.int64)
+    else:
+        index = np.asarray(index)
+        inside = index.size == 0 or 0 <= index.min() <= index.max() < size
+        if index.shape != (z.shape[0],) or not inside:
+            raise ValueError(f"{name} must have shape ({z.shape[0]},) with values in [0, {size}).")
+        index = index.astype(np.int64, copy=False)
+    z = np.asarray(z, dtype=np.float64)
+    if z_encoding == "fourier":
+        z, inverse = z / scales, np.ones(z.shape[0])
+        e = inverse
+    else:
+        norm = np.sqrt(np.sum(z * z, axis=1))
+        inverse = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+        z, e = np.ascontiguousarray(z), norm * norm / z.shape[1]
+    scale = s ** (g_depth / 2.0) * np.sqrt(e)
+    return index, z, inverse, scale
+
+
+_POOL_PROCESS: list[int] = []  # the process that started numba's thread pool
+
+
+def _threads_are_safe() -> bool:
+    """Whether this call may use numba's thread pool.
+
+    Only from the main thread: numba's "workqueue" layer (numba's without TBB
+    or GNU OpenMP) aborts on concurrent launches, and a caller's worker thread
+    has its share of the cores already. Not in a child forked after the pool
+    started under GNU OpenMP (the "omp" layer), which is not fork-safe.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if not _POOL_PROCESS:
+        _POOL_PROCESS.append(os.getpid())
+    if _POOL_PROCESS[0] == os.getpid():
+        return True
+    try:
+        return numba.threading_layer() != "omp"
+    except ValueError:  # the pool never started here
+        return True
+
+
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays are the same memory with the same layout."""
+    same = a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    return same and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+
+
+def hyper_block(
+    rho_x: np.ndarray,
+    z_a: np.ndarray,
+    z_b: np.ndarray,
+    s_a: np.ndarray,
+    s_b: np.ndarray,
+    *,
+    f_depth: int,
+    g_depth: int,
+    z_encoding: str,
+    length_scale: float | Sequence[float] | np.ndarray,
+    negative_slope: float,
+    kind: str,
+    x_index_a: np.ndarray | None = None,
+    x_index_b: np.ndarray | None = None,
+    symmetric: bool = False,
+    out: np.ndarray | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """A block of the hyperkernel (``kind="ntk"``) or hyper-NNGP (``"nngp"``) Gram.
+
+    Entry ``(i, j)`` is the kernel between row ``i`` (x correlations
+    ``rho_x[x_index_a[i]]``, z ``z_a[i]``, x variance ``s_a[i]``) and column
+    ``j`` (``rho_x[:, x_index_b[j]]``, ``z_b[j]``, ``s_b[j]``): the value of a
+    tile of the Gram engine's numpy path, in one compiled pass.
+
+    Parameters
+    ----------
+    rho_x : ndarray of shape (p, q), float64 or float32
+        Correlations ``x.x' / (|x| |x'|)`` between the distinct x of the rows
+        and of the columns, exactly 1 where the two x are equal (the caller's
+        rule: see :mod:`~sklearn_hyperkernel.recursions`). Not modified
+        unless it is ``out``.
+    z_a, z_b : ndarrays of shapes (n, m0) and (m, m0)
+        g's input of every row and column.
+    s_a, s_b : ndarrays of shapes (n,) and (m,)
+        ``|x|^2 / n0`` of every row's and column's x.
+    f_depth, g_depth : int
+        Weight matrices of f and of g, at least 1.
+    z_encoding : {"linear", "fourier"}
+    length_scale : float or ndarray of shape (m0,)
+        Of the Fourier encoding; ignored by the linear one.
+    negative_slope : float
+        Leaky ReLU slope (0 for the ReLU).
+    kind : {"ntk", "nngp"}
+    x_index_a, x_index_b : ndarrays of shapes (n,) and (m,), default=None
+        Row of ``rho_x`` of each row, column of each column; None: the
+        identity (``p == n``, ``q == m``).
+    symmetric : bool, default=False
+        The rows are the first ``n`` columns (a block of consecutive rows of
+        a symmetric Gram, against the columns from its first row on): entries
+        ``j >= i`` are computed, those below copied from them, so the leading
+        square is exactly symmetric.
+    out : ndarray of shape (n, m), default=None
+        Where to write; its rows must have unit stride (a view such as
+        ``K[rows, cols]`` of a larger Gram will do). May be ``rho_x`` itself
+        when both indices are None (in place: a block's x product becomes the
+        kernel where it lies). None allocates one of ``rho_x``'s dtype.
+    n_threads : int, default=None
+        None: numba's threads (``numba.get_num_threads()``, all cores unless
+        ``NUMBA_NUM_THREADS`` says fewer); 1: the calling thread only, as a
+        caller running blocks on threads of its own should ask. Called from
+        a thread other than the main one, or in a process forked after
+        numba's OpenMP threads started, the block is computed on the calling
+        thread whatever ``n_threads`` says.
+
+    Returns
+    -------
+    out : ndarray of shape (n, m)
+
+    Raises
+    ------
+    ImportError
+        Without numba (see :func:`available`).
+    ValueError
+        If an argument has a wrong shape or value (named in the message).
+    """
+    if numba is None:
+        raise ImportError("hyper_block needs numba (pip install numba).")
+    rho_x, z_a, z_b = np.asarray(rho_x), np.asarray(z_a), np.asarray(z_b)
+    if rho_x.ndim != 2 or rho_x.dtype not in (np.float64, np.float32):
+        raise ValueError(f"rho_x must be a 2-D float64 or float32 array; got {rho_x.shape}.")
+    if z_a.ndim != 2 or z_b.ndim != 2 or z_a.shape[1] != z_b.shape[1] or z_a.shape[1] < 1:
+        raise ValueError(f"z_a and z_b must be 2-D, of equal widths; got {z_a.shape}, {z_b.shape}.")
+    n, m = z_a.shape[0], z_b.shape[0]
+    s_a, s_b = np.asarray(s_a, dtype=np.float64), np.asarray(s_b, dtype=np.float64)
+    if s_a.shape != (n,) or s_b.shape != (m,):
+        raise ValueError(f"s_a and s_b must have shapes ({n},), ({m},): {s_a.shape}, {s_b.shape}.")
+    for name, depth in (("f_depth", f_depth), ("g_depth", g_depth)):
+        if not isinstance(depth, (int, np.integer)) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {depth!r}.")
+    if kind not in ("ntk", "nngp"):
+        raise ValueError(f"kind must be 'ntk' or 'nngp'; got {kind!r}.")
+    if z_encoding not in ("linear", "fourier"):
+        raise ValueError(f"z_encoding must be 'linear' or 'fourier'; got {z_encoding!r}.")
+    scales = np.atleast_1d(np.asarray(length_scale, dtype=np.float64))
+    if scales.ndim != 1 or scales.shape[0] not in (1, z_a.shape[1]) or not np.all(scales > 0):
+        raise ValueError(f"length_scale must be positive, one or one per z column; got {scales}.")
+    if not np.isfinite(negative_slope):
+        raise ValueError(f"negative_slope must be finite; got {negative_slope!r}.")
+    if symmetric and n > m:
+        raise ValueError(f"symmetric needs at least as many columns as rows; got {n} x {m}.")
+    rows = _side(x_index_a, z_a, s_a, rho_x.shape[0], z_encoding, scales, g_depth, "x_index_a")
+    cols = _side(x_index_b, z_b, s_b, rho_x.shape[1], z_encoding, scales, g_depth, "x_index_b")
+    cols = (cols[0], np.ascontiguousarray(cols[1].T), cols[2], cols[3])
+    indexed = rows[0].size > 0 or cols[0].size > 0
+    if out is None:
+        out = np.empty((n, m), dtype=rho_x.dtype)
+    elif out.shape != (n, m) or out.dtype not in (np.float64, np.float32) or (
+        m > 1 and out.strides[1] != out.itemsize
+    ):
+        raise ValueError(f"out must be a float array of shape ({n}, {m}) with rows of unit stride.")
+    elif np.may_share_memory(out, rho_x) and (indexed or not _same_view(out, rho_x)):
+        raise ValueError("out may overlap rho_x only as rho_x itself, without x indices.")
+    if n == 0 or m == 0:
+        return out
+    slope = _relu_slope(float(negative_slope))
+    entries = n * m / 2.0 if symmetric else float(n * m)
+    tabled = indexed and rho_x.size <= _TABLE_FRACTION * entries
+    x = (rho_x, np.empty((0, 0)))
+    if tabled:
+        x = (np.array(rho_x, dtype=np.float64, order="C"), np.empty(rho_x.shape))
+        _f_table(x[0], x[1], int(f_depth), slope)
+    elif rho_x.shape[1] > 1 and rho_x.strides[1] != rho_x.itemsize:
+        x = (np.ascontiguousarray(rho_x), x[1])
+    arch = (int(f_depth), int(g_depth), z_encoding == "fourier", kind == "ntk", slope)
+    arch += (bool(symmetric), bool(tabled))
+    if n_threads == 1 or not _threads_are_safe():
+        _block_serial(out, x, rows, cols, arch)
+        return out
+    previous = numba.get_num_threads()
+    if n_threads is not None:
+        numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        _block_parallel(out, x, rows, cols, arch)
+    finally:
+        numba.set_num_threads(previous)
+    return out

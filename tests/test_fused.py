@@ -1,0 +1,602 @@
+"""The fused (numba) pass of a Gram block against the numpy path of the recursions.
+
+References: :func:`~sklearn_hyperkernel.recursions.hyper_kernels` (the direct numpy evaluation
+on full matrices that the blocked Gram engine reproduces), :func:`~.recursions.dual_correlations`
+for the scalar form of the dual, numpy's ``arccos`` and ``exp`` for the two elementary functions
+written out for the compiled loop, and the closed-form diagonal where rows coincide.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+numba = pytest.importorskip("numba")
+
+from sklearn_hyperkernel import HyperKernel, HyperNNGP, _fused  # noqa: E402
+from sklearn_hyperkernel.recursions import dual_correlations, hyper_kernels  # noqa: E402
+
+Z_DIM = 2
+RTOL = 1e-12
+# float32 inputs (rho_x, z rounded to float32; computed in float64, stored in float32), in
+# units of the largest entry: the numpy path's float32 tolerance (tests/test_coincident_inputs.py)
+FLOAT32_RTOL = 4e-6
+ENCODINGS = {
+    "linear": dict(z_encoding="linear", length_scale=1.0),
+    "fourier-iso": dict(z_encoding="fourier", length_scale=0.7),
+    "fourier-aniso": dict(z_encoding="fourier", length_scale=np.array([0.4, 2.5])),
+}
+SLOPES = {"relu": 0.0, "leaky": 0.2, "linear-ish": 0.9, "negative": -0.5}
+DEPTHS = [(1, 1), (3, 2), (2, 4)]
+
+
+def unit_correlations(x_a: np.ndarray, x_b: np.ndarray) -> np.ndarray:
+    """``x.x' / (|x| |x'|)``, exactly 1 where the rows are equal (-0.0 == 0.0), 0 for x = 0."""
+    norm_a, norm_b = np.linalg.norm(x_a, axis=1), np.linalg.norm(x_b, axis=1)
+    unit_a = x_a * np.divide(1.0, norm_a, out=np.zeros_like(norm_a), where=norm_a > 0)[:, None]
+    unit_b = x_b * np.divide(1.0, norm_b, out=np.zeros_like(norm_b), where=norm_b > 0)[:, None]
+    rho = unit_a @ unit_b.T
+    rho[(x_a[:, None, :] == x_b[None, :, :]).all(axis=-1)] = 1.0
+    return rho
+
+
+def fused_gram(
+    A,
+    B,
+    *,
+    kind="ntk",
+    f_depth=3,
+    g_depth=2,
+    negative_slope=0.0,
+    encoding="linear",
+    table=False,
+    dtype=np.float64,
+    **options,
+):
+    """The Gram between rows ``[x | z]`` of A and B through :func:`_fused.hyper_block`.
+
+    ``table``: x through its distinct rows and an index per row (the layout of images times
+    pixels), else one x correlation per entry. ``options`` override the encoding's.
+    """
+    x_a, z_a, x_b, z_b = A[:, :-Z_DIM], A[:, -Z_DIM:], B[:, :-Z_DIM], B[:, -Z_DIM:]
+    n0 = x_a.shape[1]
+    s_a, s_b = np.einsum("ij,ij->i", x_a, x_a) / n0, np.einsum("ij,ij->i", x_b, x_b) / n0
+    index_a = index_b = None
+    if table:
+        x_a, index_a = np.unique(x_a, axis=0, return_inverse=True)
+        x_b, index_b = np.unique(x_b, axis=0, return_inverse=True)
+        index_a, index_b = index_a.reshape(-1), index_b.reshape(-1)
+    rho_x = unit_correlations(x_a, x_b).astype(dtype)
+    return _fused.hyper_block(
+        rho_x,
+        z_a.astype(dtype),
+        z_b.astype(dtype),
+        s_a.astype(dtype),
+        s_b.astype(dtype),
+        f_depth=f_depth,
+        g_depth=g_depth,
+        negative_slope=negative_slope,
+        kind=kind,
+        x_index_a=index_a,
+        x_index_b=index_b,
+        **{**ENCODINGS[encoding], **options},
+    )
+
+
+def reference_gram(
+    A, B, *, kind="ntk", f_depth=3, g_depth=2, negative_slope=0.0, encoding="linear"
+):
+    nngp, ntk = hyper_kernels(
+        A[:, :-Z_DIM],
+        A[:, -Z_DIM:],
+        B[:, :-Z_DIM],
+        B[:, -Z_DIM:],
+        f_depth=f_depth,
+        g_depth=g_depth,
+        negative_slope=negative_slope,
+        **ENCODINGS[encoding],
+    )
+    return ntk if kind == "ntk" else nngp
+
+
+def assert_close(actual, expected, rtol=RTOL):
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * np.max(np.abs(expected)))
+
+
+def rows(rng, n, n_images=None, x_dim=7):
+    """Rows ``[x | z]``: distinct x, or ``n_images`` images repeated over pixel coordinates."""
+    if n_images is None:
+        x = rng.normal(size=(n, x_dim))
+    else:
+        x = rng.normal(size=(n_images, x_dim))[rng.integers(0, n_images, n)]
+    return np.hstack([x, rng.uniform(-1.5, 1.5, size=(n, Z_DIM))])
+
+
+# ------------------------------------------------------------------ scalar forms
+
+
+@numba.njit
+def acos_of(x, out):
+    for k in range(x.shape[0]):
+        out[k] = _fused._acos(x[k])
+
+
+@numba.njit
+def exp_of(x, out):
+    for k in range(x.shape[0]):
+        out[k] = _fused._exp(x[k])
+
+
+@numba.njit
+def duals_of(rho, slope, kappa1, kappa0):
+    for k in range(rho.shape[0]):
+        kappa1[k], kappa0[k] = _fused._dual(rho[k], slope)
+
+
+def test_acos_within_one_ulp_and_exact_at_the_ends(rng):
+    x = np.concatenate(
+        [
+            rng.uniform(-1.0, 1.0, 200_000),
+            1.0 - rng.uniform(0.0, 1e-6, 20_000),  # near the ends: the sqrt branch
+            -1.0 + rng.uniform(0.0, 1e-6, 20_000),
+            rng.uniform(-1e-9, 1e-9, 20_000),
+            np.nextafter([0.5, -0.5, 1.0, -1.0], 0.0),
+            [0.5, -0.5, 0.0, -0.0, 1e-300, 5e-324],
+        ]
+    )
+    got = np.empty_like(x)
+    acos_of(x, got)
+    expected = np.arccos(x)
+    assert np.max(np.abs(got - expected) / np.spacing(expected)) <= 1.0
+    ends = np.empty(2)
+    acos_of(np.array([1.0, -1.0]), ends)
+    assert ends[0] == 0.0 and ends[1] == np.pi
+
+
+def test_exp_within_one_ulp_down_to_underflow(rng):
+    x = np.concatenate(
+        [
+            -rng.uniform(0.0, 1.0, 100_000),
+            -rng.uniform(0.0, 40.0, 100_000),
+            -rng.uniform(700.0, 746.0, 20_000),  # subnormal results and underflow
+            [0.0, -0.0, -1e-300, -745.0, -745.2, -800.0, -np.inf],
+        ]
+    )
+    got = np.empty_like(x)
+    exp_of(x, got)
+    expected = np.exp(x)
+    normal = expected >= np.finfo(np.float64).tiny
+    assert np.max(np.abs(got - expected)[normal] / np.spacing(expected[normal])) <= 1.0
+    assert np.max(np.abs(got - expected)[~normal]) <= np.spacing(0.0)  # subnormals: 1 unit
+    assert got[-7] == 1.0 and got[-6] == 1.0 and got[-2] == 0.0 and got[-1] == 0.0
+
+
+@pytest.mark.parametrize("negative_slope", SLOPES.values(), ids=SLOPES.keys())
+def test_scalar_dual_matches_dual_correlations(rng, negative_slope):
+    rho = np.concatenate(
+        [
+            rng.uniform(-1.0, 1.0, 50_000),
+            1.0 - rng.uniform(0.0, 1e-9, 1_000),
+            -1.0 + rng.uniform(0.0, 1e-9, 1_000),
+            [
+                1.0,
+                -1.0,
+                0.0,
+                -0.0,
+                0.5,
+                -0.5,
+                1.0 + 2e-16,
+                -1.0 - 2e-16,
+                1.5,
+                -3.0,
+            ],  # outside: clipped
+        ]
+    )
+    kappa1, kappa0 = np.empty_like(rho), np.empty_like(rho)
+    duals_of(rho, _fused._relu_slope(negative_slope), kappa1, kappa0)
+    expected1, expected0 = dual_correlations(rho.copy(), negative_slope)
+    np.testing.assert_allclose(kappa1, expected1, rtol=RTOL, atol=1e-15)
+    np.testing.assert_allclose(kappa0, expected0, rtol=RTOL, atol=1e-15)
+    at_one = rho >= 1.0  # exactly 1 for every slope, as the array form
+    assert np.all(kappa1[at_one] == 1.0) and np.all(kappa0[at_one] == 1.0)
+    assert np.array_equal(kappa1[at_one], expected1[at_one])
+
+
+# ------------------------------------------------------------------ blocks against the numpy path
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("negative_slope", SLOPES.values(), ids=SLOPES.keys())
+@pytest.mark.parametrize("kind", ["ntk", "nngp"])
+def test_block_matches_numpy_path(rng, encoding, negative_slope, kind):
+    A, B = rows(rng, 23), rows(rng, 300)  # more columns than one tile
+    for f_depth, g_depth in DEPTHS:
+        options = dict(
+            kind=kind,
+            f_depth=f_depth,
+            g_depth=g_depth,
+            negative_slope=negative_slope,
+            encoding=encoding,
+        )
+        assert_close(fused_gram(A, B, **options), reference_gram(A, B, **options))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("kind", ["ntk", "nngp"])
+def test_tabled_x_matches_numpy_path(rng, encoding, kind, monkeypatch):
+    """Few distinct x (images times pixels): f's layers on a table of distinct pairs."""
+    A, B = rows(rng, 40, n_images=3), rows(rng, 700, n_images=4)
+    options = dict(kind=kind, negative_slope=0.1, encoding=encoding, table=True)
+    expected = reference_gram(A, B, kind=kind, negative_slope=0.1, encoding=encoding)
+    tabled = fused_gram(A, B, **options)
+    assert_close(tabled, expected)
+    # f on the table, or per entry from the gathered x correlation: the same operations
+    monkeypatch.setattr(_fused, "_TABLE_FRACTION", 0.0)
+    np.testing.assert_array_equal(tabled, fused_gram(A, B, **options))
+
+
+def test_kernel_classes_agree(rng):
+    """Cross Grams of HyperKernel and HyperNNGP (the Gram engine) with their defaults."""
+    A, B = rows(rng, 30, n_images=5), rows(rng, 50)
+    for cls, kind in ((HyperKernel, "ntk"), (HyperNNGP, "nngp")):
+        kernel = cls(z_dim=Z_DIM)  # fourier, length_scale 0.5, relu
+        expected = kernel(A, B)
+        got = fused_gram(A, B, kind=kind, encoding="fourier-iso", length_scale=0.5)
+        assert_close(got, expected)
+
+
+def test_many_z_columns_and_zero_rows(rng):
+    """z of 10 columns (the numpy path expands |a - b|^2 there), zero x and zero z rows."""
+    A, B = rows(rng, 12), rows(rng, 15)
+    A[3, :-Z_DIM] = 0.0
+    B[4, -Z_DIM:] = 0.0
+    for kind in ("ntk", "nngp"):
+        expected = reference_gram(A, B, kind=kind)
+        got = fused_gram(A, B, kind=kind)
+        assert_close(got, expected)
+        assert np.all(got[3] == 0.0) and np.all(got[:, 4] == 0.0)
+    x_a, x_b = rng.normal(size=(9, 5)), rng.normal(size=(11, 5))
+    z_a, z_b = rng.normal(size=(9, 10)), rng.normal(size=(11, 10))
+    z_b[2] = z_a[1]
+    scales = rng.uniform(1.0, 3.0, 10)
+    nngp, ntk = hyper_kernels(x_a, z_a, x_b, z_b, z_encoding="fourier", length_scale=scales)
+    s_a, s_b = (x_a**2).mean(axis=1), (x_b**2).mean(axis=1)
+    common = dict(
+        f_depth=3, g_depth=2, z_encoding="fourier", length_scale=scales, negative_slope=0.0
+    )
+    got = _fused.hyper_block(unit_correlations(x_a, x_b), z_a, z_b, s_a, s_b, kind="ntk", **common)
+    assert_close(got, ntk)
+
+
+# ------------------------------------------------------------------ coincident rows
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("kind", ["ntk", "nngp"])
+def test_coincident_rows_give_the_closed_form(rng, encoding, kind):
+    """Equal rows: every correlation exactly 1, so the entry is the closed-form diagonal.
+
+    With unit scales (``s = e = 1``) the entry is exactly ``f_depth * g_depth`` (NTK) or 1
+    (NNGP); with any scales it equals ``kernel.diag`` to the rounding of the scales. Rows that
+    share only x or only z agree with the numpy path.
+    """
+    A = rows(rng, 6)
+    A[1, 0], A[1, -1] = 0.0, 0.0  # copied below with -0.0: still equal rows
+    B = np.vstack([A[[2, 0, 1]], rows(rng, 2)])
+    B[2, 0], B[2, -1] = -0.0, -0.0
+    B[3, :-Z_DIM] = A[4, :-Z_DIM]  # x only
+    B[4, -Z_DIM:] = A[5, -Z_DIM:]  # z only
+    got = fused_gram(A, B, kind=kind, encoding=encoding)
+    kernel = (HyperKernel if kind == "ntk" else HyperNNGP)(
+        z_dim=Z_DIM, f_depth=3, g_depth=2, **ENCODINGS[encoding]
+    )
+    diagonal = kernel.diag(A)
+    for i, j in ((2, 0), (0, 1), (1, 2)):
+        np.testing.assert_allclose(got[i, j], diagonal[i], rtol=2e-15)
+    assert_close(got, reference_gram(A, B, kind=kind, encoding=encoding))
+    # unit scales: exactly the closed form
+    z = rng.normal(size=(3, Z_DIM))
+    exact = _fused.hyper_block(
+        np.ones((3, 3)),
+        z,
+        z,
+        np.ones(3),
+        np.ones(3),
+        f_depth=3,
+        g_depth=2,
+        z_encoding="fourier",
+        length_scale=1.3,
+        negative_slope=0.2,
+        kind=kind,
+    )
+    assert np.all(np.diag(exact) == (6.0 if kind == "ntk" else 1.0))
+
+
+# ------------------------------------------------------------------ layout, threads, dtype
+
+
+def test_symmetric_in_place_and_threads(rng):
+    """A symmetric panel written into a larger Gram in place equals the full block."""
+    U = rows(rng, 600)
+    x, z = U[:, :-Z_DIM], U[:, -Z_DIM:]
+    s = (x**2).mean(axis=1)
+    common = dict(
+        f_depth=3, g_depth=2, z_encoding="fourier", length_scale=0.5, negative_slope=0.0, kind="ntk"
+    )
+    rho_x = unit_correlations(x, x)
+    full = _fused.hyper_block(rho_x, z, z, s, s, **common)
+    K = np.full((600, 600), np.nan)
+    start, stop = 100, 400  # the panel of rows 100:400 and columns 100:600
+    panel = K[start:stop, start:]
+    panel[...] = rho_x[start:stop, start:]
+    out = _fused.hyper_block(
+        panel,
+        z[start:stop],
+        z[start:],
+        s[start:stop],
+        s[start:],
+        symmetric=True,
+        out=panel,
+        **common,
+    )
+    assert out is panel
+    upper = np.triu(np.ones(panel.shape, dtype=bool))
+    np.testing.assert_array_equal(panel[upper], full[start:stop, start:][upper])
+    square = panel[:, : stop - start]
+    np.testing.assert_array_equal(square, square.T)  # below the diagonal: mirrored
+    assert_close(panel, full[start:stop, start:], rtol=1e-15)
+    assert (
+        np.all(np.isnan(K[:start]))
+        and np.all(np.isnan(K[stop:]))
+        and np.all(np.isnan(K[:, :start]))
+    )
+    for threads in (1, 2):
+        again = _fused.hyper_block(rho_x, z, z, s, s, n_threads=threads, **common)
+        np.testing.assert_array_equal(again, full)
+
+
+def _small_block(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(40, Z_DIM))
+    return _fused.hyper_block(
+        rng.uniform(-1.0, 1.0, (40, 40)),
+        z,
+        z,
+        np.ones(40),
+        np.ones(40),
+        f_depth=3,
+        g_depth=2,
+        z_encoding="fourier",
+        length_scale=0.5,
+        negative_slope=0.0,
+        kind="ntk",
+    )
+
+
+def test_threads_only_where_safe():
+    """Worker threads and processes forked after numba's OpenMP pool started compute serially.
+
+    (Concurrent launches abort numba's "workqueue" layer; GNU OpenMP is not fork-safe.)
+    """
+    import multiprocessing
+    import threading
+
+    expected = _small_block()  # starts the pool in this process, from the main thread
+    assert _fused._threads_are_safe()
+    results = {}
+    worker = threading.Thread(
+        target=lambda: results.update(safe=_fused._threads_are_safe(), value=_small_block())
+    )
+    worker.start()
+    worker.join()
+    assert results["safe"] is False
+    np.testing.assert_array_equal(results["value"], expected)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        np.testing.assert_array_equal(pool.apply(_small_block), expected)
+
+
+def test_float32(rng):
+    A, B = rows(rng, 30, n_images=4), rows(rng, 260)
+    for table in (False, True):
+        for kind in ("ntk", "nngp"):
+            got = fused_gram(
+                A, B, kind=kind, table=table, encoding="fourier-aniso", dtype=np.float32
+            )
+            assert got.dtype == np.float32
+            assert_close(
+                got, reference_gram(A, B, kind=kind, encoding="fourier-aniso"), FLOAT32_RTOL
+            )
+
+
+def test_empty_blocks(rng):
+    z = rng.normal(size=(0, Z_DIM))
+    out = _fused.hyper_block(
+        np.zeros((0, 4)),
+        z,
+        rng.normal(size=(4, Z_DIM)),
+        np.zeros(0),
+        np.ones(4),
+        f_depth=3,
+        g_depth=2,
+        z_encoding="linear",
+        length_scale=1.0,
+        negative_slope=0.0,
+        kind="ntk",
+    )
+    assert out.shape == (0, 4)
+
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(kind="gp"), "kind"),
+        (dict(z_encoding="polar"), "z_encoding"),
+        (dict(f_depth=0), "f_depth"),
+        (dict(g_depth=2.0), "g_depth"),
+        (dict(negative_slope=np.nan), "negative_slope"),
+        (dict(length_scale=[1.0, 2.0, 3.0]), "length_scale"),
+        (dict(length_scale=-1.0), "length_scale"),
+        (dict(x_index_a=np.array([0, 1, 5])), "x_index_a"),
+        (dict(s_a=np.ones(4)), "s_a"),
+        (dict(out=np.empty((3, 5))), "out"),
+        (
+            dict(symmetric=True, z_b=np.ones((2, Z_DIM)), s_b=np.ones(2), rho_x=np.ones((3, 2))),
+            "symmetric",
+        ),
+    ],
+)
+def test_invalid_arguments(rng, change, message):
+    arguments = dict(
+        rho_x=rng.uniform(-1, 1, (3, 4)),
+        z_a=rng.normal(size=(3, Z_DIM)),
+        z_b=rng.normal(size=(4, Z_DIM)),
+        s_a=np.ones(3),
+        s_b=np.ones(4),
+        f_depth=3,
+        g_depth=2,
+        z_encoding="fourier",
+        length_scale=1.0,
+        negative_slope=0.0,
+        kind="ntk",
+    )
+    arguments.update(change)
+    with pytest.raises(ValueError, match=message):
+        _fused.hyper_block(**arguments)
+
+
+def test_out_overlapping_a_table_is_refused(rng):
+    rho_x = rng.uniform(-1, 1, (3, 3))
+    with pytest.raises(ValueError, match="out"):
+        _fused.hyper_block(
+            rho_x,
+            rng.normal(size=(3, 2)),
+            rng.normal(size=(3, 2)),
+            np.ones(3),
+            np.ones(3),
+            f_depth=2,
+            g_depth=2,
+            z_encoding="linear",
+            length_scale=1.0,
+            negative_slope=0.0,
+            kind="ntk",
+            x_index_a=np.array([0, 1, 2]),
+            out=rho_x,
+        )
+
+
+def test_available():
+    assert _fused.available()
+
+
+# ------------------------------------------------------------------ in the Gram engine
+
+FUSED_ENV = "SKLEARN_HYPERKERNEL_FUSED"
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Counts the engine's calls of :func:`_fused.hyper_block` (looked up at each block)."""
+    calls = []
+    original = _fused.hyper_block
+
+    def counted(*args, **kwargs):
+        calls.append(threading.current_thread() is threading.main_thread())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_fused, "hyper_block", counted)
+    return calls
+
+
+def numpy_and_fused(monkeypatch, fused_calls, compute):
+    """``compute()`` with the fused pass off, then forced on; checks which path each took."""
+    monkeypatch.setenv(FUSED_ENV, "0")
+    numpy_path = compute()
+    assert not fused_calls
+    monkeypatch.setenv(FUSED_ENV, "1")  # read at each call, not at import
+    fused = compute()
+    assert fused_calls
+    return numpy_path, fused
+
+
+@pytest.mark.parametrize("n_images", [None, 6], ids=["distinct-x", "shared-x"])
+@pytest.mark.parametrize("cls", [HyperKernel, HyperNNGP])
+@pytest.mark.parametrize("encoding", ["linear", "fourier-aniso"])
+@pytest.mark.parametrize("block_size, n_jobs", [(None, None), (7, None), (7, 2)])
+def test_engine_fused_pass_matches_its_numpy_path(
+    rng, monkeypatch, fused_calls, n_images, cls, encoding, block_size, n_jobs
+):
+    """Symmetric and cross Grams and ``K @ V`` of the kernels, fused against numpy (1e-12).
+
+    Blocks of 7 rows: symmetric blocks start at their diagonal and are mirrored by the fused
+    pass itself (the result is exactly symmetric); n_jobs=2: blocks on joblib threads, where
+    the fused pass runs on the calling thread.
+    """
+    A, B = rows(rng, 45, n_images=n_images), rows(rng, 31, n_images=n_images)
+    A[3, :-Z_DIM] = 0.0
+    B[5] = A[8]  # a coincident pair of rows: the closed form in both paths
+    V = rng.normal(size=(45, 2))
+    kernel = cls(
+        z_dim=Z_DIM,
+        f_depth=3,
+        g_depth=2,
+        negative_slope=0.1,
+        block_size=block_size,
+        n_jobs=n_jobs,
+        **ENCODINGS[encoding],
+    )
+    factorized = kernel.factorize_rows(A)
+
+    def compute():
+        return kernel(A), kernel(A, B), kernel.gram_matvec(factorized, V)
+
+    expected, got = numpy_and_fused(monkeypatch, fused_calls, compute)
+    for value, reference in zip(got, expected, strict=True):
+        assert_close(value, reference)
+    np.testing.assert_array_equal(got[0], got[0].T)
+    np.testing.assert_array_equal(np.diag(got[0]), np.diag(expected[0]))  # the closed form
+    np.testing.assert_allclose(got[1][8, 5], kernel.diag(A[8:9])[0], rtol=2e-15)
+    # one block on the main thread: numba's threads; joblib's worker threads: serial
+    assert all(fused_calls) == (n_jobs is None)
+
+
+def test_engine_keeps_the_numpy_path_for_gradients_small_grams_and_torch(
+    rng, monkeypatch, fused_calls
+):
+    """The gradient, Grams below the size threshold (by default) and torch stay on numpy."""
+    A = rows(rng, 40, n_images=5)
+    kernel = HyperKernel(z_dim=Z_DIM, length_scale=[0.6, 1.3])
+    monkeypatch.setenv(FUSED_ENV, "0")
+    value, gradient = kernel(A, eval_gradient=True)
+    small = kernel(A)
+    monkeypatch.setenv(FUSED_ENV, "1")
+    again, again_gradient = kernel(A, eval_gradient=True)
+    np.testing.assert_array_equal(again, value)
+    np.testing.assert_array_equal(again_gradient, gradient)
+    monkeypatch.delenv(FUSED_ENV)
+    np.testing.assert_array_equal(kernel(A), small)  # 1600 entries: below the threshold
+    assert not fused_calls
+    monkeypatch.setattr("sklearn_hyperkernel._gram_tiles.FUSED_MIN_ENTRIES", 40 * 40)
+    assert_close(kernel(A), small)
+    assert len(fused_calls) == 1
+    pytest.importorskip("torch")
+    monkeypatch.setenv(FUSED_ENV, "1")
+    on_torch = clone(kernel).set_params(device="cpu")(A)
+    assert len(fused_calls) == 1
+    assert_close(on_torch, small)
+
+
+def test_engine_without_numba_keeps_the_numpy_path(rng, monkeypatch, fused_calls):
+    A = rows(rng, 30)
+    kernel = HyperNNGP(z_dim=Z_DIM)
+    monkeypatch.setenv(FUSED_ENV, "0")
+    expected = kernel(A)
+    monkeypatch.setenv(FUSED_ENV, "1")
+    monkeypatch.setattr(_fused, "numba", None)  # as if it were not installed
+    np.testing.assert_array_equal(kernel(A), expected)
+    assert not fused_calls
