@@ -60,9 +60,10 @@ import os
 import numpy as np
 from scipy.linalg import eigh
 
-from .. import HyperKernelRegressor, HypernetworkRegressor
+from .. import HyperKernelRegressor
 from ..datasets import load_images, pixel_regression
 from ._common import Clock, base_parser, parse_command, pyplot, report, save_figure, write_json
+from .table1 import paper_hypernetwork
 
 __all__ = ["decode", "interpolate", "main", "run"]
 
@@ -193,31 +194,6 @@ def _choose_images(labels: np.ndarray, digits, n_train: int, seed: int):
     return endpoints, train
 
 
-def _hypernetwork(args):
-    # the network, parameterisation and training of the table1 command
-    return HypernetworkRegressor(
-        z_dim=2,
-        f_depth=args.f_depth,
-        f_width=args.hn_f_width,
-        g_depth=args.g_depth,
-        g_width=args.hn_g_width,
-        z_encoding="fourier",
-        length_scale=args.length_scale,
-        n_fourier_features=256,
-        parameterization="ntk",
-        normalize_x=False,
-        normalize_y=False,
-        dtype="float32",
-        optimizer=args.hn_optimizer,
-        learning_rate=args.hn_learning_rate,
-        batch_size=100,
-        max_epochs=args.hn_epochs,
-        n_iter_no_change=max(args.hn_epochs, 1),
-        random_state=args.seed,
-        device="cpu",
-    )
-
-
 def run(args) -> dict:
     """Fit both kernels, decode the interpolants of every pair; returns arrays and numbers.
 
@@ -274,7 +250,7 @@ def run(args) -> dict:
     report("interpolation", clock, "hyperkernel: Gram, solve and feature vectors done")
 
     report("interpolation", clock, f"training the hypernetwork ({args.hn_epochs} epochs)")
-    network = _hypernetwork(args).fit(U, y)
+    network = paper_hypernetwork(args, args.seed).fit(U, y)
     report("interpolation", clock, "hypernetwork trained")
     features["hypernetwork"] = {d: network.empirical_ntk(queries[d], U) for d in digits}
     dual_coef["hypernetwork"] = _dual_coefficients(network.empirical_ntk(U), y, args.ridge)

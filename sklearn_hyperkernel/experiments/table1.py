@@ -66,57 +66,20 @@ def _parser():
     parser = base_parser(__doc__.split("\n")[0], "table1")
     add = parser.add_argument
     add("--seeds", type=int, default=20, help="Number of random splits (mean +- std over them).")
-    add(
-        "--first-seed",
-        type=int,
-        default=0,
-        help="Seeds run are first-seed, ..., first-seed+seeds-1.",
-    )
-    add(
-        "--sizes",
-        type=int,
-        nargs="+",
-        default=list(PAPER_SIZES),
-        help="Numbers N of training images.",
-    )
+    add("--first-seed", type=int, default=0, help="Seeds run: first-seed, ..., +seeds-1.")
+    add("--sizes", type=int, nargs="+", default=list(PAPER_SIZES), help="Training images N.")
     add("--n-test", type=int, default=100, help="Held-out test images per seed.")
     add("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    add(
-        "--source",
-        default="mnist",
-        choices=("mnist", "digits"),
-        help="Image source (digits: 8x8 fallback).",
-    )
+    add("--source", default="mnist", choices=("mnist", "digits"), help="digits: 8x8 fallback.")
     add("--pixels-per-image", type=int, default=20, help="Random training pixels per image.")
-    add(
-        "--coordinates",
-        default="pixel",
-        choices=("pixel", "scaled"),
-        help="z = raw integer pixel coordinates, or scaled to [-1, 1].",
-    )
-    add(
-        "--encodings",
-        nargs="+",
-        default=["linear", "fourier"],
-        choices=("linear", "fourier"),
-        help="z encodings of the kernels.",
-    )
+    add("--coordinates", default="pixel", choices=("pixel", "scaled"), help="scaled: [-1, 1].")
+    add("--encodings", nargs="+", default=["linear", "fourier"], choices=("linear", "fourier"))
     add("--length-scale", type=float, default=math.sqrt(2.0), help="Fourier length scale of z.")
     add("--f-depth", type=int, default=3)
     add("--g-depth", type=int, default=2)
     add("--ridge", type=float, default=1e-9, help="Ridge, relative to the Gram diagonal.")
-    add(
-        "--draws",
-        type=int,
-        default=5,
-        help="Regressions (pixel draws) averaged per kernel prediction.",
-    )
-    add(
-        "--hn-epochs",
-        type=int,
-        default=100,
-        help="Epochs of the trained hypernetwork (0: skip it).",
-    )
+    add("--draws", type=int, default=5, help="Pixel draws averaged per kernel prediction.")
+    add("--hn-epochs", type=int, default=100, help="Hypernetwork epochs (0: skip it).")
     add("--hn-f-width", type=int, default=256)
     add("--hn-g-width", type=int, default=32)
     add("--hn-learning-rate", type=float, default=1e-3)
@@ -130,23 +93,12 @@ def _parser():
         help="cv: grouped K-fold cross-validation (both kernels); ml: GP log marginal "
         "likelihood (hyper-NNGP only).",
     )
-    add(
-        "--select-images",
-        type=int,
-        default=50,
-        help="The selection for N training images uses the first min(N, this) of them.",
-    )
+    add("--select-images", type=int, default=50, help="Selection on the first min(N, this).")
     add("--select-folds", type=int, default=3, help="Folds (grouped by image) of the CV selection.")
     add("--select-f-depths", type=int, nargs="+", default=SELECT_F_DEPTHS)
     add("--select-g-depths", type=int, nargs="+", default=SELECT_G_DEPTHS)
     add("--select-length-scales", type=float, nargs="+", default=SELECT_LENGTH_SCALES)
-    add(
-        "--select-ridges",
-        type=float,
-        nargs="+",
-        default=SELECT_RIDGES,
-        help="Ridges (relative to the Gram diagonal) of the grid; for ml, the noise/scale ratio.",
-    )
+    add("--select-ridges", type=float, nargs="+", default=SELECT_RIDGES, help="ml: noise/scale.")
     return parser
 
 
@@ -168,32 +120,39 @@ def _quick_overrides(args) -> None:
     args.select_ridges = [1e-9, 1e-1]
 
 
+def _training_rows(images, task, args, random_state):
+    """``pixels_per_image`` random pixels of each image: rows ``[x | z]`` and their values."""
+    return pixel_regression(
+        images,
+        task=task,
+        pixels_per_image=args.pixels_per_image,
+        coordinates=args.coordinates,
+        random_state=random_state,
+    )
+
+
 def _fit_predict_kernel(train_images, test_images, task, kernel, encoding, params, args, seed):
     """Mean over ``draws`` pixel draws of the kernel regression prediction of all test pixels."""
     U_test, y_test = pixel_regression(test_images, task=task, coordinates=args.coordinates)
     predictions = []
     for draw in range(args.draws):
-        U, y = pixel_regression(
-            train_images,
-            task=task,
-            pixels_per_image=args.pixels_per_image,
-            coordinates=args.coordinates,
-            random_state=1000 * seed + draw,
-        )
-        model = _regressor(kernel, encoding, params, U)
+        U, y = _training_rows(train_images, task, args, 1000 * seed + draw)
+        model = _regressor(kernel, encoding, params)
         predictions.append(model.fit(U, y).predict(U_test))
     return np.mean(predictions, axis=0), y_test
 
 
 def _cached(cache, data, kernel, encoding, params, args, seed):
-    """``_fit_predict_kernel``, once per distinct (kernel, encoding, values) in ``cache``."""
-    key = (kernel, encoding) + tuple(params[name] for name in PARAM_NAMES)
+    """``_fit_predict_kernel``, once per distinct (kernel, encoding, values) in ``cache``;
+    at f depth = g depth = 1 the two kernels are the same (tested), fitted once."""
+    same = params["f_depth"] == params["g_depth"] == 1
+    key = ("nngp" if same else kernel, encoding) + tuple(params[name] for name in PARAM_NAMES)
     if key not in cache:
         cache[key] = _fit_predict_kernel(*data, kernel, encoding, params, args, seed)
     return cache[key]
 
 
-def _regressor(kernel, encoding, params, U):
+def _regressor(kernel, encoding, params):
     """The paper's kernel regression: ridge ``params['ridge']`` times the mean Gram diagonal,
     raw x and targets (``normalize_x=False, normalize_y=False``)."""
     return HyperKernelRegressor(
@@ -277,13 +236,7 @@ def _select(train_images, task, kernel, encoding, method, args, seed):
     ``method="ml"``: the highest GP log marginal likelihood.
     """
     images = train_images[: args.select_images]
-    U, y = pixel_regression(
-        images,
-        task=task,
-        pixels_per_image=args.pixels_per_image,
-        coordinates=args.coordinates,
-        random_state=10_000 + seed,
-    )
+    U, y = _training_rows(images, task, args, 10_000 + seed)
     if method == "cv":
         groups = np.repeat(np.arange(len(images)), args.pixels_per_image)
         folds = list(GroupKFold(n_splits=min(args.select_folds, len(images))).split(U, y, groups))
@@ -305,39 +258,24 @@ def _select(train_images, task, kernel, encoding, method, args, seed):
     return {**best[1], "score": best[0], "n_images": len(images)}
 
 
-def _fit_predict_hypernetwork(train_images, test_images, task, args, seed):
+def paper_hypernetwork(args, random_state):
+    """The trained hypernetwork of the table: the paper's network on the raw rows."""
     from ..hypernetwork import HypernetworkRegressor
 
-    U, y = pixel_regression(
-        train_images,
-        task=task,
-        pixels_per_image=args.pixels_per_image,
-        coordinates=args.coordinates,
-        random_state=1000 * seed,
+    return HypernetworkRegressor(
+        z_dim=2, f_depth=args.f_depth, f_width=args.hn_f_width, g_depth=args.g_depth,
+        g_width=args.hn_g_width, z_encoding="fourier", length_scale=args.length_scale,
+        n_fourier_features=256, parameterization="ntk", normalize_x=False, normalize_y=False,
+        dtype="float32", optimizer=args.hn_optimizer, learning_rate=args.hn_learning_rate,
+        batch_size=100, max_epochs=args.hn_epochs, n_iter_no_change=max(args.hn_epochs, 1),
+        random_state=random_state, device="cpu",
     )
+
+
+def _fit_predict_hypernetwork(train_images, test_images, task, args, seed):
+    U, y = _training_rows(train_images, task, args, 1000 * seed)
     U_test, y_test = pixel_regression(test_images, task=task, coordinates=args.coordinates)
-    model = HypernetworkRegressor(
-        z_dim=2,
-        f_depth=args.f_depth,
-        f_width=args.hn_f_width,
-        g_depth=args.g_depth,
-        g_width=args.hn_g_width,
-        z_encoding="fourier",
-        length_scale=args.length_scale,
-        n_fourier_features=256,
-        # the paper's network on the raw rows (as recorded in docs/results.md)
-        parameterization="ntk",
-        normalize_x=False,
-        normalize_y=False,
-        dtype="float32",
-        optimizer=args.hn_optimizer,
-        learning_rate=args.hn_learning_rate,
-        batch_size=100,
-        max_epochs=args.hn_epochs,
-        n_iter_no_change=args.hn_epochs,
-        random_state=seed,
-        device="cpu",
-    )
+    model = paper_hypernetwork(args, seed)
     model.fit(U, y)
     return np.clip(model.predict(U_test), 0.0, 1.0), y_test
 
@@ -371,6 +309,7 @@ def run(args) -> dict:
             selections = {}  # (kernel, method, images used) -> chosen values
             for n_train in args.sizes:
                 train_images = pool[:n_train]
+                show = seed == args.first_seed and n_train == max(args.sizes)  # Fig. 3
                 # (kernel, encoding, values) -> prediction: a selected point equal to
                 # the fixed one, or to the other method's, is fitted once
                 cache = {}
@@ -383,12 +322,7 @@ def run(args) -> dict:
                         f"{task}|{KERNEL_NAMES[kernel]}|{encoding}|{n_train}",
                         np.mean((prediction - y_test) ** 2),
                     )
-                    if (
-                        seed == args.first_seed
-                        and n_train == max(args.sizes)
-                        and kernel == "ntk"
-                        and encoding == "fourier"
-                    ):
+                    if show and (kernel, encoding) == ("ntk", "fourier"):
                         pictures[(task, "hyperkernel")] = prediction
                 for kernel, method in itertools.product(("ntk", "nngp"), methods):
                     if method == "ml" and kernel != "nngp":
@@ -415,7 +349,7 @@ def run(args) -> dict:
                         f"{task}|hypernetwork|fourier|{n_train}",
                         np.mean((prediction - y_test) ** 2),
                     )
-                    if seed == args.first_seed and n_train == max(args.sizes):
+                    if show:
                         pictures[(task, "hypernetwork")] = prediction
                 done = ", ".join(
                     f"{key.split('|')[1]} {key.split('|')[2]} {values[-1]:.4f}"
@@ -446,7 +380,11 @@ def markdown_table(results: dict, args) -> str:
     errors = results["errors"]
     lines = [
         f"Test MSE over all pixels of {args.n_test} held-out images, "
-        + (f"mean ± std over {args.seeds} seeds " if args.seeds > 1 else "one seed (no error bars) ")
+        + (
+            f"mean ± std over {args.seeds} seeds "
+            if args.seeds > 1
+            else "one seed (no error bars) "
+        )
         + f"(source={args.source}, {args.pixels_per_image} pixels per training image, "
         f"coordinates={args.coordinates}, Fourier length scale={args.length_scale:.4g}, "
         f"f_depth={args.f_depth}, g_depth={args.g_depth}, ridge={args.ridge:g} x diag, "
@@ -456,11 +394,8 @@ def markdown_table(results: dict, args) -> str:
     for task in args.tasks:
         header = "| model | z encoding | " + " | ".join(f"N={n}" for n in args.sizes) + " |"
         lines += [f"### {task}", "", header, "|" + "---|" * (len(args.sizes) + 2)]
-        rows = [("mean-predictor", "-")]
-        rows += [(KERNEL_NAMES[k], e) for k in ("ntk", "nngp") for e in args.encodings]
-        rows += [
-            (KERNEL_NAMES[k], f"selected-{m}") for k in ("ntk", "nngp") for m in SELECT_METHODS
-        ]
+        columns = args.encodings + [f"selected-{m}" for m in SELECT_METHODS]
+        rows = [("mean-predictor", "-"), *itertools.product(KERNEL_NAMES.values(), columns)]
         rows += [("hypernetwork", "fourier")]
         for model, encoding in rows:
             keys = [f"{task}|{model}|{encoding}|{n}" for n in args.sizes]
@@ -473,18 +408,11 @@ def markdown_table(results: dict, args) -> str:
             if any(n in paper for n in args.sizes):
                 cells = [f"{paper[n]:g}" if n in paper else "" for n in args.sizes]
                 lines.append(f"| paper: {model} | | " + " | ".join(cells) + " |")
-        lines.append("")
-        lines.append(
-            f"The paper's Table 1 ({task}, N = "
-            + "/".join(str(n) for n in PAPER_SIZES)
-            + "): "
-            + "; ".join(
-                f"{model} " + "/".join(f"{v:g}" for v in PAPER_TABLE1[(model, task)])
-                for model in ("hyperkernel", "hyper-nngp", "hypernetwork")
-            )
-            + "."
+        paper = "; ".join(
+            f"{model} " + "/".join(f"{v:g}" for v in PAPER_TABLE1[(model, task)])
+            for model in ("hyperkernel", "hyper-nngp", "hypernetwork")
         )
-        lines.append("")
+        lines += ["", f"The paper's Table 1 ({task}, N = 50/100/200/500): {paper}.", ""]
     if results["selected_params"]:
         lines += [
             "Selected values (per seed; on the first min(N, "
@@ -509,52 +437,30 @@ def plot_reconstructions(results: dict, args, path: str, n_show: int = 4) -> Non
     """Fig. 3: ground truth, input of f, hypernetwork and hyperkernel reconstructions."""
     plt = pyplot()
     pictures = results["pictures"]
-    test_images = pictures["test_images"][:n_show]
-    shape = test_images.shape[1:]
-    columns = [("ground truth", lambda task, i: test_images[i])]
-    columns.append(
-        (
-            "input of f",
-            lambda task, i: (
-                test_images[i]
-                if task == "representation"
-                else np.vstack(
-                    [
-                        test_images[i][: shape[0] // 2],
-                        np.zeros_like(test_images[i][shape[0] // 2 :]),
-                    ]
-                )
-            ),
-        )
-    )
-    for name in ("hypernetwork", "hyperkernel"):
-        columns.append(
-            (
-                name,
-                lambda task, i, name=name: (
-                    pictures[(task, name)].reshape(-1, *shape)[i]
-                    if (task, name) in pictures
-                    else np.full(shape, np.nan)
-                ),
-            )
-        )
-    n_rows = len(args.tasks) * len(test_images)
-    fig, axes = plt.subplots(
-        n_rows, len(columns), figsize=(1.6 * len(columns), 1.6 * n_rows), squeeze=False
-    )
-    for t, task in enumerate(args.tasks):
-        for i in range(len(test_images)):
-            row = t * len(test_images) + i
-            for c, (title, image) in enumerate(columns):
-                axis = axes[row, c]
-                axis.imshow(image(task, i), cmap="gray", vmin=0, vmax=1)
-                axis.set_xticks([])
-                axis.set_yticks([])
-                if row == 0:
-                    axis.set_title(title, fontsize=8)
-                if c == 0 and i == 0:
-                    axis.set_ylabel(task, fontsize=8)
-    fig.suptitle(f"N={max(args.sizes)} training images, seed 0", fontsize=9)
+    truth = pictures["test_images"][:n_show]
+    shape, half = truth.shape[1:], truth.shape[1] // 2
+    titles = ("ground truth", "input of f", "hypernetwork", "hyperkernel")
+
+    def panel(task, column, i):
+        if column == 0 or (column == 1 and task == "representation"):
+            return truth[i]
+        if column == 1:  # inpainting: f sees the top half only
+            return np.vstack([truth[i][:half], np.zeros_like(truth[i][half:])])
+        key = (task, titles[column])
+        return pictures[key].reshape(-1, *shape)[i] if key in pictures else np.full(shape, np.nan)
+
+    n_rows = len(args.tasks) * len(truth)
+    fig, axes = plt.subplots(n_rows, len(titles), figsize=(6.4, 1.6 * n_rows), squeeze=False)
+    for row, (task, i) in enumerate(itertools.product(args.tasks, range(len(truth)))):
+        for column, axis in enumerate(axes[row]):
+            axis.imshow(panel(task, column, i), cmap="gray", vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(titles[column], fontsize=8)
+            if column == 0 and i == 0:
+                axis.set_ylabel(task, fontsize=8)
+    fig.suptitle(f"N={max(args.sizes)} training images, seed {args.first_seed}", fontsize=9)
     save_figure(fig, path)
 
 
