@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._operator import GramOperator
+from ._operator import GramOperator, check_finite_kernel
 from .progress import log
 from ._solvers import LowRankPreconditioner, conjugate_gradient, pivoted_cholesky
 
@@ -122,10 +122,7 @@ def fit_cg(
         else:
             product = operator.matvec(vectors * root_weight[:, None])
             product *= root_weight[:, None]
-        if not np.all(np.isfinite(product)):
-            raise ValueError(
-                "The kernel returned non-finite values on the training data; check the scale of X."
-            )
+        check_finite_kernel(product)
         return product
 
     started = time.perf_counter()

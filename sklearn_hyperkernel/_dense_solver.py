@@ -28,7 +28,7 @@ from scipy import linalg
 from sklearn.exceptions import ConvergenceWarning
 
 from ._linalg import blas_threads, guarded_cholesky, symmetrize
-from ._operator import GramOperator
+from ._operator import GramOperator, check_finite_kernel
 
 __all__ = ["solve_dense", "training_gram"]
 
@@ -52,14 +52,7 @@ def training_gram(operator: GramOperator) -> np.ndarray:
     n = operator.n_rows
     if K.shape != (n, n):
         raise ValueError(f"The kernel returned a Gram matrix of shape {K.shape} for {n} rows.")
-    # the sum is finite when every entry is (a cheap test without an n x n
-    # boolean temporary); only an overflowing sum needs the full test
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.sum(K)
-    if not np.isfinite(total) and not np.all(np.isfinite(K)):
-        raise ValueError(
-            "The kernel returned non-finite values on the training data; check the scale of X."
-        )
+    check_finite_kernel(K)
     return K
 
 

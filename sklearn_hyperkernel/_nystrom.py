@@ -37,7 +37,7 @@ from scipy.linalg import blas
 from ._linalg import symmetrize
 from ._nystrom_centers import select_centers
 from ._nystrom_system import Whitening, centre_space_threads, solve_normal_equations
-from ._operator import GramOperator, block_partition, tiles
+from ._operator import GramOperator, block_partition, check_finite_kernel, tiles
 from .progress import ProgressLog, format_log_line, log
 from ._scheduling import run_tasks
 
@@ -46,9 +46,6 @@ __all__ = ["MIN_BLOCKS", "NystromFit", "fit_nystrom", "normal_equations"]
 #: Fewest blocks (tasks) of rows when ``block_size`` is None: small problems
 #: run in parallel too (see :func:`._operator.block_partition`).
 MIN_BLOCKS = 8
-
-_NON_FINITE = "The kernel returned non-finite values on the training data; check the scale of X."
-
 
 @dataclass
 class NystromFit:
@@ -124,8 +121,7 @@ def fit_nystrom(
     centre_gram = np.require(centres.gram(), dtype=np.float64, requirements=["C", "W", "O"])
     symmetrize(centre_gram, "lower")  # exactly symmetric, whatever the kernel
     np.fill_diagonal(centre_gram, operator.diagonal[centre_index])
-    if not np.all(np.isfinite(centre_gram)):
-        raise ValueError(_NON_FINITE)
+    check_finite_kernel(centre_gram)
     with centre_space_threads(m):
         whitening = Whitening.of(centre_gram)
     del centre_gram
@@ -139,8 +135,7 @@ def fit_nystrom(
         verbose=verbose if verbose >= 2 else 0,
         label=format_log_line(source, "Nystroem K_nm^T W K_nm"),
     )
-    if not np.all(np.isfinite(gram)):
-        raise ValueError(_NON_FINITE)
+    check_finite_kernel(gram)
     if verbose:
         log(source, f"K_nm^T W K_nm accumulated, {time.perf_counter() - started:.1f}s")
     with centre_space_threads(m):

@@ -57,6 +57,7 @@ from .progress import ProgressLog
 from ._scheduling import run_tasks
 
 __all__ = [
+    "check_finite_kernel",
     "MATVEC_BLOCK_BYTES",
     "TILE_BYTES",
     "FactorizedGramOperator",
@@ -116,6 +117,26 @@ def tiles(block: slice, tile_rows: int) -> list[slice]:
 def _slices(rows: slice, size: int) -> list[slice]:
     starts = range(rows.start, rows.stop, size)
     return [slice(start, min(start + size, rows.stop)) for start in starts]
+
+
+def check_finite_kernel(values: np.ndarray) -> None:
+    """Raise the one error of a kernel that returned NaN or infinity on the training rows.
+
+    The sum of the values is finite when every value is, so it is tested first
+    (no boolean temporary of the values' size); only a non-finite sum, which
+    may also be an overflow of finite values, needs the full test.
+
+    Raises
+    ------
+    ValueError
+        When ``values`` holds NaN or infinity.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(values)
+    if not np.isfinite(total) and not np.all(np.isfinite(values)):
+        raise ValueError(
+            "The kernel returned non-finite values on the training data; check the scale of X."
+        )
 
 
 def gram_operator(kernel: Any, X: np.ndarray, *, block_size: int | None = None) -> GramOperator:
@@ -187,11 +208,7 @@ class GramOperator:
             if self.X is None:
                 raise ValueError("This operator was made without X: its diagonal is unknown.")
             diagonal = np.asarray(self.kernel.diag(self.X), dtype=np.float64)
-            if not np.all(np.isfinite(diagonal)):
-                raise ValueError(
-                    "The kernel returned non-finite values on the training data; "
-                    "check the scale of X."
-                )
+            check_finite_kernel(diagonal)
             self._diagonal = diagonal
         return self._diagonal
 

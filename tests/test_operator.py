@@ -186,3 +186,34 @@ def test_dask_receives_an_operator_once_per_computation(rows, dask_client, monke
         product = operator.cross_product(new, coef, block_size=3)  # 10 tasks
     assert_allclose(product, HyperKernel()(new, rows) @ coef, rtol=1e-12)
     assert len(pickled) == 1
+
+
+class _NaNOffDiagonal(RBF):
+    """RBF whose entries between rows with x_0 exactly 0.5 apart are NaN (its diagonal is 1)."""
+
+    def __call__(self, X, Y=None, eval_gradient=False):
+        K = super().__call__(X, Y)
+        Y = X if Y is None else Y
+        K[np.subtract.outer(X[:, 0], Y[:, 0]) == 0.5] = np.nan
+        return K
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"solver": "cholesky"},
+        {"solver": "cg", "cg_rank": 0},
+        {"solver": "nystrom", "n_components": 40},
+    ],
+    ids=["cholesky", "cg", "nystrom"],
+)
+def test_every_solver_names_a_non_finite_kernel(params):
+    # one check (check_finite_kernel) on what each solver reads of the kernel:
+    # the dense Gram, the products K @ V, the centres' Gram
+    from sklearn_hyperkernel import HyperKernelRegressor
+
+    X = np.random.default_rng(0).normal(size=(40, 4))
+    X[3, 0], X[7, 0] = 1.0, 0.5
+    y = X[:, 1]
+    with pytest.raises(ValueError, match="non-finite values on the training data"):
+        HyperKernelRegressor(kernel=_NaNOffDiagonal(), **params).fit(X, y)
