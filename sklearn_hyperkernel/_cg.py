@@ -24,8 +24,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from ._operator import GramOperator, check_finite_kernel
-from .progress import log
 from ._solvers import LowRankPreconditioner, conjugate_gradient, pivoted_cholesky
+from .progress import log
 
 __all__ = ["CGFit", "fit_cg"]
 

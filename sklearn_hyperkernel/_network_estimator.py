@@ -27,7 +27,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._architecture import check_z_dim, x_width
 from ._device import fallback_device, resolve_device
 from ._network_parameters import ESTIMATOR_CONSTRAINTS, WARM_START_FIXED
-from .progress import format_log_line, log
 from ._training import (
     Plateau,
     TrainingRows,
@@ -42,6 +41,7 @@ from ._training import (
     torch_threads,
     warn_if_not_learned,
 )
+from .progress import format_log_line, log
 
 __all__ = ["BaseHypernetwork", "TorchStateMixin", "store_parameters", "torch_device"]
 

@@ -38,8 +38,8 @@ from ._linalg import symmetrize
 from ._nystrom_centers import select_centers
 from ._nystrom_system import Whitening, centre_space_threads, solve_normal_equations
 from ._operator import GramOperator, block_partition, check_finite_kernel, tiles
-from .progress import ProgressLog, format_log_line, log
 from ._scheduling import run_tasks
+from .progress import ProgressLog, format_log_line, log
 
 __all__ = ["MIN_BLOCKS", "NystromFit", "fit_nystrom", "normal_equations"]
 

@@ -53,8 +53,8 @@ from sklearn.base import clone
 
 from ._device import resolve_device
 from ._gram_engine import upper_block_product
-from .progress import ProgressLog
 from ._scheduling import run_tasks
+from .progress import ProgressLog
 
 __all__ = [
     "check_finite_kernel",
