@@ -46,8 +46,9 @@ from ._gram_tiles import (
     fused_pass,
     place_rows,
 )
+from ._linalg import mirror_leading_square
 from ._rows import distinct_rows_and_keys
-from ._scheduling import run_tasks
+from ._scheduling import run_tasks, runs_locally
 from .progress import ProgressLog
 
 _NUMPY = Placement()  # the default: numpy, float64
@@ -59,7 +60,6 @@ __all__ = [
     "gram",
     "gram_matvec",
     "diagonal",
-    "mirror_leading_square",
     "upper_block_product",
 ]
 
@@ -187,22 +187,6 @@ def _unit(x: np.ndarray, squared_norm: np.ndarray | None = None) -> np.ndarray:
     return x * np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)[:, None]
 
 
-def mirror_leading_square(value: np.ndarray) -> None:
-    """Copy the upper triangle of a block's leading square onto its lower one, in place.
-
-    ``value`` holds ``K[i:i+m, i:]`` of a symmetric ``K`` (a block of the
-    upper block triangle): its leading ``m x m`` square straddles the
-    diagonal, and its upper triangle is the part the block owns, so the
-    result is exactly symmetric there. The diagonal is left as it is. Works
-    on numpy arrays of 2 dimensions, or 3 (a gradient, the last axis one per
-    hyperparameter).
-    """
-    size = value.shape[0]
-    lower = np.tril_indices(size, -1)
-    square = value[:, :size]
-    square[lower] = np.swapaxes(square, 0, 1)[lower]
-
-
 def upper_block_product(block: Any, vectors: Any, diagonal: Any, out: Any = None) -> Any:
     """Add what one block of the upper block triangle of ``K`` gives to ``K @ V``.
 
@@ -262,16 +246,25 @@ def _gram_block(
     tile_rows: int,
     symmetric: bool,
     fused: bool,
+    out: np.ndarray | None,
     *row_arrays: Any,
-) -> list[tuple[slice, slice, np.ndarray, np.ndarray | None]]:
+) -> list[tuple[slice, slice, np.ndarray | None, np.ndarray | None]]:
     """One block of a Gram as host tiles ``(rows, cols, value, gradient)``.
 
     ``row_arrays`` are :func:`._gram_tiles.place_rows` of the rows, then of
     the columns when they differ; ``fused`` as :func:`._gram_tiles.block_tiles`.
+    ``out`` (tasks in the caller's process only): the Gram, into which a
+    fused block writes its values itself; its one tile then has value None.
     """
     a = PlacedRows(*row_arrays[:N_ROW_ARRAYS])
     b = PlacedRows(*row_arrays[N_ROW_ARRAYS:]) if len(row_arrays) > N_ROW_ARRAYS else a
     fused = fused and fused_available()  # a worker without numba: the numpy path
+    if fused and out is not None:
+        written = block_tiles(
+            arch, placement, a, rows, b, cols, False, tile_rows, symmetric, True, out[rows, cols]
+        )
+        next(iter(written))  # one tile: the whole block, written into out
+        return [(rows, cols, None, None)]
     tiles = []
     for tile, tile_cols, value, grad in block_tiles(
         arch, placement, a, rows, b, cols, eval_gradient, tile_rows, symmetric, fused
@@ -335,6 +328,7 @@ def gram(
     placement: Placement = _NUMPY,
     verbose: int = 0,
     label: str = "Gram",
+    stream_entries: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Fill the Gram matrix between two sets of factorised rows, block by block.
 
@@ -361,6 +355,11 @@ def gram(
         Progress lines (see :class:`sklearn_hyperkernel.progress.ProgressLog`), one step per block.
     label : str
         Prefix of the progress lines.
+    stream_entries : int or None
+        Entries of the whole computation this Gram is one piece of (a tile of
+        Nystroem's ``K_nm``, of a prediction's ``K(X, rows)``): the fused pass
+        is chosen by that size (:func:`._gram_tiles.fused_pass`) instead of
+        this Gram's own. None: this Gram's.
 
     Returns
     -------
@@ -373,9 +372,12 @@ def gram(
     n_a, n_b = a.n_rows, b.n_rows
     out = np.empty((n_a, n_b))
     gradient = np.empty((n_a, n_b, arch.length_scale.shape[0])) if eval_gradient else None
-    fused = fused_pass(placement, eval_gradient, n_a * n_b)
+    fused = fused_pass(placement, eval_gradient, max(n_a * n_b, stream_entries or 0))
     block_rows, tile_rows = block_and_tile_rows(n_b, block_size, placement, fused)
     row_arrays = place_rows(placement, a, None if symmetric else b)
+    # a fused block in this process writes into ``out`` itself (no block of
+    # its own to allocate and copy); elsewhere (Dask) it returns its values
+    shared = out if fused and runs_locally() else None
     calls = [
         (
             arch,
@@ -386,6 +388,7 @@ def gram(
             tile_rows,
             symmetric,
             fused,
+            shared,
             *row_arrays,
         )
         for start in range(0, n_a, block_rows)
@@ -393,6 +396,10 @@ def gram(
 
     def consume(tiles: list) -> None:
         for tile, tile_cols, value, grad in tiles:
+            if value is None:  # written by the task; its leading square mirrored
+                if symmetric:
+                    out[tile.stop :, tile] = out[tile, tile.stop :].T
+                continue
             out[tile, tile_cols] = value
             if symmetric:
                 out[tile_cols, tile] = value.T

@@ -251,6 +251,7 @@ def block_tiles(
     tile_rows: int,
     symmetric: bool,
     fused: bool = False,
+    destination: np.ndarray | None = None,
 ) -> Iterable[tuple[slice, slice, Any, Any]]:
     """Kernel (and its log-length-scale gradient) on a block of rows, tile by tile.
 
@@ -262,14 +263,21 @@ def block_tiles(
 
     ``fused`` (from :func:`fused_pass`; ignored where numba is missing): the
     whole block is one tile of :func:`._fused.hyper_block`, its leading
-    square already mirrored when ``symmetric``, and no gradient.
+    square already mirrored when ``symmetric``, and no gradient. Given
+    ``destination`` (a host view of the output's block ``[rows, cols]``, rows
+    of unit stride), the fused pass writes there and yields it: with every x
+    distinct, x's product is computed into it and becomes the kernel where it
+    lies, so the block needs no memory of its own.
     """
     used_a, local_a = _local_distinct(a.x_index[rows])
     used_b, local_b = _local_distinct(b.x_index[cols])
-    rho_x_block = (
-        _take(a.x_unit, placement.put_index(used_a), 0)
-        @ _take(b.x_unit, placement.put_index(used_b), 0).T
-    )
+    fused = fused and fused_available()
+    x_a = _take(a.x_unit, placement.put_index(used_a), 0)
+    x_b = _take(b.x_unit, placement.put_index(used_b), 0)
+    if fused and destination is not None and local_a is None and local_b is None:
+        rho_x_block = np.matmul(x_a, x_b.T, out=destination)
+    else:
+        rho_x_block = x_a @ x_b.T
     # equal x: correlation exactly 1 (a unit row times itself is 1 only up to
     # rounding, and kappa0 moves by ~sqrt(ulp) there)
     if isinstance(used_b, slice):
@@ -277,8 +285,9 @@ def block_tiles(
     else:
         same_x = coincident_pairs(a.x_ids[used_a], b.x_ids[used_b])
     rho_x_block = set_where(rho_x_block, _put_coincidence(same_x, placement), 1.0, True)
-    if fused and fused_available():
-        value = _fused_block(arch, a, rows, b, cols, rho_x_block, (local_a, local_b), symmetric)
+    if fused:
+        local = (local_a, local_b)
+        value = _fused_block(arch, a, rows, b, cols, rho_x_block, local, symmetric, destination)
         yield rows, cols, value, None
         return
     xp = array_namespace(rho_x_block)
@@ -312,15 +321,21 @@ def _fused_block(
     rho_x: np.ndarray,
     local: tuple[np.ndarray | None, np.ndarray | None],
     symmetric: bool,
+    destination: np.ndarray | None = None,
 ) -> np.ndarray:
     """The block by :func:`._fused.hyper_block`, from its x correlations ``rho_x``.
 
     ``local`` maps the block's rows and columns to those of ``rho_x`` (None:
-    one to one, and then the kernel overwrites ``rho_x`` in place).
+    one to one, and then the kernel overwrites ``rho_x`` in place). Written
+    into ``destination`` when given (``rho_x`` may be it).
     """
     from ._fused import hyper_block
 
     in_place = local[0] is None and local[1] is None
+    if destination is not None:
+        out = destination
+    else:
+        out = rho_x if in_place else None
     return hyper_block(
         rho_x,
         a.z[rows],
@@ -336,7 +351,7 @@ def _fused_block(
         x_index_a=local[0],
         x_index_b=local[1],
         symmetric=symmetric,
-        out=rho_x if in_place else None,
+        out=out,
     )
 
 

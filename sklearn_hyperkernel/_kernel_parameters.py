@@ -43,10 +43,13 @@ KERNEL_DOCS = {
         it.""",
     "n_jobs": """\
     n_jobs : int, default=None
-        Parallel workers over blocks (joblib): None means 1 unless in a
-        ``joblib.parallel_config`` context, -1 all cores. Threads by default;
-        inside ``parallel_config(backend="dask")`` the blocks run on a Dask
-        cluster (see the user guide).""",
+        Parallel workers over blocks (joblib), threads by default: None is as
+        many as BLAS uses (every core unless ``OMP_NUM_THREADS`` or a
+        ``threadpoolctl`` limit says fewer) or the ``n_jobs`` of a
+        ``joblib.parallel_config`` context; 1 runs the blocks one after the
+        other (BLAS and numba still thread inside them); -1 all cores. Inside
+        ``parallel_config(backend="dask")`` the blocks run on a Dask cluster
+        (see the user guide).""",
     "device": """\
     device : str, default=None
         Where the recursions run: None with numpy on the CPU; ``"cpu"``,

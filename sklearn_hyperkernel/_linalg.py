@@ -20,6 +20,7 @@ __all__ = [
     "blas_threads",
     "guarded_cholesky",
     "max_abs_row_sum",
+    "mirror_leading_square",
     "symmetrize",
 ]
 
@@ -47,6 +48,22 @@ def blas_threads(size: int, *, one_thread_up_to: int = 0) -> threadpool_limits:
     """
     one = size > ONE_BLAS_THREAD_ABOVE or size <= one_thread_up_to
     return threadpool_limits(limits=1 if one else None, user_api="blas")
+
+
+def mirror_leading_square(value: np.ndarray) -> None:
+    """Copy the upper triangle of a block's leading square onto its lower one, in place.
+
+    ``value`` holds ``K[i:i+m, i:]`` of a symmetric ``K`` (a block of the
+    upper block triangle): its leading ``m x m`` square straddles the
+    diagonal, and its upper triangle is the part the block owns, so the
+    result is exactly symmetric there. The diagonal is left as it is. Works
+    on numpy arrays of 2 dimensions, or 3 (a gradient, the last axis one per
+    hyperparameter).
+    """
+    size = value.shape[0]
+    lower = np.tril_indices(size, -1)
+    square = value[:, :size]
+    square[lower] = np.swapaxes(square, 0, 1)[lower]
 
 
 def symmetrize(matrix: np.ndarray, filled: str = "lower") -> np.ndarray:

@@ -46,6 +46,11 @@ __all__ = ["MIN_BLOCKS", "NystromFit", "fit_nystrom", "normal_equations"]
 #: Fewest blocks (tasks) of rows when ``block_size`` is None: small problems
 #: run in parallel too (see :func:`._operator.block_partition`).
 MIN_BLOCKS = 8
+#: Bytes of a tile of ``K_nm`` when ``block_size`` is None: each tile's ``dsyrk``
+#: reads and writes the whole ``m x m`` sum, so fewer, taller tiles save passes
+#: over it (N = 20,000, m = 2,000: 1.12 s of dsyrk in tiles of 4,192 rows
+#: against 1.35 s in tiles of 1,048, one thread).
+NORMAL_EQUATIONS_TILE_BYTES = 64 * 2**20
 
 @dataclass
 class NystromFit:
@@ -195,9 +200,15 @@ def normal_equations(
     rhs : ndarray of shape (m, n_targets)
     """
     blocks, tile_rows = block_partition(
-        operator.n_rows, centres.n_rows, block_size, min_blocks=MIN_BLOCKS
+        operator.n_rows,
+        centres.n_rows,
+        block_size,
+        min_blocks=MIN_BLOCKS,
+        tile_bytes=NORMAL_EQUATIONS_TILE_BYTES,
     )
-    task_rows, task_centres = operator.sequential(), centres.sequential()
+    entries = operator.n_rows * centres.n_rows  # of K_nm, which the tiles make up
+    task_rows = operator.sequential(stream_entries=entries)
+    task_centres = centres.sequential(stream_entries=entries)
     calls = [
         (task_rows, task_centres, block, tile_rows, targets, weights)
         + ((None, None) if whitening is None else (whitening.kind, whitening.matrix))

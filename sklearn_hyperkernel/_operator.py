@@ -30,12 +30,10 @@ Two implementations, chosen once by :func:`gram_operator`:
   ``kernel(X[rows], X[cols])`` and ``K @ V`` goes block by block over the
   upper block triangle (:func:`._gram_engine.upper_block_product`, the one
   implementation of that product);
-* :class:`FactorizedGramOperator` serves the hypernetwork kernels
-  (:class:`~sklearn_hyperkernel.HyperKernel`,
-  :class:`~sklearn_hyperkernel.HyperNNGP`): the rows are factorised once
-  (``factorize_rows``: each distinct x found and its quantities computed
-  once), every block is ``gram_factorized`` on subsets of them
-  (``FactorizedRows.take``), and ``K @ V`` is the kernel's own
+* :class:`FactorizedGramOperator` serves HyperKernel and HyperNNGP: the rows
+  are factorised once (``factorize_rows``: each distinct x found and its
+  quantities computed once), every block is ``gram_factorized`` on subsets
+  of them (``FactorizedRows.take``), and ``K @ V`` is the kernel's own
   ``gram_matvec`` (parallel, on its device, on Dask).
 
 An operator is picklable and holds its kernel by reference, so a fitted
@@ -81,12 +79,17 @@ _MAX_TILES_PER_BLOCK = 16
 
 
 def block_partition(
-    n_rows: int, n_cols: int, block_size: int | None, *, min_blocks: int = 1
+    n_rows: int,
+    n_cols: int,
+    block_size: int | None,
+    *,
+    min_blocks: int = 1,
+    tile_bytes: int = TILE_BYTES,
 ) -> tuple[list[slice], int]:
     """Blocks of output rows (one task each) and the rows of their tiles (one kernel call each).
 
     ``block_size`` given: blocks of ``block_size`` rows, each one tile (the
-    rule of the Gram engine). None: tiles of at most :data:`TILE_BYTES` of
+    rule of the Gram engine). None: tiles of at most ``tile_bytes`` of
     ``n_cols`` float64 columns, and at most ``ceil(n_rows / min_blocks)`` rows
     unless that is below 256; blocks of whole tiles, at least ``min_blocks``
     of them while tiles allow and at most 16 tiles each. None of it depends
@@ -101,7 +104,7 @@ def block_partition(
         tile_rows = int(block_size)
         tiles_per_block = 1
     else:
-        by_bytes = max(1, TILE_BYTES // (8 * max(n_cols, 1)))
+        by_bytes = max(1, tile_bytes // (8 * max(n_cols, 1)))
         tile_rows = min(by_bytes, max(_MIN_TILE_ROWS, -(-n_rows // min_blocks)))
         n_tiles = max(1, math.ceil(n_rows / tile_rows))
         tiles_per_block = min(_MAX_TILES_PER_BLOCK, max(1, n_tiles // min_blocks))
@@ -256,12 +259,13 @@ class GramOperator:
         changes = {name: value for name, value in (("n_jobs", 1), ("verbose", 0)) if name in params}
         return clone(self.kernel).set_params(**changes) if changes else self.kernel
 
-    def sequential(self) -> GramOperator:
+    def sequential(self, stream_entries: int | None = None) -> GramOperator:
         """The operator for use inside parallel tasks, which are the parallelism.
 
         Its kernel runs on one worker and prints nothing (a clone with
         ``n_jobs=1`` and ``verbose=0``, the parameters it has), and it holds
-        only what evaluating blocks needs.
+        only what evaluating blocks needs. ``stream_entries`` (the entries of
+        all its tiles together) serves :class:`FactorizedGramOperator`.
         """
         kernel = self._quiet_kernel()
         return self if kernel is self.kernel else self._with(kernel)
@@ -354,7 +358,7 @@ class GramOperator:
             X.shape[0], self.n_rows, block_size, min_blocks=min_blocks
         )
         out = np.empty((X.shape[0], coef.shape[1]))
-        task_operator = self.sequential()
+        task_operator = self.sequential(stream_entries=X.shape[0] * self.n_rows)
         calls = [(task_operator, block, tile_rows, coef, X) for block in blocks]
 
         def consume(result: tuple[int, np.ndarray]) -> None:
@@ -430,6 +434,7 @@ class FactorizedGramOperator(GramOperator):
     ) -> None:
         super().__init__(kernel, X, block_size=block_size, diagonal=diagonal)
         self.rows = rows
+        self.stream_entries: int | None = None
 
     @property
     def n_rows(self) -> int:
@@ -449,13 +454,18 @@ class FactorizedGramOperator(GramOperator):
             rows = self.rows.take(index).compact()
             diagonal = None if self._diagonal is None else self._diagonal[index]
             X = None if X is None else X[index]
-        return FactorizedGramOperator(
+        operator = FactorizedGramOperator(
             kernel, rows, X, block_size=self.block_size, diagonal=diagonal
         )
+        operator.stream_entries = self.stream_entries
+        return operator
 
-    def sequential(self) -> FactorizedGramOperator:
-        """As :meth:`GramOperator.sequential`; without ``X``, which blocks do not read."""
-        return self._with(self._quiet_kernel(), keep_X=False)
+    def sequential(self, stream_entries: int | None = None) -> FactorizedGramOperator:
+        """As :meth:`GramOperator.sequential`, without ``X`` (blocks do not read it); its
+        tiles choose the fused pass by ``stream_entries`` (:func:`._gram_engine.gram`)."""
+        operator = self._with(self._quiet_kernel(), keep_X=False)
+        operator.stream_entries = stream_entries
+        return operator
 
     def _as_rows(self, rows: GramOperator | np.ndarray) -> Any:
         if isinstance(rows, FactorizedGramOperator):
@@ -463,7 +473,7 @@ class FactorizedGramOperator(GramOperator):
         return self.kernel.factorize_rows(rows)
 
     def _cross(self, rows: Any, cols: Any) -> np.ndarray:
-        return self.kernel.gram_factorized(rows, cols)
+        return self.kernel._gram_factorized(rows, cols, stream_entries=self.stream_entries)
 
     def _subset(self, index: slice | np.ndarray) -> Any:
         return self.rows.take(index)

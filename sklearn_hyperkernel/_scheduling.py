@@ -10,6 +10,9 @@ joblib and hands every result to a ``consume`` callback:
 * on local threads (joblib's default backend), with BLAS limited to one
   thread per task (threadpoolctl; otherwise every thread's BLAS starts its own
   threads on the same cores), at most ``2 * n_jobs`` tasks dispatched ahead;
+  ``n_jobs=None`` there means as many threads as BLAS uses
+  (:func:`default_workers`), not 1: the cores a single task would have kept
+  busy with BLAS's and numba's threads, without their contention;
 * on any other joblib backend the caller activates -- Dask's, inside
   ``joblib.parallel_config(backend="dask")`` -- with every task submitted
   at once: its large array arguments are scattered to the cluster once, and
@@ -28,17 +31,48 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import Parallel, cpu_count, delayed, effective_n_jobs
 from joblib._parallel_backends import SequentialBackend, ThreadingBackend
 from joblib.parallel import get_active_backend
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from .progress import ProgressLog
 
-__all__ = ["run_tasks"]
+__all__ = ["default_workers", "run_tasks", "runs_locally"]
 
 # joblib's warning when a result generator is closed before its end
 _UNUSED_RESULTS = r".*(executed +but not used|still being processed by the workers)"
+
+
+def runs_locally() -> bool:
+    """Whether tasks run in this process (joblib's threads or sequentially).
+
+    Then a task may write its result into an array of the caller's; on any
+    other backend (Dask's) it must return it.
+    """
+    backend, _ = get_active_backend(prefer="threads")
+    return isinstance(backend, (ThreadingBackend, SequentialBackend))
+
+
+def default_workers() -> int:
+    """The workers of ``n_jobs=None`` on a local backend: the threads BLAS uses.
+
+    That is every core unless something limits BLAS (``OMP_NUM_THREADS``,
+    ``OPENBLAS_NUM_THREADS``, a ``threadpoolctl`` context, a joblib worker's
+    inner-thread limit), so the tasks use the cores the computation inside
+    one task would have used, one BLAS thread each instead of one task with
+    every BLAS and numba thread (which here contend: numba's threads wait
+    while BLAS's spin after each product). ``joblib.cpu_count()`` when no
+    BLAS is found.
+    """
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController().select(user_api="blas")
+    counts = [library.num_threads for library in _BLAS.lib_controllers]
+    return max(1, min(counts)) if counts else max(1, cpu_count())
+
+
+_BLAS: Any = None  # threadpoolctl's view of the BLAS libraries, found once
 
 
 def run_tasks(
@@ -65,8 +99,10 @@ def run_tasks(
     calls : sequence of tuple
         The arguments of each task.
     n_jobs : int or None
-        joblib's: None is 1 unless a ``joblib.parallel_config`` context says
-        otherwise, -1 every core (every worker on Dask).
+        joblib's, except that None on local threads outside a
+        ``joblib.parallel_config(n_jobs=...)`` context is
+        :func:`default_workers` (the threads BLAS uses) instead of 1; -1 every
+        core (every worker on Dask).
     consume : callable
         Called with each result. Sequentially the results come in the order
         of ``calls``; in parallel as the tasks finish, unless ``ordered``.
@@ -86,8 +122,10 @@ def run_tasks(
         the cost of holding a finished result until those before it are in.
         Results from a non-local backend always come as they finish.
     """
-    backend, _ = get_active_backend(prefer="threads")
-    local = isinstance(backend, (ThreadingBackend, SequentialBackend))
+    local = runs_locally()
+    if local and n_jobs is None:
+        configured = effective_n_jobs(None)  # a parallel_config(n_jobs=...) context's
+        n_jobs = default_workers() if configured == 1 else configured
     if len(calls) <= 1 or effective_n_jobs(n_jobs) == 1 or (local and sequential_locally):
         for call in calls:
             consume(task(*call))

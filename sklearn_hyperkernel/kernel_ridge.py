@@ -99,7 +99,7 @@ _OWN_PARAMETERS = """\
         Rows per block, the work of one task, so that memory does not grow
         with the rows: test rows of :meth:`predict`; training rows of each CG
         product and of Nyström's ``K(X, centres)``. ``None``: blocks of whole
-        tiles of at most 16 MiB (``_operator.TILE_BYTES``), at least 8 blocks
+        tiles of at most 16 MiB (64 MiB for Nyström's sums), at least 8 blocks
         of 256 rows or more with Nyström; in CG the hypernetwork kernels' own
         blocks (about 2^22 entries), tiles of at most 64 MiB for other kernels.
     solver : {"auto", "cholesky", "cg", "nystrom"}, default="auto"
@@ -159,8 +159,11 @@ _OWN_PARAMETERS = """\
         the progress of each ``K @ V`` and of Nyström's blocks.
     n_jobs : int, default=None
         Workers (joblib) of the constructed kernel (Gram blocks, CG products)
-        and of the blocks of Nyström and :meth:`predict`: ``None`` is 1 unless
-        in a :obj:`joblib.parallel_config` context; with
+        and of the blocks of Nyström and :meth:`predict`: ``None`` is as many
+        threads as BLAS uses (every core unless ``OMP_NUM_THREADS`` or a
+        ``threadpoolctl`` limit says fewer), or the ``n_jobs`` of a
+        :obj:`joblib.parallel_config` context; 1 runs the blocks one after
+        the other (BLAS and numba still thread inside them); with
         ``parallel_config(backend="dask")`` the blocks run on a Dask cluster.
     device : str, default=None
         Device of the constructed kernel: None computes with numpy; ``"cpu"``,

@@ -116,11 +116,13 @@ class _HypernetworkKernel(Kernel):
         rows_a: FactorizedRows,
         rows_b: FactorizedRows | None,
         eval_gradient=False,
+        stream_entries: int | None = None,
     ):
         return gram(
             arch,
             rows_a,
             rows_b,
+            stream_entries=stream_entries,
             eval_gradient=eval_gradient,
             block_size=self.block_size,
             n_jobs=self.n_jobs,
@@ -192,13 +194,19 @@ class _HypernetworkKernel(Kernel):
         -------
         ndarray of shape (rows_a.n_rows, rows_b.n_rows)
         """
+        return self._gram_factorized(rows_a, rows_b)
+
+    def _gram_factorized(
+        self, rows_a, rows_b=None, *, stream_entries: int | None = None
+    ) -> np.ndarray:
+        """:meth:`gram_factorized`; ``stream_entries`` as :func:`._gram_engine.gram`'s."""
         rows_a = self._as_factorized(rows_a)
         rows_b = None if rows_b is None else self._as_factorized(rows_b)
         n_features = rows_a.x_distinct.shape[1] + rows_a.z.shape[1]
         arch = self._architecture(n_features)
         if rows_b is not None and rows_b.x_distinct.shape[1] + rows_b.z.shape[1] != n_features:
             raise ValueError("rows_a and rows_b have different numbers of columns.")
-        K, _ = self._gram(arch, rows_a, rows_b)
+        K, _ = self._gram(arch, rows_a, rows_b, stream_entries=stream_entries)
         if rows_b is None:
             np.fill_diagonal(K, diagonal(arch, rows_a))
         return K

@@ -212,8 +212,8 @@ def test_cg_never_holds_the_gram():
     finally:
         tracemalloc.stop()
     gram_bytes = 8 * X.shape[0] ** 2  # 13 MB
-    # blocks of 16 x 1280 and their temporaries, and the rank-50 factor
-    assert peak < gram_bytes / 4
+    # blocks of 16 x 1280 and their temporaries (a few per worker thread), the rank-50 factor
+    assert peak < gram_bytes / 3
     assert model.cg_residual_ <= model.tol
 
 

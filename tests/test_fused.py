@@ -16,7 +16,9 @@ from sklearn.base import clone
 
 numba = pytest.importorskip("numba")
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP, _fused  # noqa: E402
+from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, HyperNNGP  # noqa: E402
+from sklearn_hyperkernel import _fused, _gram_tiles  # noqa: E402
+from sklearn_hyperkernel._scheduling import default_workers  # noqa: E402
 from sklearn_hyperkernel.recursions import dual_correlations, hyper_kernels  # noqa: E402
 
 Z_DIM = 2
@@ -561,8 +563,41 @@ def test_engine_fused_pass_matches_its_numpy_path(
     np.testing.assert_array_equal(got[0], got[0].T)
     np.testing.assert_array_equal(np.diag(got[0]), np.diag(expected[0]))  # the closed form
     np.testing.assert_allclose(got[1][8, 5], kernel.diag(A[8:9])[0], rtol=2e-15)
-    # one block on the main thread: numba's threads; joblib's worker threads: serial
-    assert all(fused_calls) == (n_jobs is None)
+    # one block (block_size None), or one worker (n_jobs=None where BLAS has one thread), on
+    # the main thread: numba's threads; blocks on joblib's worker threads: serial
+    on_main_thread = block_size is None or (n_jobs is None and default_workers() == 1)
+    assert all(fused_calls) == on_main_thread
+    assert not any(fused_calls) or on_main_thread
+
+
+@pytest.mark.parametrize("n_jobs", [None, 1])
+def test_nystrom_and_prediction_tiles_choose_the_fused_pass_by_the_whole_product(
+    rng, monkeypatch, fused_calls, n_jobs
+):
+    """Nystroem's ``K_nm`` and a prediction's ``K(X, centres)`` are evaluated a tile at a
+    time; the size threshold applies to the whole product, not to one tile (each below it
+    here), and the fused fit and prediction equal the numpy path's (1e-12)."""
+    X, X_test = rows(rng, 300, n_images=12), rows(rng, 200, n_images=5)
+    y = np.sin(X[:, 0]) + X[:, -1]
+    model = HyperKernelRegressor(
+        solver="nystrom", n_components=40, block_size=50, random_state=0, n_jobs=n_jobs,
+        z_dim=Z_DIM, z_encoding="fourier", length_scale=0.7,
+    )
+    monkeypatch.delenv(FUSED_ENV, raising=False)
+    # K_nm: 300 x 40 = 12,000 entries, its tiles 50 x 40 = 2,000; predicting: 200 x 40
+    monkeypatch.setattr(_gram_tiles, "FUSED_MIN_ENTRIES", 8000)
+    fused = model.fit(X, y).predict(X_test)
+    assert len(fused_calls) >= 300 // 50 + 1
+    coef = model.dual_coef_.copy()
+    monkeypatch.setattr(_gram_tiles, "FUSED_MIN_ENTRIES", 12001)  # above the fit's K_nm
+    fused_calls.clear()
+    model.fit(X, y)
+    assert not fused_calls
+    monkeypatch.setenv(FUSED_ENV, "0")
+    numpy_path = model.predict(X_test)
+    assert not fused_calls
+    assert_close(model.dual_coef_, coef)
+    assert_close(fused, numpy_path)
 
 
 def test_engine_keeps_the_numpy_path_for_gradients_small_grams_and_torch(

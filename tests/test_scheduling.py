@@ -17,6 +17,8 @@ import time
 import joblib
 import numpy as np
 import pytest
+from joblib import parallel_config
+from threadpoolctl import threadpool_limits
 from conftest import (
     assert_close,
     dask_task_stream,
@@ -26,7 +28,7 @@ from conftest import (
 )
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP, _gram_engine, progress
-from sklearn_hyperkernel._scheduling import run_tasks
+from sklearn_hyperkernel._scheduling import default_workers, run_tasks
 
 
 def _square_after(delay: float, value: int) -> tuple[int, int]:
@@ -48,8 +50,35 @@ def test_every_task_runs_once_and_results_come_in_order_when_asked(n_jobs, order
     run_tasks(_square_after, calls, n_jobs, results.append, progress=Steps(), ordered=ordered)
     assert sorted(results) == [(value, value * value) for value in range(8)]
     assert steps == [1] * 8
-    if ordered or n_jobs in (None, 1):
+    if ordered or n_jobs == 1 or (n_jobs is None and default_workers() == 1):
         assert results == [(value, value * value) for value in range(8)]
+
+
+@pytest.mark.parametrize("blas_threads", [1, 2])
+def test_n_jobs_none_runs_on_as_many_threads_as_blas_uses(blas_threads):
+    """None: the tasks on the threads BLAS would use (one worker: in order, on this thread);
+    an explicit count or a ``parallel_config(n_jobs=...)`` context is obeyed as given."""
+    calls = [(0.01, value) for value in range(6)]
+    threads = []
+
+    def consume(result):
+        threads.append(threading.get_ident())
+
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        assert default_workers() == blas_threads
+        run_tasks(_square_after, calls, None, consume, consume_in_workers=True)
+        workers = set(threads)
+        threads.clear()
+        run_tasks(_square_after, calls, 1, consume, consume_in_workers=True)
+        assert threads == [threading.get_ident()] * 6
+        threads.clear()
+        with parallel_config(n_jobs=2):
+            run_tasks(_square_after, calls, None, consume, consume_in_workers=True)
+        assert len(set(threads)) == 2 and threading.get_ident() not in threads
+    if blas_threads == 1:
+        assert workers == {threading.get_ident()}
+    else:  # six tasks of 10 ms: both workers take some
+        assert len(workers) == 2 and threading.get_ident() not in workers
 
 
 def test_workers_consume_their_own_results_and_sequential_locally_stays_in_this_thread():
