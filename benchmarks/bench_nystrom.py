@@ -123,6 +123,9 @@ def run_method(args: argparse.Namespace, method: str, output: str) -> None:
     result = {"method": method, "n": X.shape[0], "n_test": X_test.shape[0]}
     started = time.perf_counter()
     if method == "exact":
+        if args.exact_images is not None:  # the first images only; the same test rows
+            X, y = X[: args.exact_images * args.pixels], y[: args.exact_images * args.pixels]
+            result["n"] = X.shape[0]
         model = HyperKernelRegressor(solver="cholesky", n_jobs=args.n_jobs).fit(X, y)
     elif method.startswith("nystrom-"):
         _, rule, m = method.split("-")
@@ -192,8 +195,11 @@ def side_by_side(args: argparse.Namespace) -> str:
             command += [
                 "--images", str(args.images), "--test-images", str(args.test_images),
                 "--pixels", str(args.pixels),
-                "--n-jobs", str(args.n_jobs), "--seed", str(args.seed),
+                *(() if args.exact_images is None else ("--exact-images", str(args.exact_images))),
+                "--seed", str(args.seed),
             ]  # fmt: skip
+            if args.n_jobs is not None:
+                command += ["--n-jobs", str(args.n_jobs)]
             for attempt in range(1, 5):
                 # OpenBLAS has crashed with SIGSEGV inside large multi-threaded
                 # calls on the development machine (dpotrf on the 20,000 x 20,000
@@ -222,9 +228,15 @@ def side_by_side(args: argparse.Namespace) -> str:
             )
     first = results[methods[0]]
     lines = [
-        f"N = {first['n']:,} training rows ({args.images} images x {args.pixels} pixels), "
-        f"{first['n_test']:,} test rows (all pixels of {args.test_images} held-out images), "
-        f"m = {', '.join(map(str, args.n_components))}, n_jobs = {args.n_jobs}; "
+        f"N = {args.images * args.pixels:,} training rows ({args.images} images x "
+        f"{args.pixels} pixels"
+        + (
+            ""
+            if args.exact_images is None or "exact" not in results
+            else f"; the exact solve on the first {results['exact']['n']:,}"
+        )
+        + f"), {first['n_test']:,} test rows (all pixels of {args.test_images} held-out "
+        f"images), m = {', '.join(map(str, args.n_components))}, n_jobs = {args.n_jobs}; "
         "load average at the end "
         f"{os.getloadavg()[0]:.1f} ({platform.machine()}, {os.cpu_count()} CPUs)",
         "",
@@ -341,6 +353,13 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=50, help="held-out images of (a)")
     parser.add_argument("--pixels", type=int, default=20, help="pixels per training image of (a)")
     parser.add_argument(
+        "--exact-images",
+        type=int,
+        default=None,
+        help="fit the exact solve of (a) on the first this many training images only (the "
+        "other methods on all; the same test rows), to compare at equal time",
+    )
+    parser.add_argument(
         "--n-components", type=int, nargs="+", default=None,
         help="m (default: the regressor's); in (a), more values add Nystroem rows at those m",
     )  # fmt: skip
@@ -350,7 +369,9 @@ def main() -> None:
         default=["uniform", "rpcholesky"],
         choices=["uniform", "rpcholesky"],
     )
-    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument(
+        "--n-jobs", type=int, default=None, help="the estimators' n_jobs (default: theirs, None)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-exact", action="store_true")
     parser.add_argument("--skip-sklearn", action="store_true")

@@ -20,8 +20,9 @@ drift between them:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from numbers import Integral, Real
-from typing import Any, Mapping
+from typing import Any
 
 from sklearn.utils._param_validation import (
     Interval,

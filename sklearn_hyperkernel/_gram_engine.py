@@ -15,14 +15,15 @@ stays bounded (:mod:`._gram_tiles` evaluates one block, tile by tile).
   once per call on the host (:func:`._gram_tiles.coincidence_ids`);
 * a symmetric Gram is filled from its upper block triangle and mirrored, and a
   product ``K @ V`` (:func:`gram_matvec`) streams over the same triangle
-  without ever holding ``K`` (:func:`upper_block_product`);
+  without ever holding ``K`` (:func:`._linalg.upper_block_product`);
 * on numpy, or torch tensors on a CPU or a GPU (:class:`._device.Placement`);
 * on numpy with numba installed, a large Gram's blocks run their recursions
   in one compiled pass (:mod:`._fused`), unless the environment variable
   ``SKLEARN_HYPERKERNEL_FUSED`` is "0" (:func:`._gram_tiles.fused_pass`);
 * blocks are independent tasks run by :func:`._scheduling.run_tasks`
-  (sequentially, on threads, or on Dask); each returns its results instead of
-  writing to shared memory, so nothing assumes one machine.
+  (sequentially, on threads, or on Dask); each returns its results, so
+  nothing assumes one machine -- except a fused block run in this process,
+  which writes into the Gram itself.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
-from array_api_compat import device as array_device
 
 from ._device import Placement
 from ._gram_tiles import (
@@ -46,7 +46,7 @@ from ._gram_tiles import (
     fused_pass,
     place_rows,
 )
-from ._linalg import mirror_leading_square
+from ._linalg import mirror_leading_square, upper_block_product
 from ._rows import distinct_rows_and_keys
 from ._scheduling import run_tasks, runs_locally
 from .progress import ProgressLog
@@ -60,7 +60,6 @@ __all__ = [
     "gram",
     "gram_matvec",
     "diagonal",
-    "upper_block_product",
 ]
 
 
@@ -187,51 +186,6 @@ def _unit(x: np.ndarray, squared_norm: np.ndarray | None = None) -> np.ndarray:
     return x * np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)[:, None]
 
 
-def upper_block_product(block: Any, vectors: Any, diagonal: Any, out: Any = None) -> Any:
-    """Add what one block of the upper block triangle of ``K`` gives to ``K @ V``.
-
-    The one implementation of a product with a symmetric matrix that is
-    computed only on its upper block triangle (the engine's
-    :func:`gram_matvec`, and any kernel tiled the same way). With
-    ``block = K[i:i+m, i:] = [S | R]`` (``S`` its leading ``m x m`` square,
-    straddling the diagonal), ``S`` is taken as its strict upper triangle
-    mirrored, with the exact ``diagonal`` written in, as in the matrix a
-    symmetric Gram is filled to; then ``S V_own + R V_rest`` is added to the
-    block's own rows and ``R^T V_own`` to the rows below. Summing the
-    contributions of blocks that tile rows ``0..n`` gives ``K @ V``.
-
-    Parameters
-    ----------
-    block : array of shape (m, n - i)
-        ``K[i:i+m, i:]``; only the strict upper triangle of its leading square
-        and the columns after it are read. Not modified.
-    vectors : array of shape (n - i, k)
-        ``V[i:]``.
-    diagonal : array of shape (m,)
-        ``diag(K)[i:i+m]``.
-    out : array of shape (n - i, k), optional
-        ``(K @ V)[i:]`` so far, to which the contribution is added in place;
-        None starts from zeros.
-
-    Returns
-    -------
-    array of shape (n - i, k)
-        ``out``. numpy arrays or torch tensors (one namespace and device for
-        all), through the array API.
-    """
-    xp = array_namespace(block, vectors)
-    out = xp.zeros_like(vectors) if out is None else out
-    size = block.shape[0]
-    square = xp.triu(block[:, :size], k=1)
-    square = square + square.T
-    on_diagonal = xp.arange(size, device=array_device(block))
-    square[on_diagonal, on_diagonal] = diagonal
-    rest = block[:, size:]
-    out[:size] += square @ vectors[:size] + rest @ vectors[size:]
-    out[size:] += rest.T @ vectors[:size]
-    return out
-
-
 # ---------------------------------------------------------------- tasks
 # Module-level functions of plain arguments: joblib sends them to threads,
 # processes or Dask workers alike (see :func:`._scheduling.run_tasks`).
@@ -246,25 +200,30 @@ def _gram_block(
     tile_rows: int,
     symmetric: bool,
     fused: bool,
-    out: np.ndarray | None,
+    shared: tuple[np.ndarray, np.ndarray | None] | None,
     *row_arrays: Any,
-) -> list[tuple[slice, slice, np.ndarray | None, np.ndarray | None]]:
-    """One block of a Gram as host tiles ``(rows, cols, value, gradient)``.
+) -> list[tuple[slice, slice, np.ndarray, np.ndarray | None]]:
+    """One block of a Gram: written into ``shared``, or returned as host tiles.
 
     ``row_arrays`` are :func:`._gram_tiles.place_rows` of the rows, then of
     the columns when they differ; ``fused`` as :func:`._gram_tiles.block_tiles`.
-    ``out`` (tasks in the caller's process only): the Gram, into which a
-    fused block writes its values itself; its one tile then has value None.
+    ``shared`` (tasks in the caller's process only): ``(K, gradient)``, which
+    the block writes itself, tile by tile (a fused block: straight from its
+    pass), returning nothing. None: the tiles ``(rows, cols, value,
+    gradient)`` are returned, for :func:`_write_tile` in the caller.
     """
     a = PlacedRows(*row_arrays[:N_ROW_ARRAYS])
     b = PlacedRows(*row_arrays[N_ROW_ARRAYS:]) if len(row_arrays) > N_ROW_ARRAYS else a
     fused = fused and fused_available()  # a worker without numba: the numpy path
-    if fused and out is not None:
+    if fused and shared is not None:
+        K = shared[0]
         written = block_tiles(
-            arch, placement, a, rows, b, cols, False, tile_rows, symmetric, True, out[rows, cols]
+            arch, placement, a, rows, b, cols, False, tile_rows, symmetric, True, K[rows, cols]
         )
-        next(iter(written))  # one tile: the whole block, written into out
-        return [(rows, cols, None, None)]
+        next(iter(written))  # one tile: the whole block, its leading square mirrored
+        if symmetric:
+            K[rows.stop :, rows] = K[rows, rows.stop :].T
+        return []
     tiles = []
     for tile, tile_cols, value, grad in block_tiles(
         arch, placement, a, rows, b, cols, eval_gradient, tile_rows, symmetric, fused
@@ -275,8 +234,30 @@ def _gram_block(
             mirror_leading_square(value)
             if grad is not None:
                 mirror_leading_square(grad)
-        tiles.append((tile, tile_cols, value, grad))
+        if shared is None:
+            tiles.append((tile, tile_cols, value, grad))
+        else:
+            _write_tile(*shared, symmetric, tile, tile_cols, value, grad)
     return tiles
+
+
+def _write_tile(
+    K: np.ndarray,
+    gradient: np.ndarray | None,
+    symmetric: bool,
+    tile: slice,
+    tile_cols: slice,
+    value: np.ndarray,
+    grad: np.ndarray | None,
+) -> None:
+    """A tile (and its gradient) into the Gram, and its mirror below the diagonal."""
+    K[tile, tile_cols] = value
+    if symmetric:
+        K[tile_cols, tile] = value.T
+    if grad is not None:
+        gradient[tile, tile_cols] = grad
+        if symmetric:
+            gradient[tile_cols, tile] = grad.transpose(1, 0, 2)
 
 
 def _matvec_block(
@@ -291,7 +272,7 @@ def _matvec_block(
 ) -> tuple[int, np.ndarray]:
     """The contribution of the upper-triangle block ``K[rows, rows.start:]`` to ``K @ V``.
 
-    Tile by tile (:func:`upper_block_product`). Returns ``(rows.start,
+    Tile by tile (:func:`._linalg.upper_block_product`). Returns ``(rows.start,
     contribution to rows rows.start:)``.
     """
     a = PlacedRows(*row_arrays)
@@ -375,9 +356,10 @@ def gram(
     fused = fused_pass(placement, eval_gradient, max(n_a * n_b, stream_entries or 0))
     block_rows, tile_rows = block_and_tile_rows(n_b, block_size, placement, fused)
     row_arrays = place_rows(placement, a, None if symmetric else b)
-    # a fused block in this process writes into ``out`` itself (no block of
-    # its own to allocate and copy); elsewhere (Dask) it returns its values
-    shared = out if fused and runs_locally() else None
+    # blocks in this process write their own disjoint parts of ``out`` (their
+    # rows, and their mirror below the diagonal): none holds its tiles or the
+    # whole block until the caller copies them; elsewhere (Dask) they return them
+    shared = (out, gradient) if runs_locally() else None
     calls = [
         (
             arch,
@@ -395,21 +377,9 @@ def gram(
     ]
 
     def consume(tiles: list) -> None:
-        for tile, tile_cols, value, grad in tiles:
-            if value is None:  # written by the task; its leading square mirrored
-                if symmetric:
-                    out[tile.stop :, tile] = out[tile, tile.stop :].T
-                continue
-            out[tile, tile_cols] = value
-            if symmetric:
-                out[tile_cols, tile] = value.T
-            if grad is not None:
-                gradient[tile, tile_cols] = grad
-                if symmetric:
-                    gradient[tile_cols, tile] = grad.transpose(1, 0, 2)
+        for tile in tiles:
+            _write_tile(out, gradient, symmetric, *tile)
 
-    # blocks write disjoint regions of ``out`` (their rows, and their mirror
-    # below the diagonal), so threads may write their own
     label = f"{label} {n_a} x {n_b}"
     _run(_gram_block, calls, consume, placement, n_jobs, verbose, label, consume_in_workers=True)
     return out, gradient

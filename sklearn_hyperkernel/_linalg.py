@@ -3,15 +3,21 @@
 The exact solve (:mod:`._dense_solver`) and the Nyström solve
 (:mod:`._nystrom_system`) work on symmetric matrices held as one triangle,
 factorise them with a Cholesky factorisation guarded by its condition number,
-and choose how many BLAS threads LAPACK may use; each of these exists once,
-here. Pure numpy and scipy: nothing here knows about kernels or estimators.
+and choose how many BLAS threads LAPACK may use; the Gram engine fills a
+symmetric matrix from blocks of its upper block triangle and multiplies by one
+without holding it. Each of these exists once, here. Arrays only (numpy and
+scipy; the block product also torch, through the array API): nothing here
+knows about kernels or estimators.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
@@ -22,6 +28,7 @@ __all__ = [
     "max_abs_row_sum",
     "mirror_leading_square",
     "symmetrize",
+    "upper_block_product",
 ]
 
 #: Above this matrix size the dense factorisations run on one BLAS thread. The
@@ -64,6 +71,51 @@ def mirror_leading_square(value: np.ndarray) -> None:
     lower = np.tril_indices(size, -1)
     square = value[:, :size]
     square[lower] = np.swapaxes(square, 0, 1)[lower]
+
+
+def upper_block_product(block: Any, vectors: Any, diagonal: Any, out: Any = None) -> Any:
+    """Add what one block of the upper block triangle of ``K`` gives to ``K @ V``.
+
+    The one implementation of a product with a symmetric matrix that is
+    computed only on its upper block triangle (the engine's
+    :func:`._gram_engine.gram_matvec`, and any kernel tiled the same way). With
+    ``block = K[i:i+m, i:] = [S | R]`` (``S`` its leading ``m x m`` square,
+    straddling the diagonal), ``S`` is taken as its strict upper triangle
+    mirrored, with the exact ``diagonal`` written in, as in the matrix a
+    symmetric Gram is filled to; then ``S V_own + R V_rest`` is added to the
+    block's own rows and ``R^T V_own`` to the rows below. Summing the
+    contributions of blocks that tile rows ``0..n`` gives ``K @ V``.
+
+    Parameters
+    ----------
+    block : array of shape (m, n - i)
+        ``K[i:i+m, i:]``; only the strict upper triangle of its leading square
+        and the columns after it are read. Not modified.
+    vectors : array of shape (n - i, k)
+        ``V[i:]``.
+    diagonal : array of shape (m,)
+        ``diag(K)[i:i+m]``.
+    out : array of shape (n - i, k), optional
+        ``(K @ V)[i:]`` so far, to which the contribution is added in place;
+        None starts from zeros.
+
+    Returns
+    -------
+    array of shape (n - i, k)
+        ``out``. numpy arrays or torch tensors (one namespace and device for
+        all), through the array API.
+    """
+    xp = array_namespace(block, vectors)
+    out = xp.zeros_like(vectors) if out is None else out
+    size = block.shape[0]
+    square = xp.triu(block[:, :size], k=1)
+    square = square + square.T
+    on_diagonal = xp.arange(size, device=array_device(block))
+    square[on_diagonal, on_diagonal] = diagonal
+    rest = block[:, size:]
+    out[:size] += square @ vectors[:size] + rest @ vectors[size:]
+    out[size:] += rest.T @ vectors[:size]
+    return out
 
 
 def symmetrize(matrix: np.ndarray, filled: str = "lower") -> np.ndarray:

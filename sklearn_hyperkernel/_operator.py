@@ -28,7 +28,7 @@ Two implementations, chosen once by :func:`gram_operator`:
 
 * :class:`GramOperator` serves any scikit-learn kernel: every block is a call
   ``kernel(X[rows], X[cols])`` and ``K @ V`` goes block by block over the
-  upper block triangle (:func:`._gram_engine.upper_block_product`, the one
+  upper block triangle (:func:`._linalg.upper_block_product`, the one
   implementation of that product);
 * :class:`FactorizedGramOperator` serves HyperKernel and HyperNNGP: the rows
   are factorised once (``factorize_rows``: each distinct x found and its
@@ -50,7 +50,7 @@ import numpy as np
 from sklearn.base import clone
 
 from ._device import resolve_device
-from ._gram_engine import upper_block_product
+from ._linalg import upper_block_product
 from ._scheduling import run_tasks
 from .progress import ProgressLog
 
@@ -379,7 +379,7 @@ class GramOperator:
 
         Only the blocks ``K[i:j, i:]`` of the upper block triangle are
         evaluated, one at a time; each serves its own rows and, transposed,
-        the rows below (:func:`._gram_engine.upper_block_product`), with
+        the rows below (:func:`._linalg.upper_block_product`), with
         ``diagonal`` written in and each block's leading square made exactly
         symmetric, as in :meth:`gram`.
 

@@ -17,8 +17,6 @@ import time
 import joblib
 import numpy as np
 import pytest
-from joblib import parallel_config
-from threadpoolctl import threadpool_limits
 from conftest import (
     assert_close,
     dask_task_stream,
@@ -26,6 +24,8 @@ from conftest import (
     finished_tasks,
     shared_image_rows,
 )
+from joblib import parallel_config
+from threadpoolctl import threadpool_limits
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP, _gram_engine, progress
 from sklearn_hyperkernel._scheduling import default_workers, run_tasks
