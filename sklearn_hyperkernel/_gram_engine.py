@@ -21,9 +21,9 @@ stays bounded (:mod:`._gram_tiles` evaluates one block, tile by tile).
   in one compiled pass (:mod:`._fused`), unless the environment variable
   ``SKLEARN_HYPERKERNEL_FUSED`` is "0" (:func:`._gram_tiles.fused_pass`);
 * blocks are independent tasks run by :func:`._scheduling.run_tasks`
-  (sequentially, on threads, or on Dask); each returns its results, so
-  nothing assumes one machine -- except a fused block run in this process,
-  which writes into the Gram itself.
+  (sequentially, on threads, or on Dask); in this process each writes its
+  part of the Gram itself, elsewhere (Dask) it returns it, so nothing
+  assumes one machine.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def _gram_block(
         )
         next(iter(written))  # one tile: the whole block, its leading square mirrored
         if symmetric:
-            K[rows.stop :, rows] = K[rows, rows.stop :].T
+            _mirror_below(K, rows)
         return []
     tiles = []
     for tile, tile_cols, value, grad in block_tiles(
@@ -250,14 +250,24 @@ def _write_tile(
     value: np.ndarray,
     grad: np.ndarray | None,
 ) -> None:
-    """A tile (and its gradient) into the Gram, and its mirror below the diagonal."""
+    """A tile (and its gradient) into the Gram, and its mirror below the diagonal.
+
+    In a symmetric Gram the tile's columns start at its first row and its
+    leading square is already symmetric (:func:`._linalg.mirror_leading_square`).
+    """
     K[tile, tile_cols] = value
-    if symmetric:
-        K[tile_cols, tile] = value.T
     if grad is not None:
         gradient[tile, tile_cols] = grad
-        if symmetric:
-            gradient[tile_cols, tile] = grad.transpose(1, 0, 2)
+    if symmetric:
+        _mirror_below(K, tile)
+        if grad is not None:
+            _mirror_below(gradient, tile)
+
+
+def _mirror_below(K: np.ndarray, rows: slice) -> None:
+    """``K[rows.stop:, rows]`` from ``K[rows, rows.stop:]`` (the last axis of a
+    gradient kept): the part of the lower triangle that mirrors those rows."""
+    K[rows.stop :, rows] = np.swapaxes(K[rows, rows.stop :], 0, 1)
 
 
 def _matvec_block(

@@ -25,9 +25,7 @@ centres' operator. Every kernel evaluation goes through a
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +49,7 @@ MIN_BLOCKS = 8
 #: over it (N = 20,000, m = 2,000: 1.12 s of dsyrk in tiles of 4,192 rows
 #: against 1.35 s in tiles of 1,048, one thread).
 NORMAL_EQUATIONS_TILE_BYTES = 64 * 2**20
+
 
 @dataclass
 class NystromFit:
@@ -224,32 +223,23 @@ def normal_equations(
             total["gram"] += gram
             total["rhs"] += rhs
 
+    # summed in the order of the blocks, whichever finishes first (locally):
+    # the same coefficients, bit for bit, from run to run
     with ProgressLog(label, len(blocks), verbose) as progress:
         run_tasks(
             _normal_equations_task,
             calls,
             operator.n_jobs,
-            _locked(consume),
+            consume,
             progress=progress if verbose else None,
             sequential_locally=operator.uses_torch,
-            consume_in_workers=True,
+            ordered=True,
         )
     # dsyrk filled the upper triangle of the Fortran-ordered sum, which is the
     # lower triangle of its C-ordered transpose: mirror it there, in place
     gram = total["gram"].T
     symmetrize(gram, "lower")
     return gram, total["rhs"]
-
-
-def _locked(consume: Callable[[Any], None]) -> Callable[[Any], None]:
-    """``consume`` behind a lock, for workers that consume their own results."""
-    lock = threading.Lock()
-
-    def locked(output: Any) -> None:
-        with lock:
-            consume(output)
-
-    return locked
 
 
 def _normal_equations_task(

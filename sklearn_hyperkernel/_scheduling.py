@@ -12,7 +12,8 @@ joblib and hands every result to a ``consume`` callback:
   threads on the same cores), at most ``2 * n_jobs`` tasks dispatched ahead;
   ``n_jobs=None`` there means as many threads as BLAS uses
   (:func:`default_workers`), not 1: the cores a single task would have kept
-  busy with BLAS's and numba's threads, without their contention;
+  busy with BLAS's and numba's threads, without their contention (1 inside
+  a joblib worker; a ``parallel_config(n_jobs=...)`` context's count wins);
 * on any other joblib backend the caller activates -- Dask's, inside
   ``joblib.parallel_config(backend="dask")`` -- with every task submitted
   at once: its large array arguments are scattered to the cluster once, and
@@ -27,11 +28,14 @@ dropped.
 
 from __future__ import annotations
 
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from joblib import Parallel, cpu_count, delayed, effective_n_jobs
+from joblib import parallel as joblib_parallel
 from joblib._parallel_backends import SequentialBackend, ThreadingBackend
 from joblib.parallel import get_active_backend
 from threadpoolctl import ThreadpoolController, threadpool_limits
@@ -62,9 +66,47 @@ def default_workers() -> int:
     inner-thread limit), so the tasks use the cores the computation inside
     one task would have used, one BLAS thread each instead of one task with
     every BLAS and numba thread (which here contend: numba's threads wait
-    while BLAS's spin after each product). ``joblib.cpu_count()`` when no
-    BLAS is found.
+    while BLAS's spin after each product). While tasks of another call hold
+    BLAS at one thread (:func:`_one_blas_thread`), the count from before that
+    limit. ``joblib.cpu_count()`` when no BLAS is found.
     """
+    with _LIMIT_LOCK:
+        return _LIMIT["workers"] if _LIMIT["depth"] else _blas_threads_now()
+
+
+_BLAS: Any = None  # threadpoolctl's view of the BLAS libraries, found once
+_LIMIT_LOCK = threading.Lock()
+# the one BLAS limit of the calls whose tasks run on threads now: how many
+# such calls, threadpoolctl's context, and default_workers() from before it
+_LIMIT: dict[str, Any] = {"depth": 0, "context": None, "workers": 1}
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread while tasks run on this process's threads.
+
+    BLAS's thread count is global to the process, so concurrent calls (from
+    threads of the user's) share one limit: the first sets it, the last lifts
+    it. Nested ``threadpool_limits`` contexts left in another order than they
+    were entered would leave BLAS at one thread for good.
+    """
+    with _LIMIT_LOCK:
+        if _LIMIT["depth"] == 0:
+            _LIMIT["workers"] = _blas_threads_now()
+            _LIMIT["context"] = threadpool_limits(limits=1, user_api="blas")
+        _LIMIT["depth"] += 1
+    try:
+        yield
+    finally:
+        with _LIMIT_LOCK:
+            _LIMIT["depth"] -= 1
+            if _LIMIT["depth"] == 0:
+                _LIMIT["context"].restore_original_limits()
+                _LIMIT["context"] = None
+
+
+def _blas_threads_now() -> int:
+    """:func:`default_workers` without the shared limit (called under its lock)."""
     global _BLAS
     if _BLAS is None:
         _BLAS = ThreadpoolController().select(user_api="blas")
@@ -72,7 +114,22 @@ def default_workers() -> int:
     return max(1, min(counts)) if counts else max(1, cpu_count())
 
 
-_BLAS: Any = None  # threadpoolctl's view of the BLAS libraries, found once
+def _local_n_jobs() -> int:
+    """``n_jobs=None`` on a local backend.
+
+    The ``n_jobs`` of an enclosing ``joblib.parallel_config`` context (1
+    included); 1 inside a joblib worker (nested parallelism: the outer level
+    has the cores); else :func:`default_workers`.
+    """
+    backend, _ = get_active_backend(prefer="threads")
+    if getattr(backend, "nesting_level", 0):
+        return 1
+    config = getattr(joblib_parallel._backend, "config", None) or {}
+    configured = config.get("n_jobs")  # joblib's "unset" is a sentinel, not an int
+    if isinstance(configured, int):
+        return configured
+    configured = effective_n_jobs(None)  # should joblib keep its config elsewhere
+    return configured if configured != 1 else default_workers()
 
 
 def run_tasks(
@@ -99,10 +156,10 @@ def run_tasks(
     calls : sequence of tuple
         The arguments of each task.
     n_jobs : int or None
-        joblib's, except that None on local threads outside a
-        ``joblib.parallel_config(n_jobs=...)`` context is
-        :func:`default_workers` (the threads BLAS uses) instead of 1; -1 every
-        core (every worker on Dask).
+        joblib's, except for None on local threads (:func:`_local_n_jobs`):
+        the ``n_jobs`` of a ``joblib.parallel_config`` context, 1 inside a
+        joblib worker, else :func:`default_workers` (the threads BLAS uses)
+        instead of joblib's 1; -1 every core (every worker on Dask).
     consume : callable
         Called with each result. Sequentially the results come in the order
         of ``calls``; in parallel as the tasks finish, unless ``ordered``.
@@ -124,8 +181,7 @@ def run_tasks(
     """
     local = runs_locally()
     if local and n_jobs is None:
-        configured = effective_n_jobs(None)  # a parallel_config(n_jobs=...) context's
-        n_jobs = default_workers() if configured == 1 else configured
+        n_jobs = _local_n_jobs()
     if len(calls) <= 1 or effective_n_jobs(n_jobs) == 1 or (local and sequential_locally):
         for call in calls:
             consume(task(*call))
@@ -148,7 +204,7 @@ def run_tasks(
         pre_dispatch="2*n_jobs",
         batch_size=1,
     )
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         if in_workers:
             _consume_all(
                 parallel,

@@ -16,7 +16,13 @@ from sklearn.base import clone
 
 numba = pytest.importorskip("numba")
 
-from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, HyperNNGP, _fused, _gram_tiles  # noqa: E402  # noqa: E402
+from sklearn_hyperkernel import (  # noqa: E402
+    HyperKernel,
+    HyperKernelRegressor,
+    HyperNNGP,
+    _fused,
+    _gram_tiles,
+)
 from sklearn_hyperkernel._scheduling import default_workers  # noqa: E402
 from sklearn_hyperkernel.recursions import dual_correlations, hyper_kernels  # noqa: E402
 

@@ -9,6 +9,7 @@ problem.
 
 from __future__ import annotations
 
+import time
 import tracemalloc
 import warnings
 
@@ -22,7 +23,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP
+from sklearn_hyperkernel import HyperKernel, HyperNNGP, _nystrom
 from sklearn_hyperkernel._nystrom_centers import rpcholesky_centers
 from sklearn_hyperkernel.kernel_ridge import HyperKernelRegressor
 
@@ -248,6 +249,24 @@ def test_matches_the_dense_nystroem_formula(data):
     beta = np.linalg.solve(A, K_nm.T @ (weights * y))
     assert_allclose(model.dual_coef_, beta, rtol=1e-6, atol=1e-8 * np.abs(beta).max())
     assert relative_error(model.predict(X_test), kernel(X_test, centres) @ beta) < 1e-8
+
+
+def test_the_fit_is_the_same_bit_for_bit_whichever_block_finishes_first(monkeypatch):
+    """On threads the blocks of ``K_nm^T W K_nm`` finish in any order; their sums are added in
+    the blocks' order, so a first block that finishes last changes nothing."""
+    X = image_rows(n_images=30, pixels=20, seed=3)  # 600 rows: 12 blocks of 50
+    y = target(X)
+    params = {"solver": "nystrom", "n_components": 60, "random_state": 0, "block_size": 50}
+    first = HyperKernelRegressor(n_jobs=2, **params).fit(X, y).dual_coef_
+    original = _nystrom._normal_equations_task
+
+    def first_block_last(operator, centres, block, *args):
+        if block.start == 0:
+            time.sleep(0.3)
+        return original(operator, centres, block, *args)
+
+    monkeypatch.setattr(_nystrom, "_normal_equations_task", first_block_last)
+    assert_array_equal(HyperKernelRegressor(n_jobs=2, **params).fit(X, y).dual_coef_, first)
 
 
 def test_fit_memory_does_not_grow_with_n_times_m():

@@ -75,10 +75,54 @@ def test_n_jobs_none_runs_on_as_many_threads_as_blas_uses(blas_threads):
         with parallel_config(n_jobs=2):
             run_tasks(_square_after, calls, None, consume, consume_in_workers=True)
         assert len(set(threads)) == 2 and threading.get_ident() not in threads
+        threads.clear()
+        with parallel_config(n_jobs=1):  # a context's 1 is obeyed too
+            run_tasks(_square_after, calls, None, consume, consume_in_workers=True)
+        assert threads == [threading.get_ident()] * 6
     if blas_threads == 1:
         assert workers == {threading.get_ident()}
     else:  # six tasks of 10 ms: both workers take some
         assert len(workers) == 2 and threading.get_ident() not in workers
+
+
+def test_n_jobs_none_inside_a_joblib_worker_runs_there():
+    """Nested parallelism: inside an outer joblib worker thread, None is one worker (that
+    thread), not every core again."""
+
+    def inner(_):
+        threads = []
+        calls = [(0.005, value) for value in range(4)]
+        run_tasks(_square_after, calls, None, lambda result: threads.append(threading.get_ident()))
+        return threading.get_ident(), threads
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        outer = joblib.Parallel(n_jobs=2, prefer="threads")(joblib.delayed(inner)(k) for k in range(2))
+    for worker, threads in outer:
+        assert threads == [worker] * 4
+
+
+def test_concurrent_calls_share_one_blas_limit_and_restore_it():
+    """Calls from several user threads at once: BLAS is at one thread while any of their tasks
+    run, back to its setting after the last (limits lifted in another order than they were set
+    used to leave it at one), and ``default_workers`` meanwhile reports the setting from before
+    the limit."""
+    before = default_workers()
+    if before < 2:
+        pytest.skip("BLAS runs one thread in this process (OMP_NUM_THREADS=1?)")
+    seen = []
+
+    def call(delay):
+        time.sleep(delay)
+        calls = [(0.02, value) for value in range(4)]
+        run_tasks(_square_after, calls, 2, lambda result: seen.append(default_workers()))
+
+    users = [threading.Thread(target=call, args=(0.01 * k,)) for k in range(4)]
+    for user in users:
+        user.start()
+    for user in users:
+        user.join()
+    assert default_workers() == before
+    assert seen == [before] * 16
 
 
 def test_workers_consume_their_own_results_and_sequential_locally_stays_in_this_thread():
