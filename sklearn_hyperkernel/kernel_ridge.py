@@ -35,8 +35,10 @@ __all__ = [
 ]
 
 #: ``solver="auto"`` uses Cholesky while the n x n float64 training Gram takes
-#: at most this many bytes (2 GiB: n <= 16,384), and CG beyond.
-AUTO_CHOLESKY_MAX_GRAM_BYTES = 2 * 2**30
+#: at most this many bytes (4 GiB: n <= 23,170), and Nyström beyond: on MNIST
+#: pixels at n = 20,000 Cholesky took 50-53 s, CG had not converged after 200 s,
+#: and Nyström fits a million rows in 1.5 minutes (docs/performance.md).
+AUTO_CHOLESKY_MAX_GRAM_BYTES = 4 * 2**30
 
 _INTRODUCTION = """Kernel ridge regression with the hyperkernel (the paper's Eq. 18).
 
@@ -116,8 +118,10 @@ _OWN_PARAMETERS = """\
         at ``m = 2000`` (fit in 1/11 of the time), 21 % at 4000 (1/4), 12 % at
         8000 (as long); it is the solver beyond the other two (a million rows
         in minutes), not below. ``"auto"``: ``"cholesky"`` while the Gram
-        takes at most ``AUTO_CHOLESKY_MAX_GRAM_BYTES`` (2 GiB, ``n <=
-        16384``), else ``"cg"``, never ``"nystrom"``. Details in Notes.
+        takes at most ``AUTO_CHOLESKY_MAX_GRAM_BYTES`` (4 GiB, ``n <=
+        23170``), else ``"nystrom"`` (as ``PCA``'s ``"auto"`` turns to a
+        randomized solver on large data; CG, exact but slow on this kernel's
+        flat spectrum, only when asked). Details in Notes.
     tol : float, default=1e-6
         CG stops when ``|y_j - (K + r_j I) c_j| <= tol * |y_j|`` for every
         target ``j`` (of the weighted system with ``sample_weight``); the
@@ -397,7 +401,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """Resolve ``solver="auto"`` from the memory the Gram would take."""
         if self.solver != "auto":
             return self.solver
-        return "cholesky" if 8 * n_samples * n_samples <= AUTO_CHOLESKY_MAX_GRAM_BYTES else "cg"
+        return "cholesky" if 8 * n_samples * n_samples <= AUTO_CHOLESKY_MAX_GRAM_BYTES else "nystrom"
 
     def _build_kernel(self) -> Kernel:
         """A fresh kernel: a clone of ``kernel``, or one built from the parameters.
