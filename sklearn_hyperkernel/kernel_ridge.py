@@ -34,10 +34,8 @@ __all__ = [
     "HyperKernelRegressor",
 ]
 
-#: ``solver="auto"`` uses Cholesky while the n x n float64 training Gram takes
-#: at most this many bytes (4 GiB: n <= 23,170), and Nyström beyond: on MNIST
-#: pixels at n = 20,000 Cholesky took 50-53 s, CG had not converged after 200 s,
-#: and Nyström fits a million rows in 1.5 minutes (docs/performance.md).
+#: ``solver="auto"`` uses Cholesky while the n x n float64 training Gram takes at most
+#: this many bytes (4 GiB: n <= 23,170), Nyström beyond (see docs/performance.md).
 AUTO_CHOLESKY_MAX_GRAM_BYTES = 4 * 2**30
 
 _INTRODUCTION = """Kernel ridge regression with the hyperkernel (the paper's Eq. 18).
@@ -119,9 +117,8 @@ _OWN_PARAMETERS = """\
         8000 (as long); it is the solver beyond the other two (a million rows
         in minutes), not below. ``"auto"``: ``"cholesky"`` while the Gram
         takes at most ``AUTO_CHOLESKY_MAX_GRAM_BYTES`` (4 GiB, ``n <=
-        23170``), else ``"nystrom"`` (as ``PCA``'s ``"auto"`` turns to a
-        randomized solver on large data; CG, exact but slow on this kernel's
-        flat spectrum, only when asked). Details in Notes.
+        23170``), else ``"nystrom"`` (as ``PCA``'s turns randomized on large
+        data; CG, exact but slow on this kernel, only when asked).
     tol : float, default=1e-6
         CG stops when ``|y_j - (K + r_j I) c_j| <= tol * |y_j|`` for every
         target ``j`` (of the weighted system with ``sample_weight``); the

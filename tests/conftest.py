@@ -16,6 +16,21 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def blas_threads_restored():
+    """Every test leaves BLAS's thread count as it found it: the package limits BLAS while
+    its tasks run on threads, and a limit left behind would make every later default call
+    (``n_jobs=None`` counts BLAS's threads) run on one thread without a sign."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+    before = blas_threads()
+    yield
+    assert blas_threads() == before, "this test left BLAS with another number of threads"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def torch_on_one_thread():
     """torch on one intra-op thread for the whole suite, restored at the end.

@@ -465,9 +465,12 @@ def _peak_predict_bytes(model: HyperKernelRegressor, X: np.ndarray) -> int:
         tracemalloc.stop()
 
 
-def test_predict_memory_does_not_grow_with_test_rows():
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_predict_memory_does_not_grow_with_test_rows(n_jobs):
+    # n_jobs fixed: the default's number of threads depends on the machine, and each
+    # thread holds its own block
     X = random_rows(n_images=10, pixels_per_image=40, n_x=30, seed=0)
-    model = HyperKernelRegressor(block_size=100).fit(X, smooth_target(X))
+    model = HyperKernelRegressor(block_size=100, n_jobs=n_jobs).fit(X, smooth_target(X))
     few = random_rows(n_images=20, pixels_per_image=100, n_x=30, seed=1)
     many = random_rows(n_images=200, pixels_per_image=100, n_x=30, seed=2)
     peak_few = _peak_predict_bytes(model, few)
