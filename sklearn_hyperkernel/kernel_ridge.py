@@ -113,8 +113,8 @@ _OWN_PARAMETERS = """\
         flops, memory ``O(m^2 + block)``, ``m`` kernel entries per predicted
         row. The hyperkernel's spectrum is flat at the default ridge: on MNIST
         pixels at ``n = 20,000`` the test MSE was 29 % above the exact solve's
-        at ``m = 2000`` (fit in 1/11 of the time), 21 % at 4000 (1/4), 12 % at
-        8000 (as long); it is the solver beyond the other two (a million rows
+        at ``m = 2000`` (fit in 1/20 of the time), 21 % at 4000 (1/5), 12 % at
+        8000 (0.9 of it); it is the solver beyond the other two (a million rows
         in minutes), not below. ``"auto"``: ``"cholesky"`` while the Gram
         takes at most ``AUTO_CHOLESKY_MAX_GRAM_BYTES`` (4 GiB, ``n <=
         23170``), else ``"nystrom"`` (as ``PCA``'s turns randomized on large
