@@ -473,7 +473,8 @@ class FactorizedGramOperator(GramOperator):
         return self.kernel.factorize_rows(rows)
 
     def _cross(self, rows: Any, cols: Any) -> np.ndarray:
-        return self.kernel._gram_factorized(rows, cols, stream_entries=self.stream_entries)
+        entries = getattr(self, "stream_entries", None)  # None in pickles of older versions
+        return self.kernel._gram_factorized(rows, cols, stream_entries=entries)
 
     def _subset(self, index: slice | np.ndarray) -> Any:
         return self.rows.take(index)
