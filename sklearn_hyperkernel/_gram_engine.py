@@ -46,7 +46,7 @@ from ._gram_tiles import (
     fused_pass,
     place_rows,
 )
-from ._linalg import mirror_leading_square, upper_block_product
+from ._linalg import mirror_below, mirror_leading_square, upper_block_product
 from ._rows import distinct_rows_and_keys
 from ._scheduling import run_tasks, runs_locally
 from .progress import ProgressLog
@@ -217,12 +217,13 @@ def _gram_block(
     fused = fused and fused_available()  # a worker without numba: the numpy path
     if fused and shared is not None:
         K = shared[0]
-        written = block_tiles(
+        # one tile: the whole block, written into K, its leading square mirrored
+        for _ in block_tiles(
             arch, placement, a, rows, b, cols, False, tile_rows, symmetric, True, K[rows, cols]
-        )
-        next(iter(written))  # one tile: the whole block, its leading square mirrored
+        ):
+            pass
         if symmetric:
-            _mirror_below(K, rows)
+            mirror_below(K, rows)
         return []
     tiles = []
     for tile, tile_cols, value, grad in block_tiles(
@@ -259,15 +260,10 @@ def _write_tile(
     if grad is not None:
         gradient[tile, tile_cols] = grad
     if symmetric:
-        _mirror_below(K, tile)
+        mirror_below(K, tile)
         if grad is not None:
-            _mirror_below(gradient, tile)
+            mirror_below(gradient, tile)
 
-
-def _mirror_below(K: np.ndarray, rows: slice) -> None:
-    """``K[rows.stop:, rows]`` from ``K[rows, rows.stop:]`` (the last axis of a
-    gradient kept): the part of the lower triangle that mirrors those rows."""
-    K[rows.stop :, rows] = np.swapaxes(K[rows, rows.stop :], 0, 1)
 
 
 def _matvec_block(

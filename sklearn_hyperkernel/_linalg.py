@@ -26,6 +26,7 @@ __all__ = [
     "blas_threads",
     "guarded_cholesky",
     "max_abs_row_sum",
+    "mirror_below",
     "mirror_leading_square",
     "symmetrize",
     "upper_block_product",
@@ -140,14 +141,24 @@ def symmetrize(matrix: np.ndarray, filled: str = "lower") -> np.ndarray:
     for start in range(0, n, _SWEEP_ROWS):
         stop = min(start + _SWEEP_ROWS, n)
         block = matrix[start:stop, start:stop]
-        if filled == "lower":
-            matrix[start:stop, stop:] = matrix[stop:, start:stop].T
-            other = np.triu_indices(stop - start, 1)
-        else:
-            matrix[stop:, start:stop] = matrix[start:stop, stop:].T
-            other = np.tril_indices(stop - start, -1)
+        if filled == "upper":
+            mirror_leading_square(matrix[start:stop, start:])
+            mirror_below(matrix, slice(start, stop))
+            continue
+        matrix[start:stop, stop:] = matrix[stop:, start:stop].T
+        other = np.triu_indices(stop - start, 1)
         block[other] = block.T[other]
     return matrix
+
+
+def mirror_below(matrix: np.ndarray, rows: slice) -> None:
+    """``matrix[rows.stop:, rows]`` from ``matrix[rows, rows.stop:]``, in place.
+
+    The part of the lower triangle that mirrors the rows ``rows`` of a
+    symmetric matrix filled from its upper triangle; a 3-dimensional array (a
+    gradient) keeps its last axis.
+    """
+    matrix[rows.stop :, rows] = np.swapaxes(matrix[rows, rows.stop :], 0, 1)
 
 
 def max_abs_row_sum(matrix: np.ndarray) -> float:
