@@ -398,7 +398,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """Resolve ``solver="auto"`` from the memory the Gram would take."""
         if self.solver != "auto":
             return self.solver
-        return "cholesky" if 8 * n_samples * n_samples <= AUTO_CHOLESKY_MAX_GRAM_BYTES else "nystrom"
+        return "cholesky" if 8 * n_samples**2 <= AUTO_CHOLESKY_MAX_GRAM_BYTES else "nystrom"
 
     def _build_kernel(self) -> Kernel:
         """A fresh kernel: a clone of ``kernel``, or one built from the parameters.
