@@ -47,8 +47,10 @@ def main() -> None:
         torch.set_num_threads(threads)
         timings[threads] = min(run(chunks_torch, torch.clone) for _ in range(args.repeats))
     torch.set_num_threads(default_threads)
-    print(f"N = {args.n}: {n_chunks} chunks of {rows} x {args.n}, torch {torch.__version__}, "
-          f"numpy {np.__version__} (numpy's ufuncs use one thread)")
+    print(
+        f"N = {args.n}: {n_chunks} chunks of {rows} x {args.n}, torch {torch.__version__}, "
+        f"numpy {np.__version__} (numpy's ufuncs use one thread)"
+    )
     print("| backend | seconds | ratio to numpy |")
     print("|---|---|---|")
     print(f"| numpy | {t_np:.3f} | 1.00 |")

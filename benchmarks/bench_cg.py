@@ -19,7 +19,8 @@ Run from the repository root with the package importable (installed, or
 
     python benchmarks/bench_cg.py              # N = 20,000, both solvers
     python benchmarks/bench_cg.py --quick      # N = 3,000
-    python benchmarks/bench_cg.py --n 100000 --alpha 1e-2 --cg-rank 500 --tol 1e-2 --n-jobs 2 --dtype float32
+    python benchmarks/bench_cg.py --n 100000 --alpha 1e-2 --cg-rank 500 --tol 1e-2 \
+        --n-jobs 2 --dtype float32
                                                # CG only (the Gram would be 80 GB)
 
 Cholesky is skipped when its Gram would exceed ``--max-gram-gib`` (8 GiB).
@@ -148,8 +149,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N = 3000")
     parser.add_argument("--cg-rank", type=int, default=300, help="preconditioner rank")
     parser.add_argument("--tol", type=float, default=1e-6, help="CG relative residual")
-    parser.add_argument("--n-jobs", type=int, default=1, help="threads over Gram panels (both solvers)")
-    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="kernel precision")
+    parser.add_argument(
+        "--n-jobs", type=int, default=1, help="threads over Gram panels (both solvers)"
+    )
+    parser.add_argument(
+        "--dtype", choices=["float64", "float32"], default="float64", help="kernel precision"
+    )
     parser.add_argument("--verbose", type=int, default=1, help="CG's verbose (2: every iteration)")
     parser.add_argument("--alpha", type=float, default=MODEL_PARAMS["alpha"], help="ridge")
     parser.add_argument(
@@ -177,7 +182,8 @@ def main() -> None:
 
     print(
         f"# bench_cg: N={args.n} pixel rows (digits, Fourier z), alpha={args.alpha}, "
-        f"tol={args.tol}, cg_rank={args.cg_rank}, n_jobs={args.n_jobs}, dtype={args.dtype}; {platform.processor() or platform.machine()}, "
+        f"tol={args.tol}, cg_rank={args.cg_rank}, n_jobs={args.n_jobs}, dtype={args.dtype}; "
+        f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, numpy {np.__version__}; load average "
         f"{os.getloadavg()[0]:.1f} (other work on the machine slows both solvers)",
         flush=True,

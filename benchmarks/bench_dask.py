@@ -119,18 +119,25 @@ def main() -> None:
         + ("Dask's allocator settings" if args.dask_malloc else "mmap threshold 64 MiB")
     )
     print(
-        f"# bench_dask: N={args.n} rows, x of 784 values ({'every x distinct' if args.images <= 0 else f'{args.images} distinct x'}), z of 2, HyperKernel fourier, f_depth 3, g_depth 2; {os.cpu_count()} cores; "
-        f"load average {os.getloadavg()[0]:.1f}; Dask: {where}; local: joblib threads, n_jobs={args.workers}; "
+        f"# bench_dask: N={args.n} rows, x of 784 values "
+        f"({'every x distinct' if args.images <= 0 else f'{args.images} distinct x'}), z of 2, "
+        f"HyperKernel fourier, f_depth 3, g_depth 2; {os.cpu_count()} cores; "
+        f"load average {os.getloadavg()[0]:.1f}; Dask: {where}; "
+        f"local: joblib threads, n_jobs={args.workers}; "
         f"best of {args.repeats}"
     )
     print("| operation | local joblib (s) | Dask (s) | Dask / local | max relative difference |")
     print("|---|---|---|---|---|")
     gram_diff = np.max(np.abs(K_dask - K_local)) / np.max(np.abs(K_local))
     mv_diff = np.max(np.abs(mv_dask - mv_local)) / np.max(np.abs(mv_local))
-    print(f"| Gram {args.n} x {args.n} | {t_gram_local:.2f} | {t_gram_dask:.2f} | "
-          f"{t_gram_dask / t_gram_local:.2f} | {gram_diff:.1e} |")
-    print(f"| K @ v (one CG product) | {t_mv_local:.2f} | {t_mv_dask:.2f} | "
-          f"{t_mv_dask / t_mv_local:.2f} | {mv_diff:.1e} |")
+    print(
+        f"| Gram {args.n} x {args.n} | {t_gram_local:.2f} | {t_gram_dask:.2f} | "
+        f"{t_gram_dask / t_gram_local:.2f} | {gram_diff:.1e} |"
+    )
+    print(
+        f"| K @ v (one CG product) | {t_mv_local:.2f} | {t_mv_dask:.2f} | "
+        f"{t_mv_dask / t_mv_local:.2f} | {mv_diff:.1e} |"
+    )
     print(f"first K @ v on the cluster (includes sending the rows): {t_first:.2f} s")
 
 

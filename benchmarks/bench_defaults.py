@@ -41,24 +41,35 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_hyperkernel import (
     HyperKernelRegressor,
-    HyperNNGP,
     HypernetworkClassifier,
     HypernetworkRegressor,
+    HyperNNGP,
 )
 from sklearn_hyperkernel.datasets import load_mnist, pixel_regression
 
 # The networks' defaults, each changed alone (--ablation); "x_scale" multiplies x itself.
 OLD_DEFAULTS = {
-    "parameterization": "ntk", "optimizer": "sgd", "learning_rate": 0.01, "z_encoding": "linear",
-    "n_fourier_features": 256, "normalize_x": False, "normalize_y": False, "dtype": "float32",
-    "max_epochs": 100, "n_iter_no_change": 10,
+    "parameterization": "ntk",
+    "optimizer": "sgd",
+    "learning_rate": 0.01,
+    "z_encoding": "linear",
+    "n_fourier_features": 256,
+    "normalize_x": False,
+    "normalize_y": False,
+    "dtype": "float32",
+    "max_epochs": 100,
+    "n_iter_no_change": 10,
 }
 ABLATIONS = {
     "defaults": {},
     "x times 255": {"x_scale": 255.0},
     "x times 255, normalize_x=False": {"x_scale": 255.0, "normalize_x": False},
     "the old defaults (before issue 10)": OLD_DEFAULTS,
-    "the paper's network (ntk, SGD 0.01)": {"parameterization": "ntk", "optimizer": "sgd", "learning_rate": 0.01},
+    "the paper's network (ntk, SGD 0.01)": {
+        "parameterization": "ntk",
+        "optimizer": "sgd",
+        "learning_rate": 0.01,
+    },
     "parameterization='ntk'": {"parameterization": "ntk"},
     "z_encoding='linear'": {"z_encoding": "linear"},
     "normalize_x=False": {"normalize_x": False},
@@ -110,7 +121,10 @@ def regression_rows(task, data, estimators) -> None:
     for name, estimator in estimators:
         prediction, seconds, kinds = timed(estimator, U, y, U_test)
         mse = float(np.mean((prediction - y_test) ** 2))
-        print(f"| {task} | {name} | {mse:.4f} | {ratio(prediction, y, y_test):.2f} | {seconds:.1f} | {kinds} |")
+        print(
+            f"| {task} | {name} | {mse:.4f} | {ratio(prediction, y, y_test):.2f} "
+            f"| {seconds:.1f} | {kinds} |"
+        )
 
 
 def sweep_length_scales(length_scales) -> None:
@@ -164,16 +178,28 @@ def predict_memory(n_rows: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--skip-networks", action="store_true", help="only the kernel estimators")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="random_state of the networks")
     parser.add_argument(
-        "--length-scales", type=float, nargs="*", default=None, metavar="L",
+        "--seeds", type=int, nargs="+", default=[0], help="random_state of the networks"
+    )
+    parser.add_argument(
+        "--length-scales",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="L",
         help="instead: HyperKernelRegressor(length_scale=L) for each L on the mnist, digits and "
         "readme tasks (how the default length scale was chosen)",
     )
-    parser.add_argument("--ablation", action="store_true", help="instead: the networks' defaults one at a time")
-    parser.add_argument("--predict-rows", type=int, default=0, help="also: predict's peak memory on this many rows")
+    parser.add_argument(
+        "--ablation", action="store_true", help="instead: the networks' defaults one at a time"
+    )
+    parser.add_argument(
+        "--predict-rows", type=int, default=0, help="also: predict's peak memory on this many rows"
+    )
     args = parser.parse_args()
     if args.length_scales:
         sweep_length_scales(args.length_scales)
@@ -182,29 +208,53 @@ def main() -> None:
         ablation(args.seeds)
         return
 
-    print("| task | estimator (defaults) | test MSE | / mean predictor | fit+predict s | warnings |")
+    print(
+        "| task | estimator (defaults) | test MSE | / mean predictor | fit+predict s | warnings |"
+    )
     print("|---|---|---|---|---|---|")
     networks = not args.skip_networks
-    gp = GaussianProcessRegressor(ConstantKernel() * HyperNNGP(normalize_x=True) + WhiteKernel(), normalize_y=True)
-    for task, data in (("mnist", mnist_task()), ("digits", digits_task()), ("readme", readme_task())):
+    gp = GaussianProcessRegressor(
+        ConstantKernel() * HyperNNGP(normalize_x=True) + WhiteKernel(), normalize_y=True
+    )
+    for task, data in (
+        ("mnist", mnist_task()),
+        ("digits", digits_task()),
+        ("readme", readme_task()),
+    ):
         estimators = [("HyperKernelRegressor()", HyperKernelRegressor())]
         if task != "readme":
-            estimators.append(("HyperKernelRegressor(kernel='nngp')", HyperKernelRegressor(kernel="nngp")))
+            estimators.append(
+                ("HyperKernelRegressor(kernel='nngp')", HyperKernelRegressor(kernel="nngp"))
+            )
         estimators.append(("GPR(C * HyperNNGP(normalize_x=True) + White)", gp))
         if networks:
             for seed in args.seeds:
-                estimators.append((f"HypernetworkRegressor(random_state={seed})", HypernetworkRegressor(random_state=seed)))
-                estimators.append((f"MLPRegressor(random_state={seed})", MLPRegressor(random_state=seed)))
+                estimators.append(
+                    (
+                        f"HypernetworkRegressor(random_state={seed})",
+                        HypernetworkRegressor(random_state=seed),
+                    )
+                )
+                estimators.append(
+                    (f"MLPRegressor(random_state={seed})", MLPRegressor(random_state=seed))
+                )
         regression_rows(task, data, estimators)
 
     U, y, _, _ = mnist_task()
     groups = np.repeat(np.arange(100), 20)
     folds = GroupKFold(n_splits=5)
     scores = {}
-    for name, estimator in (("mean predictor", DummyRegressor()), ("HyperKernelRegressor()", HyperKernelRegressor())):
+    for name, estimator in (
+        ("mean predictor", DummyRegressor()),
+        ("HyperKernelRegressor()", HyperKernelRegressor()),
+    ):
         started = time.perf_counter()
         scores[name] = -cross_val_score(
-            make_pipeline(StandardScaler(), estimator), U, y, groups=groups, cv=folds,
+            make_pipeline(StandardScaler(), estimator),
+            U,
+            y,
+            groups=groups,
+            cv=folds,
             scoring="neg_mean_squared_error",
         ).mean()
         seconds = time.perf_counter() - started
@@ -223,10 +273,16 @@ def main() -> None:
     majority = max(labels_test.mean(), 1 - labels_test.mean())
     print(f"| pixel on/off | majority class | {majority:.3f} | | |")
     for seed in args.seeds:
-        for estimator in (HypernetworkClassifier(random_state=seed), MLPClassifier(random_state=seed)):
+        for estimator in (
+            HypernetworkClassifier(random_state=seed),
+            MLPClassifier(random_state=seed),
+        ):
             prediction, seconds, kinds = timed(estimator, U, labels, U_test)
             name = f"{type(estimator).__name__}(random_state={seed})"
-            print(f"| pixel on/off | {name} | {np.mean(prediction == labels_test):.3f} | {seconds:.1f} | {kinds} |")
+            print(
+                f"| pixel on/off | {name} | {np.mean(prediction == labels_test):.3f} "
+                f"| {seconds:.1f} | {kinds} |"
+            )
     if args.predict_rows:
         print()
         predict_memory(args.predict_rows)

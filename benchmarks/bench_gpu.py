@@ -52,8 +52,10 @@ def main() -> None:
     gram_gib = 8 * args.n**2 / 2**30
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(
-        f"# bench_gpu: N={args.n}, x 784 (all distinct), z 2, HyperKernel fourier, f_depth 3, g_depth 2; "
-        f"Gram {gram_gib:.1f} GiB float64 on the host; device {args.device} ({name}); {os.cpu_count()} CPU cores; "
+        f"# bench_gpu: N={args.n}, x 784 (all distinct), z 2, HyperKernel fourier, "
+        "f_depth 3, g_depth 2; "
+        f"Gram {gram_gib:.1f} GiB float64 on the host; device {args.device} ({name}); "
+        f"{os.cpu_count()} CPU cores; "
         f"torch {torch.__version__}"
     )
     reference = None
@@ -66,13 +68,20 @@ def main() -> None:
         kernel(U[:1000])  # warm-up: CUDA context and kernels
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        seconds, K = timed(lambda: kernel(U))
+        seconds, K = timed(lambda kernel=kernel: kernel(U))
         peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None
-        error = None if reference is None else float(np.max(np.abs(K - reference)) / np.max(np.abs(reference)))
+        error = (
+            None
+            if reference is None
+            else float(np.max(np.abs(K - reference)) / np.max(np.abs(reference)))
+        )
         rows.append((f"torch {args.device} {dtype}", seconds, peak, error))
         del K
     numpy_seconds = rows[0][1] if reference is not None else None
-    print("| path | seconds | speed-up over numpy | peak device memory (GiB) | max relative difference |")
+    print(
+        "| path | seconds | speed-up over numpy | peak device memory (GiB) "
+        "| max relative difference |"
+    )
     print("|---|---|---|---|---|")
     for label, seconds, peak, error in rows:
         speedup = "-" if numpy_seconds is None else f"{numpy_seconds / seconds:.1f}x"
@@ -80,7 +89,10 @@ def main() -> None:
             f"| {label} | {seconds:.2f} | {speedup} | {'-' if peak is None else f'{peak:.2f}'} | "
             f"{'-' if error is None else f'{error:.1e}'} |"
         )
-    print(f"peak resident memory of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB")
+    print(
+        "peak resident memory of the process: "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn_hyperkernel import HyperKernel
 
 
-def naive_hyperkernel(U: np.ndarray, z_dim: int = 2, f_depth: int = 3, g_depth: int = 2) -> np.ndarray:
+def naive_hyperkernel(
+    U: np.ndarray, z_dim: int = 2, f_depth: int = 3, g_depth: int = 2
+) -> np.ndarray:
     """The recursions of docs/math.md, literally, on full N x N matrices."""
     x, z = U[:, :-z_dim], U[:, -z_dim:]
 
@@ -136,7 +138,9 @@ def peak_memory(func) -> int:
     return peak
 
 
-def make_rows(layout: str, n_rows: int, x_dim: int, n_images: int, rng: np.random.Generator) -> np.ndarray:
+def make_rows(
+    layout: str, n_rows: int, x_dim: int, n_images: int, rng: np.random.Generator
+) -> np.ndarray:
     if layout == "distinct":
         x = rng.random((n_rows, x_dim))
     else:
@@ -158,19 +162,28 @@ def main() -> None:
         args.n, args.repeats = 1000, 1
     rng = np.random.default_rng(0)
     output_bytes = args.n * args.n * 8
-    print(f"# HyperKernel Gram benchmark: N = {args.n}, x of {args.x_dim} columns, z of 2, f_depth=3, g_depth=2")
+    print(
+        f"# HyperKernel Gram benchmark: N = {args.n}, x of {args.x_dim} columns, z of 2, "
+        "f_depth=3, g_depth=2"
+    )
     fused = importlib.util.find_spec("numba") is not None
     machine = platform.processor() or platform.machine()
-    print(f"# {machine}, numpy {np.__version__}, best of {args.repeats}, "
-          f"HyperKernel n_jobs={args.n_jobs}, fused pass: {'numba' if fused else 'no numba'}")
+    print(
+        f"# {machine}, numpy {np.__version__}, best of {args.repeats}, "
+        f"HyperKernel n_jobs={args.n_jobs}, fused pass: {'numba' if fused else 'no numba'}"
+    )
     if fused:
         compiled, cached = first_fused_calls()
-        print(f"# first fused call in a fresh interpreter: {compiled:.1f} s compiling, "
-              f"{cached:.2f} s from the cache")
+        print(
+            f"# first fused call in a fresh interpreter: {compiled:.1f} s compiling, "
+            f"{cached:.2f} s from the cache"
+        )
     print()
-    print("| layout | rbf_kernel s | naive s | HK numpy s | HK fused s | numpy/rbf | fused/rbf "
-          "| naive/numpy | numpy peak mem / output | fused peak mem / output "
-          "| naive peak mem / output |")
+    print(
+        "| layout | rbf_kernel s | naive s | HK numpy s | HK fused s | numpy/rbf | fused/rbf "
+        "| naive/numpy | numpy peak mem / output | fused peak mem / output "
+        "| naive peak mem / output |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for layout in ("distinct", "images"):
         U = make_rows(layout, args.n, args.x_dim, args.images, rng)
@@ -203,7 +216,10 @@ def main() -> None:
             f"| {memory['numpy']:.2f} | {memory['fused']:.2f} | {memory['naive']:.2f} |"
         )
     print()
-    print("Peak memory counts the output itself (1.00 = only the output); the extra is the value minus 1.")
+    print(
+        "Peak memory counts the output itself (1.00 = only the output); "
+        "the extra is the value minus 1."
+    )
 
 
 if __name__ == "__main__":

@@ -232,7 +232,8 @@ def side_by_side(args: argparse.Namespace) -> str:
         exact_rows = f"; the exact solve on the first {results['exact']['n']:,}"
     lines = [
         f"N = {args.images * args.pixels:,} training rows ({args.images} images x "
-        f"{args.pixels} pixels{exact_rows}), {first['n_test']:,} test rows (all pixels of {args.test_images} held-out "
+        f"{args.pixels} pixels{exact_rows}), {first['n_test']:,} test rows "
+        f"(all pixels of {args.test_images} held-out "
         f"images), m = {', '.join(map(str, args.n_components))}, n_jobs = {args.n_jobs}; "
         "load average at the end "
         f"{os.getloadavg()[0]:.1f} ({platform.machine()}, {os.cpu_count()} CPUs)",

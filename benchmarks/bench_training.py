@@ -57,10 +57,21 @@ def estimator(
     # (NTK parameterisation, linear z, inputs and targets as given), not the
     # estimator's defaults.
     return HypernetworkRegressor(
-        **architecture, optimizer="sgd", learning_rate=LEARNING_RATE, momentum=MOMENTUM,
-        batch_size=batch_size, max_epochs=epochs, tol=0.0, n_iter_no_change=10**9,
-        parameterization="ntk", z_encoding="linear", normalize_x=False, normalize_y=False,
-        random_state=0, device=device, dtype="float32",
+        **architecture,
+        optimizer="sgd",
+        learning_rate=LEARNING_RATE,
+        momentum=MOMENTUM,
+        batch_size=batch_size,
+        max_epochs=epochs,
+        tol=0.0,
+        n_iter_no_change=10**9,
+        parameterization="ntk",
+        z_encoding="linear",
+        normalize_x=False,
+        normalize_y=False,
+        random_state=0,
+        device=device,
+        dtype="float32",
     )
 
 
@@ -79,13 +90,19 @@ def hand_loop_epoch_seconds(U, y, architecture, batch_size, epochs, device) -> f
     data = torch.as_tensor(U, dtype=torch.float32, device=device)
     x, z = data[:, :-Z_DIM], data[:, -Z_DIM:]
     target = torch.as_tensor(y, dtype=torch.float32, device=device).reshape(-1, 1)
-    model = Hypernetwork(x.shape[1], Z_DIM, **architecture, dtype=torch.float32,
-                         generator=torch.Generator().manual_seed(0), device=device)
+    model = Hypernetwork(
+        x.shape[1],
+        Z_DIM,
+        **architecture,
+        dtype=torch.float32,
+        generator=torch.Generator().manual_seed(0),
+        device=device,
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
     for _ in range(epochs):
         order = torch.randperm(x.shape[0], device=device)
         for first in range(0, x.shape[0], batch_size):
-            rows = order[first:first + batch_size]
+            rows = order[first : first + batch_size]
             loss = ((model(x[rows], z[rows]) - target[rows]) ** 2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -120,35 +137,49 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     quick = args.quick
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, device {args.device}")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, device {args.device}"
+    )
 
-    print("\n1. epoch time: HypernetworkRegressor.fit vs a hand-written torch loop "
-          "(batch 100, SGD, float32)")
-    print(f"{'data / architecture':<34} {'rows':>7} {'fit ms/ep':>12} "
-          f"{'loop ms/ep':>12} {'ratio':>7}")
+    print(
+        "\n1. epoch time: HypernetworkRegressor.fit vs a hand-written torch loop "
+        "(batch 100, SGD, float32)"
+    )
+    print(
+        f"{'data / architecture':<34} {'rows':>7} {'fit ms/ep':>12} {'loop ms/ep':>12} {'ratio':>7}"
+    )
     default = {"f_depth": 3, "f_width": 256, "g_depth": 2, "g_width": 32}
     repeats, epochs = (3, 3) if quick else (5, 5)
     n_rows = 2000 if quick else 10000
     U, y = distinct_rows(n_rows, 64)
-    compare_with_hand_loop("distinct x, default architecture", U, y, default, 100, epochs,
-                           repeats, args.device)
+    compare_with_hand_loop(
+        "distinct x, default architecture", U, y, default, 100, epochs, repeats, args.device
+    )
     wide = {"f_depth": 3, "f_width": 1000, "g_depth": 3, "g_width": 100}
     U, y = distinct_rows(n_rows // 4, 64)
-    compare_with_hand_loop("distinct x, f 1000 / g 100 x 3", U, y, wide, 100, max(1, epochs // 2),
-                           repeats, args.device)
+    compare_with_hand_loop(
+        "distinct x, f 1000 / g 100 x 3", U, y, wide, 100, max(1, epochs // 2), repeats, args.device
+    )
     U, y = pixel_rows(20 if quick else 100)
-    compare_with_hand_loop("digit pixels (64 z per x), default", U, y, default, 100, epochs,
-                           repeats, args.device)
+    compare_with_hand_loop(
+        "digit pixels (64 z per x), default", U, y, default, 100, epochs, repeats, args.device
+    )
 
-    print("\n2. training throughput of HypernetworkRegressor.fit (rows/s, batch 100, "
-          "SGD, float32, f_depth 3)")
+    print(
+        "\n2. training throughput of HypernetworkRegressor.fit (rows/s, batch 100, "
+        "SGD, float32, f_depth 3)"
+    )
     print(f"{'f_width':>8} {'g_width':>8} {'g_depth':>8} {'rows/s':>12}")
     for f_width in (200, 1000):
         for g_width in (10, 100):
             for g_depth in (3, 8):
-                architecture = {"f_depth": 3, "f_width": f_width, "g_depth": g_depth,
-                                "g_width": g_width}
+                architecture = {
+                    "f_depth": 3,
+                    "f_width": f_width,
+                    "g_depth": g_depth,
+                    "g_width": g_width,
+                }
                 big = f_width * g_width * g_width * g_depth > 2e7
                 rows = (200 if big else 1000) if quick else (500 if big else 5000)
                 U, y = distinct_rows(rows, 64)

@@ -70,8 +70,10 @@ search = GridSearchCV(
 search.fit(U, y, groups=image_of_row)
 
 n_candidates = len(search.cv_results_["params"])
-print(f"{N_TRAIN_IMAGES} training digits (inpainting: f sees the top half), {len(y)} rows, "
-      f"{n_candidates} candidates x 4 folds grouped by image")
+print(
+    f"{N_TRAIN_IMAGES} training digits (inpainting: f sees the top half), {len(y)} rows, "
+    f"{n_candidates} candidates x 4 folds grouped by image"
+)
 print(f"best parameters: {search.best_params_}")
 print(f"cross-validated MSE of the best: {-search.best_score_:.4f}")
 test_mse = np.mean((search.predict(U_test) - y_test) ** 2)

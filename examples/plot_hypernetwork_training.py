@@ -40,7 +40,9 @@ train = np.random.default_rng(0).random(y.shape[0]) < 0.7
 # of z with length scale 0.5, normalised x and y); only the number of epochs is set.
 # The paper's network is parameterization="ntk", optimizer="sgd", z_encoding="linear".
 model = HypernetworkRegressor(
-    max_epochs=5 if QUICK else 40, random_state=0, device="cpu",
+    max_epochs=5 if QUICK else 40,
+    random_state=0,
+    device="cpu",
 ).fit(U[train], y[train])
 
 print("epoch  training MSE (normalised targets: the mean predictor's is 1)")

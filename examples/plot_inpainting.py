@@ -66,13 +66,23 @@ models = {
         kernel="nngp", z_encoding="fourier", length_scale=0.4, alpha=1e-4
     ),
     "hypernetwork (trained)": HypernetworkRegressor(
-        f_width=256, g_width=32, z_encoding="fourier", length_scale=0.4, n_fourier_features=64,
-        optimizer="adam", learning_rate=0.003, batch_size=64, max_epochs=EPOCHS,
-        random_state=0, device="cpu",
+        f_width=256,
+        g_width=32,
+        z_encoding="fourier",
+        length_scale=0.4,
+        n_fourier_features=64,
+        optimizer="adam",
+        learning_rate=0.003,
+        batch_size=64,
+        max_epochs=EPOCHS,
+        random_state=0,
+        device="cpu",
     ),
 }
-print(f"inpainting: {N_TRAIN_IMAGES} training digits x {PIXELS_PER_IMAGE} pixels = "
-      f"{len(y)} rows; f sees the top {height // 2} of {height} rows")
+print(
+    f"inpainting: {N_TRAIN_IMAGES} training digits x {PIXELS_PER_IMAGE} pixels = "
+    f"{len(y)} rows; f sees the top {height // 2} of {height} rows"
+)
 print(f"{'model':<24} {'test MSE, all pixels':>21} {'hidden bottom half':>19}")
 predictions = {}
 for name, model in models.items():

@@ -16,11 +16,10 @@ Both are :class:`sklearn.gaussian_process.kernels.Kernel` objects over rows
 """
 
 from ._device import DeviceFallbackWarning
+from ._version import __version__
 from .hypernetwork import HypernetworkClassifier, HypernetworkRegressor
 from .kernel_ridge import HyperKernelRegressor
 from .kernels import HyperKernel, HyperNNGP
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DeviceFallbackWarning",

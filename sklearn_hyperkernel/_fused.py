@@ -59,16 +59,31 @@ _TABLE_FRACTION = 0.125
 # 2 asin(sqrt((1 - |x|) / 2)) (or pi minus it) with the same R = P / Q
 _PIO2_HI = 1.57079632679489655800e00
 _PIO2_LO = 6.12323399573676603587e-17
-_PS = (1.66666666666666657415e-01, -3.25565818622400915405e-01, 2.01212532134862925881e-01,
-       -4.00555345006794114027e-02, 7.91534994289814532176e-04, 3.47933107596021167570e-05)
-_QS = (-2.40339491173441421878e00, 2.02094576023350569471e00, -6.88283971605453293030e-01,
-       7.70381505559019352791e-02)
+_PS = (
+    1.66666666666666657415e-01,
+    -3.25565818622400915405e-01,
+    2.01212532134862925881e-01,
+    -4.00555345006794114027e-02,
+    7.91534994289814532176e-04,
+    3.47933107596021167570e-05,
+)
+_QS = (
+    -2.40339491173441421878e00,
+    2.02094576023350569471e00,
+    -6.88283971605453293030e-01,
+    7.70381505559019352791e-02,
+)
 # fdlibm e_exp.c: x = k ln2 + r with |r| <= ln2 / 2, exp(r) a rational in r^2
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 _INV_LN2 = 1.44269504088896338700e00
-_P = (1.66666666666666019037e-01, -2.77777777770155933842e-03, 6.61375632143793436117e-05,
-      -1.65339022054652515390e-06, 4.13813679705723846039e-08)
+_P = (
+    1.66666666666666019037e-01,
+    -2.77777777770155933842e-03,
+    6.61375632143793436117e-05,
+    -1.65339022054652515390e-06,
+    4.13813679705723846039e-08,
+)
 _EXP_UNDERFLOW = -745.1332191019412  # exp(x) rounds to 0 below
 
 
@@ -298,8 +313,14 @@ def _relu_slope(negative_slope: float) -> float:
 
 
 def _side(
-    index: np.ndarray | None, z: np.ndarray, s: np.ndarray, size: int, z_encoding: str,
-    scales: np.ndarray, g_depth: int, name: str,
+    index: np.ndarray | None,
+    z: np.ndarray,
+    s: np.ndarray,
+    size: int,
+    z_encoding: str,
+    scales: np.ndarray,
+    g_depth: int,
+    name: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(x index, z, 1/|z|, scale)`` of the rows or the columns, as the loops read them.
 
@@ -467,8 +488,10 @@ def hyper_block(
     indexed = rows[0].size > 0 or cols[0].size > 0
     if out is None:
         out = np.empty((n, m), dtype=rho_x.dtype)
-    elif out.shape != (n, m) or out.dtype not in (np.float64, np.float32) or (
-        m > 1 and out.strides[1] != out.itemsize
+    elif (
+        out.shape != (n, m)
+        or out.dtype not in (np.float64, np.float32)
+        or (m > 1 and out.strides[1] != out.itemsize)
     ):
         raise ValueError(f"out must be a float array of shape ({n}, {m}) with rows of unit stride.")
     elif np.may_share_memory(out, rho_x) and (indexed or not _same_view(out, rho_x)):

@@ -265,7 +265,6 @@ def _write_tile(
             mirror_below(gradient, tile)
 
 
-
 def _matvec_block(
     arch: Architecture,
     placement: Placement,

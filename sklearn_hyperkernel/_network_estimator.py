@@ -258,14 +258,21 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
 
         self.module_ = Hypernetwork(
             x_dim=x_width(X.shape[1], self.z_dim),  # no x columns: f reads x = (1,)
-            z_dim=self.z_dim, f_depth=self.f_depth, f_width=self.f_width,
-            g_depth=self.g_depth, g_width=self.g_width, n_outputs=n_outputs,
+            z_dim=self.z_dim,
+            f_depth=self.f_depth,
+            f_width=self.f_width,
+            g_depth=self.g_depth,
+            g_width=self.g_width,
+            n_outputs=n_outputs,
             z_encoding=self.z_encoding,
             length_scale=np.asarray(self.length_scale, dtype=float).tolist(),
-            n_fourier_features=self.n_fourier_features, parameterization=self.parameterization,
-            activation=self.activation, negative_slope=self.negative_slope,
+            n_fourier_features=self.n_fourier_features,
+            parameterization=self.parameterization,
+            activation=self.activation,
+            negative_slope=self.negative_slope,
             generator=torch.Generator().manual_seed(int(seed)),
-            dtype=torch.float64 if self.dtype == "float64" else torch.float32, device=self.device_,
+            dtype=torch.float64 if self.dtype == "float64" else torch.float32,
+            device=self.device_,
         )
         self._optimizer = self._optimizer_state = None
         self.loss_curve_ = []

@@ -71,9 +71,20 @@ ESTIMATOR_CONSTRAINTS: dict[str, Any] = {
 #: parameters that fix the network's architecture or the scaling of its inputs
 #: and targets: a warm start (or partial_fit) cannot change them
 WARM_START_FIXED = (
-    "z_dim", "f_depth", "f_width", "g_depth", "g_width", "z_encoding", "length_scale",
-    "n_fourier_features", "parameterization", "activation", "negative_slope",
-    "normalize_x", "normalize_y", "dtype",
+    "z_dim",
+    "f_depth",
+    "f_width",
+    "g_depth",
+    "g_width",
+    "z_encoding",
+    "length_scale",
+    "n_fourier_features",
+    "parameterization",
+    "activation",
+    "negative_slope",
+    "normalize_x",
+    "normalize_y",
+    "dtype",
 )
 
 
@@ -235,11 +246,35 @@ _OWN_DOCS = {
 }
 
 _ORDER = (
-    "z_dim", "f_depth", "f_width", "g_depth", "g_width", "z_encoding", "length_scale",
-    "n_fourier_features", "parameterization", "activation", "negative_slope", "normalize_x",
-    "normalize_y", "optimizer", "learning_rate", "batch_size", "max_epochs", "momentum",
-    "weight_decay", "early_stopping", "validation_fraction", "n_iter_no_change", "tol",
-    "random_state", "device", "n_jobs", "dtype", "verbose", "warm_start",
+    "z_dim",
+    "f_depth",
+    "f_width",
+    "g_depth",
+    "g_width",
+    "z_encoding",
+    "length_scale",
+    "n_fourier_features",
+    "parameterization",
+    "activation",
+    "negative_slope",
+    "normalize_x",
+    "normalize_y",
+    "optimizer",
+    "learning_rate",
+    "batch_size",
+    "max_epochs",
+    "momentum",
+    "weight_decay",
+    "early_stopping",
+    "validation_fraction",
+    "n_iter_no_change",
+    "tol",
+    "random_state",
+    "device",
+    "n_jobs",
+    "dtype",
+    "verbose",
+    "warm_start",
 )
 
 

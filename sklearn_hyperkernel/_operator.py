@@ -369,8 +369,12 @@ class GramOperator:
         label = f"[{type(self.kernel).__name__}] K(X, rows) @ coef, {X.shape[0]} x {self.n_rows}"
         with ProgressLog(label, len(blocks), verbose) as progress:
             run_tasks(
-                _predict_task, calls, self.n_jobs, consume,
-                progress=progress, sequential_locally=self.uses_torch,
+                _predict_task,
+                calls,
+                self.n_jobs,
+                consume,
+                progress=progress,
+                sequential_locally=self.uses_torch,
             )
         return out
 

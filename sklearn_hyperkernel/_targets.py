@@ -99,7 +99,10 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray | None
         weights = np.full(n_samples, float(sample_weight))
     else:
         weights = check_array(
-            sample_weight, ensure_2d=False, dtype=np.float64, input_name="sample_weight",
+            sample_weight,
+            ensure_2d=False,
+            dtype=np.float64,
+            input_name="sample_weight",
             ensure_min_samples=0,
         )
         if weights.ndim != 1:

@@ -442,7 +442,10 @@ def split_validation(X: np.ndarray, target: np.ndarray, fraction: float, seed: i
         )
     try:
         return train_test_split(
-            X, target, test_size=n_validation, random_state=seed,
+            X,
+            target,
+            test_size=n_validation,
+            random_state=seed,
             stratify=target if stratify else None,
         )
     except ValueError:

@@ -254,7 +254,13 @@ _OWN_PARAMETERS = """\
 
 #: the architecture parameters, passed on to the constructed kernel
 _ARCHITECTURE = (
-    "z_dim", "f_depth", "g_depth", "z_encoding", "length_scale", "activation", "negative_slope"
+    "z_dim",
+    "f_depth",
+    "g_depth",
+    "z_encoding",
+    "length_scale",
+    "activation",
+    "negative_slope",
 )
 
 
@@ -448,8 +454,14 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.ridge_ = self._ridge(alphas, operator.diagonal)
         self.X_fit_, self._operator = X, operator
         result = fit_cg(
-            operator, targets, self.ridge_, weights, tol=float(self.tol),
-            max_iter=int(self.max_iter), rank=int(self.cg_rank), verbose=int(self.verbose),
+            operator,
+            targets,
+            self.ridge_,
+            weights,
+            tol=float(self.tol),
+            max_iter=int(self.max_iter),
+            rank=int(self.cg_rank),
+            verbose=int(self.verbose),
             source=type(self).__name__,
         )
         self.n_iter_, self.cg_residual_, self.cg_rank_ = result.n_iter, result.residual, result.rank
@@ -458,9 +470,16 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def _fit_nystrom(self, operator, X, targets, alphas, weights) -> np.ndarray:
         self.ridge_ = self._ridge(alphas, operator.diagonal)
         result = fit_nystrom(
-            operator, targets, self.ridge_, weights, center_selection=self.center_selection,
-            n_components=self.n_components, random_state=self.random_state,
-            block_size=self.block_size, verbose=int(self.verbose), source=type(self).__name__,
+            operator,
+            targets,
+            self.ridge_,
+            weights,
+            center_selection=self.center_selection,
+            n_components=self.n_components,
+            random_state=self.random_state,
+            block_size=self.block_size,
+            verbose=int(self.verbose),
+            source=type(self).__name__,
         )
         self.n_components_ = result.centre_index.shape[0]
         self.component_indices_ = result.centre_index

@@ -165,10 +165,17 @@ class Hypernetwork(torch.nn.Module):
     ) -> None:
         super().__init__()
         architecture = {
-            "x_dim": x_dim, "z_dim": z_dim, "f_depth": f_depth, "f_width": f_width,
-            "g_depth": g_depth, "g_width": g_width, "n_outputs": n_outputs,
-            "z_encoding": z_encoding, "n_fourier_features": n_fourier_features,
-            "parameterization": parameterization, "activation": activation,
+            "x_dim": x_dim,
+            "z_dim": z_dim,
+            "f_depth": f_depth,
+            "f_width": f_width,
+            "g_depth": g_depth,
+            "g_width": g_width,
+            "n_outputs": n_outputs,
+            "z_encoding": z_encoding,
+            "n_fourier_features": n_fourier_features,
+            "parameterization": parameterization,
+            "activation": activation,
             "negative_slope": negative_slope,
         }
         validate_network(architecture, caller_name=type(self).__name__)

@@ -93,17 +93,23 @@ def _dot(u: Sequence, v: Sequence, num: Numbers) -> Any:
     return num.fsum(num.number(a) * num.number(b) for a, b in zip(u, v, strict=True))
 
 
-def mlp_pair(x, x_other, depth: int, slope: float, precision: str = "float64") -> tuple:
+def mlp_pair(
+    x, x_other, depth: int, slope: float, precision: str = "float64", bias_variance: float = 0.0
+) -> tuple:
     """f's NNGP triple ``(S(x,x), S(x',x'), S(x,x'))`` at layer ``L-1``, and ``Theta^f(x,x')``.
 
-    ``Theta^{l+1} = Theta^l * Sdot^l + S^l`` from ``Theta^1 = S^0 = x.x' / n0``.
+    ``S^0 = x.x' / n0 + bf``, ``S^l = kappa1(S^{l-1}) + bf``; ``Theta^{l+1} = Theta^l * Sdot^l
+    + S^l`` from ``Theta^1 = S^0`` (``bf = bias_variance``; ../shared/docs/biases.md).
     """
     num = numbers(precision)
     n0 = num.number(len(x))
+    bf = num.number(bias_variance)
     S = (_dot(x, x, num) / n0, _dot(x_other, x_other, num) / n0, _dot(x, x_other, num) / n0)
+    S = tuple(s + bf for s in S)
     theta = S[2]
     for _ in range(1, depth):
         S, kappa0 = _layer(S, slope, precision)
+        S = tuple(s + bf for s in S)
         theta = theta * kappa0 + S[2]
     return S, theta
 
@@ -132,25 +138,30 @@ def hyper_pair(
     length_scale=1.0,
     negative_slope: float = 0.0,
     precision: str = "float64",
+    f_bias_variance: float = 0.0,
+    g_bias_variance: float = 0.0,
 ) -> tuple:
     """``(HyperNNGP, HyperKernel)`` of one pair of rows, straight from the math page.
 
-    ``Lambda^l = S_f * Sigma^{l-1}``, ``Sigma^l = kappa1(Lambda^l)``; the backward kernel
-    ``K^{l+1} = Sigma^l + K^l * S_f * Sigmadot^l`` from ``K^1 = Sigma^0``; the hyperkernel is
-    ``Theta^f * K^g``.
+    ``Lambda^l = S_f * (Sigma^{l-1} + bg)``, ``Sigma^l = kappa1(Lambda^l)``; the backward
+    kernel ``K^{l+1} = Sigma^l + bg + K^l * S_f * Sigmadot^l`` from ``K^1 = Sigma^0 + bg``; the
+    hyperkernel is ``Theta^f * K^g`` (``bf``, ``bg``: the bias variances of f and of the g
+    that f generates, ../shared/docs/biases.md; both 0: the paper's bias-free network).
     """
     slope = negative_slope
-    S_f, theta_f = mlp_pair(x, x_other, f_depth, slope, precision)
+    num = numbers(precision)
+    S_f, theta_f = mlp_pair(x, x_other, f_depth, slope, precision, f_bias_variance)
+    bg = num.number(g_bias_variance)
     sigma = tuple(
         z_kernel(a, b, z_encoding, length_scale, precision)
         for a, b in ((z, z), (z_other, z_other), (z, z_other))
     )
-    lam = tuple(S_f[i] * sigma[i] for i in range(3))
-    k_g = sigma[2]
+    lam = tuple(S_f[i] * (sigma[i] + bg) for i in range(3))
+    k_g = sigma[2] + bg
     for _ in range(1, g_depth):
         sigma, kappa0 = _layer(lam, slope, precision)
-        k_g = sigma[2] + k_g * S_f[2] * kappa0
-        lam = tuple(S_f[i] * sigma[i] for i in range(3))
+        k_g = sigma[2] + bg + k_g * S_f[2] * kappa0
+        lam = tuple(S_f[i] * (sigma[i] + bg) for i in range(3))
     return lam[2], theta_f * k_g
 
 
@@ -160,7 +171,7 @@ def hyper_grams(
     """``(HyperNNGP, HyperKernel)`` Gram matrices by :func:`hyper_pair`, rounded to float64.
 
     ``architecture``: ``f_depth``, ``g_depth``, and optionally ``z_encoding``,
-    ``length_scale``, ``negative_slope`` (the names of
+    ``length_scale``, ``negative_slope``, ``f_bias_variance``, ``g_bias_variance`` (the names of
     :func:`sklearn_hyperkernel.recursions.hyper_kernels`).
     """
     x_b = x_a if x_b is None else x_b

@@ -1,7 +1,5 @@
 """The shape of the code base (docs/architecture.md), checked on the source.
 
-* every module of the package is at most 500 lines and every class at most 300
-  lines of code (docstrings aside): a file is one room with one purpose;
 * no module imports another module's private (``_name``) names: what a module
   offers the others is its public names;
 * the experiments, examples and benchmarks use only the public API: no
@@ -34,34 +32,12 @@ def _tree(path: pathlib.Path) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
 
 
-def _code_lines(node: ast.AST) -> int:
-    """Lines of ``node`` holding code: its span less the docstrings inside it."""
-    lines = set(range(node.lineno, node.end_lineno + 1))
-    for sub in ast.walk(node):
-        if isinstance(sub, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            if ast.get_docstring(sub) is not None:
-                docstring = sub.body[0]
-                lines -= set(range(docstring.lineno, docstring.end_lineno + 1))
-    return len(lines)
-
-
 def _is_private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
 def test_the_checks_see_the_package():
     assert len(MODULES) > 20 and len(ON_TOP) > 10
-    assert _code_lines(ast.parse('class A:\n    """doc\n    more"""\n    x = 1\n').body[0]) == 2
-
-
-@pytest.mark.parametrize("path", MODULES, ids=_name)
-def test_module_and_class_sizes(path):
-    lines = path.read_text().count("\n")
-    assert lines <= 500, f"{_name(path)} has {lines} lines (at most 500)"
-    for node in ast.walk(_tree(path)):
-        if isinstance(node, ast.ClassDef):
-            code = _code_lines(node)
-            assert code <= 300, f"{_name(path)}: class {node.name} has {code} lines of code"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=_name)
@@ -84,7 +60,9 @@ def test_experiments_examples_and_benchmarks_use_the_public_api(path):
         if isinstance(node, ast.ImportFrom):
             module = node.module or ""
             if node.level:  # relative import inside the experiments package
-                module = "sklearn_hyperkernel." + ("experiments." if node.level == 1 else "") + module
+                module = (
+                    "sklearn_hyperkernel." + ("experiments." if node.level == 1 else "") + module
+                )
             modules = [module.rstrip(".")]
             if module.startswith("sklearn_hyperkernel"):
                 private = [a.name for a in node.names if _is_private(a.name)]

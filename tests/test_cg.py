@@ -90,9 +90,7 @@ def test_pivoted_cholesky_and_exact_preconditioner():
         assert_allclose(applied[:, j], expected, rtol=1e-7)
     # with the exact factor as preconditioner CG needs one iteration
     B = R.copy()
-    result = conjugate_gradient(
-        lambda V: K @ V, B, shifts, preconditioner=preconditioner, tol=1e-8
-    )
+    result = conjugate_gradient(lambda V: K @ V, B, shifts, preconditioner=preconditioner, tol=1e-8)
     assert result.converged and result.n_iter <= 2
 
 
@@ -125,17 +123,40 @@ def test_fit_cg_solves_the_weighted_kernel_ridge_system(regression_data):
 # rank built): the same model as Cholesky's, for every kernel, several targets with their
 # own ridges, and sample weights
 CG_CASES = [
-    pytest.param("pixel_task", "y", False, {"tol": 1e-10, **PIXEL_PARAMS}, (0, 1e-6), 100, 300,
-                 id="pixel"),
-    pytest.param("pixel_task", "four", False,
-                 {"tol": 1e-10, "alpha": [1e-3, 1e-1, 1e-2, 1e-3], **PIXEL_PARAMS}, (0, 1e-6),
-                 100, 300, id="pixel-targets-and-ridges"),
-    pytest.param("pixel_task", "y", True, {"tol": 1e-10, **PIXEL_PARAMS}, (0, 1e-6), 100, None,
-                 id="pixel-weights"),
+    pytest.param(
+        "pixel_task", "y", False, {"tol": 1e-10, **PIXEL_PARAMS}, (0, 1e-6), 100, 300, id="pixel"
+    ),
+    pytest.param(
+        "pixel_task",
+        "four",
+        False,
+        {"tol": 1e-10, "alpha": [1e-3, 1e-1, 1e-2, 1e-3], **PIXEL_PARAMS},
+        (0, 1e-6),
+        100,
+        300,
+        id="pixel-targets-and-ridges",
+    ),
+    pytest.param(
+        "pixel_task",
+        "y",
+        True,
+        {"tol": 1e-10, **PIXEL_PARAMS},
+        (0, 1e-6),
+        100,
+        None,
+        id="pixel-weights",
+    ),
     *[
-        pytest.param("regression_data", "y", False,
-                     {"alpha": 1e-2, "tol": 1e-12, "cg_rank": 10, **case.values[0]}, (1e-8, 1e-9),
-                     None, None, id=f"kernel-{case.id}")
+        pytest.param(
+            "regression_data",
+            "y",
+            False,
+            {"alpha": 1e-2, "tol": 1e-12, "cg_rank": 10, **case.values[0]},
+            (1e-8, 1e-9),
+            None,
+            None,
+            id=f"kernel-{case.id}",
+        )
         for case in KERNEL_CASES
     ],
 ]

@@ -118,13 +118,21 @@ def _mp_entry(u, v, kind, encoding, length_scale, slope):
     """One kernel entry from docs/math.md, literally, in covariance space (40 digits)."""
     with mp.workdps(40):
         pair = hyper_pair(
-            u[:-Z_DIM], u[-Z_DIM:], v[:-Z_DIM], v[-Z_DIM:], F_DEPTH, G_DEPTH, encoding,
-            length_scale, slope, precision="mpmath",
+            u[:-Z_DIM],
+            u[-Z_DIM:],
+            v[:-Z_DIM],
+            v[-Z_DIM:],
+            F_DEPTH,
+            G_DEPTH,
+            encoding,
+            length_scale,
+            slope,
+            precision="mpmath",
         )
         return float(pair[0] if kind == "HyperNNGP" else pair[1])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(kernel: str, encoding: str, activation: str, which: str) -> np.ndarray:
     A, B = coincident_rows()
     left, right = (A, A) if which == "AA" else (A, B)

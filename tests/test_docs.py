@@ -25,9 +25,21 @@ def test_docs_build_without_warnings_and_document_the_api(tmp_path: Path) -> Non
     # generated pages (docs/auto_examples/, ignored by git);
     # run_stale_examples: run every example even when an earlier build cached it
     command = [
-        sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q",
-        "-D", "sphinx_gallery_conf.run_stale_examples=1",
-        "-b", "html", "-d", str(tmp_path / "doctrees"), str(DOCS_DIR), str(html_dir),
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-W",
+        "--keep-going",
+        "-E",
+        "-q",
+        "-D",
+        "sphinx_gallery_conf.run_stale_examples=1",
+        "-b",
+        "html",
+        "-d",
+        str(tmp_path / "doctrees"),
+        str(DOCS_DIR),
+        str(html_dir),
     ]
     env = dict(os.environ, SKHK_EXAMPLE_QUICK="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     build = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)

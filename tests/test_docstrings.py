@@ -20,4 +20,6 @@ def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, f"no docstring examples found in {name}"
-    assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples failed in {name}"
+    assert result.failed == 0, (
+        f"{result.failed} of {result.attempted} docstring examples failed in {name}"
+    )

@@ -585,8 +585,14 @@ def test_nystrom_and_prediction_tiles_choose_the_fused_pass_by_the_whole_product
     X, X_test = rows(rng, 300, n_images=12), rows(rng, 200, n_images=5)
     y = np.sin(X[:, 0]) + X[:, -1]
     model = HyperKernelRegressor(
-        solver="nystrom", n_components=40, block_size=50, random_state=0, n_jobs=n_jobs,
-        z_dim=Z_DIM, z_encoding="fourier", length_scale=0.7,
+        solver="nystrom",
+        n_components=40,
+        block_size=50,
+        random_state=0,
+        n_jobs=n_jobs,
+        z_dim=Z_DIM,
+        z_encoding="fourier",
+        length_scale=0.7,
     )
     monkeypatch.delenv(FUSED_ENV, raising=False)
     # K_nm: 300 x 40 = 12,000 entries, its tiles 50 x 40 = 2,000; predicting: 200 x 40

@@ -38,12 +38,22 @@ CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
-SMALL = {"f_width": 16, "g_width": 8, "optimizer": "adam", "learning_rate": 0.02,
-         "max_epochs": 20, "device": "cpu"}
+SMALL = {
+    "f_width": 16,
+    "g_width": 8,
+    "optimizer": "adam",
+    "learning_rate": 0.02,
+    "max_epochs": 20,
+    "device": "cpu",
+}
 # The paper's network (whose wide limit is HyperKernel with z_encoding="linear"),
 # on inputs it sees unchanged.
-PAPER = {"parameterization": "ntk", "z_encoding": "linear", "normalize_x": False,
-         "normalize_y": False}
+PAPER = {
+    "parameterization": "ntk",
+    "z_encoding": "linear",
+    "normalize_x": False,
+    "normalize_y": False,
+}
 
 
 # ----------------------------------------------------------------------------- data
@@ -97,8 +107,9 @@ def test_package_imports_without_torch():
         "    print(error)\n"
         "assert 'torch' not in sys.modules\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, cwd=".")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="."
+    )
     assert "pip install sklearn-hyperkernel[torch]" in result.stdout
 
 
@@ -107,9 +118,16 @@ def test_regression_on_digit_pixels_beats_the_mean():
     U, y = pixel_regression(load_digits().images[:10])
     train = np.random.default_rng(0).random(y.shape[0]) < 0.5
     model = HypernetworkRegressor(
-        f_width=64, z_encoding="fourier", length_scale=0.5, n_fourier_features=64,
-        optimizer="adam", learning_rate=0.003, batch_size=50, max_epochs=60,
-        random_state=0, device="cpu",
+        f_width=64,
+        z_encoding="fourier",
+        length_scale=0.5,
+        n_fourier_features=64,
+        optimizer="adam",
+        learning_rate=0.003,
+        batch_size=50,
+        max_epochs=60,
+        random_state=0,
+        device="cpu",
     ).fit(U[train], y[train])
     # measured: loss 0.232 -> 0.009, held-out MSE ratio 0.41
     assert model.loss_curve_[-1] < 0.2 * model.loss_curve_[0]
@@ -122,8 +140,15 @@ def test_regression_on_digit_pixels_beats_the_mean():
 def test_rotation_classification_beats_the_majority_class():
     X, y = rotation_task(1000)
     model = HypernetworkClassifier(
-        z_dim=64, z_encoding="linear", f_width=64, g_width=16, optimizer="adam",
-        learning_rate=0.003, max_epochs=30, random_state=0, device="cpu",
+        z_dim=64,
+        z_encoding="linear",
+        f_width=64,
+        g_width=16,
+        optimizer="adam",
+        learning_rate=0.003,
+        max_epochs=30,
+        random_state=0,
+        device="cpu",
     ).fit(X[:700], y[:700])
     # measured: loss 1.40 -> 0.07, test accuracy 0.78 (majority 0.30)
     assert model.loss_curve_[-1] < 0.3 * model.loss_curve_[0]
@@ -140,9 +165,16 @@ def test_rotation_classification_beats_the_majority_class():
 def test_the_papers_setting_is_one_argument_away_and_trains():
     """NTK parameterisation, SGD with momentum, linear z: the paper's network."""
     U, y = random_rows(200)
-    model = HypernetworkRegressor(f_width=32, max_epochs=15, random_state=0, device="cpu",
-                                  parameterization="ntk", optimizer="sgd",
-                                  learning_rate=0.01, z_encoding="linear")
+    model = HypernetworkRegressor(
+        f_width=32,
+        max_epochs=15,
+        random_state=0,
+        device="cpu",
+        parameterization="ntk",
+        optimizer="sgd",
+        learning_rate=0.01,
+        z_encoding="linear",
+    )
     model.fit(U, y)
     assert model.module_.parameterization == "ntk"
     assert isinstance(model._optimizer, torch.optim.SGD)
@@ -153,14 +185,17 @@ def test_the_papers_setting_is_one_argument_away_and_trains():
 
 @pytest.mark.parametrize(
     "params",
-    [{"parameterization": "standard", "learning_rate": 0.003},
-     {"activation": "leaky_relu", "negative_slope": 0.2},
-     {"z_encoding": "fourier", "length_scale": [0.5, 2.0], "n_fourier_features": 16}],
+    [
+        {"parameterization": "standard", "learning_rate": 0.003},
+        {"activation": "leaky_relu", "negative_slope": 0.2},
+        {"z_encoding": "fourier", "length_scale": [0.5, 2.0], "n_fourier_features": 16},
+    ],
 )
 def test_variants_train(params):
     U, y = random_rows(200)
-    model = HypernetworkRegressor(f_width=32, max_epochs=15, random_state=0, device="cpu",
-                                  **params).fit(U, y)
+    model = HypernetworkRegressor(
+        f_width=32, max_epochs=15, random_state=0, device="cpu", **params
+    ).fit(U, y)
     assert model.loss_curve_[-1] < 0.7 * model.loss_curve_[0]
 
 
@@ -215,29 +250,41 @@ def test_repeated_x_path_equals_plain_path(monkeypatch):
 def test_early_stopping_records_scores_and_keeps_the_best_weights():
     X, y = rotation_task(300, seed=1)
     model = HypernetworkClassifier(
-        z_dim=64, z_encoding="linear", f_width=32, g_width=8, optimizer="adam",
-        learning_rate=0.003, max_epochs=40, early_stopping=True, validation_fraction=0.2,
-        n_iter_no_change=3, random_state=0, device="cpu",
+        z_dim=64,
+        z_encoding="linear",
+        f_width=32,
+        g_width=8,
+        optimizer="adam",
+        learning_rate=0.003,
+        max_epochs=40,
+        early_stopping=True,
+        validation_fraction=0.2,
+        n_iter_no_change=3,
+        random_state=0,
+        device="cpu",
     ).fit(X, y)
     assert len(model.validation_scores_) == model.n_iter_ == len(model.loss_curve_)
     assert model.best_validation_score_ == max(model.validation_scores_)
     assert all(0.0 <= s <= 1.0 for s in model.validation_scores_)
     U, t = random_rows(100)
-    regressor = HypernetworkRegressor(**{**SMALL, "max_epochs": 5}, early_stopping=True,
-                                      random_state=0).fit(U, t)
+    regressor = HypernetworkRegressor(
+        **{**SMALL, "max_epochs": 5}, early_stopping=True, random_state=0
+    ).fit(U, t)
     assert len(regressor.validation_scores_) == regressor.n_iter_
 
 
 def test_warm_start_and_partial_fit_continue_training():
     U, y = random_rows(60)
-    model = HypernetworkRegressor(**{**SMALL, "max_epochs": 3}, tol=0.0, random_state=0,
-                                  warm_start=True)
+    model = HypernetworkRegressor(
+        **{**SMALL, "max_epochs": 3}, tol=0.0, random_state=0, warm_start=True
+    )
     model.fit(U, y)
     weights = [p.detach().clone() for p in model.module_.parameters()]
     model.fit(U, y)
     assert model.n_iter_ == 6 and len(model.loss_curve_) == 6
-    assert any(not torch.equal(a, b) for a, b in zip(weights, model.module_.parameters(),
-                                                      strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(weights, model.module_.parameters(), strict=True)
+    )
     cold = HypernetworkRegressor(**{**SMALL, "max_epochs": 3}, tol=0.0, random_state=0)
     cold.fit(U, y)
     cold.fit(U, y)
@@ -265,8 +312,9 @@ def test_verbose_prints_the_running_loss_and_default_is_silent(capsys, monkeypat
     U, y = random_rows(50)
     HypernetworkRegressor(**{**SMALL, "max_epochs": 2}, random_state=0).fit(U, y)
     assert capsys.readouterr().out == ""
-    HypernetworkRegressor(**{**SMALL, "max_epochs": 2}, batch_size=5, random_state=0,
-                          verbose=2).fit(U, y)
+    HypernetworkRegressor(
+        **{**SMALL, "max_epochs": 2}, batch_size=5, random_state=0, verbose=2
+    ).fit(U, y)
     out = capsys.readouterr().out
     assert "[HypernetworkRegressor] Epoch 1: loss" in out and "Epoch 2: loss" in out
     assert "running loss" in out
@@ -291,7 +339,8 @@ def test_pipeline_grid_search_cross_val_score_and_clone():
     assert scores.shape == (3,) and np.all(np.isfinite(scores))
     search = GridSearchCV(
         HypernetworkRegressor(**SMALL, random_state=0),
-        {"g_width": [4, 8], "learning_rate": [0.01, 0.02]}, cv=2,
+        {"g_width": [4, 8], "learning_rate": [0.01, 0.02]},
+        cv=2,
     ).fit(U, y)
     assert search.best_params_["g_width"] in (4, 8)
     fitted = HypernetworkRegressor(**SMALL, random_state=0).fit(U, y)
@@ -320,8 +369,9 @@ def test_pickle_round_trip_predicts_the_same(dump):
 
 
 @pytest.mark.parametrize(("saved_on", "n_gpus"), [("cuda:0", 0), ("cuda:1", 1), ("cuda:1", 0)])
-def test_model_saved_on_a_missing_gpu_loads_on_the_cpu_with_a_warning(monkeypatch, saved_on,
-                                                                       n_gpus):
+def test_model_saved_on_a_missing_gpu_loads_on_the_cpu_with_a_warning(
+    monkeypatch, saved_on, n_gpus
+):
     """The pickled state holds CPU tensors only; a GPU this machine lacks (no CUDA,
     or fewer GPUs than the index) falls back to the CPU with DeviceFallbackWarning."""
     U, y = random_rows(40)
@@ -339,7 +389,8 @@ def test_model_saved_on_a_missing_gpu_loads_on_the_cpu_with_a_warning(monkeypatc
     assert all(t.device.type == "cpu" for t in state["module_"].state_dict().values())
     assert all(
         t.device.type == "cpu"
-        for s in state["_optimizer_state"]["state"].values() for t in s.values()
+        for s in state["_optimizer_state"]["state"].values()
+        for t in s.values()
         if isinstance(t, torch.Tensor)
     )
     blob = pickle.dumps(model)
@@ -358,8 +409,9 @@ def test_model_saved_on_a_missing_gpu_loads_on_the_cpu_with_a_warning(monkeypatc
 
 def test_set_params_device_moves_a_fitted_model_and_validates(monkeypatch):
     U, y = random_rows(40)
-    model = HypernetworkRegressor(**{**SMALL, "optimizer": "sgd", "learning_rate": 0.01},
-                                  random_state=0).fit(U, y)
+    model = HypernetworkRegressor(
+        **{**SMALL, "optimizer": "sgd", "learning_rate": 0.01}, random_state=0
+    ).fit(U, y)
     expected = model.predict(U)
     moved = []
     real_to = torch.nn.Module.to
@@ -389,12 +441,18 @@ def test_set_params_device_moves_a_fitted_model_and_validates(monkeypatch):
 # -------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     ("params", "name"),
-    [({"batch_size": 0}, "batch_size"), ({"batch_size": -5}, "batch_size"),
-     ({"learning_rate": 0.0}, "learning_rate"), ({"optimizer": "rmsprop"}, "optimizer"),
-     ({"f_width": 0}, "f_width"), ({"dtype": "float16"}, "dtype"),
-     ({"parameterization": "mup"}, "parameterization"),
-     ({"validation_fraction": 1.0}, "validation_fraction"), ({"normalize_x": "yes"}, "normalize_x"),
-     ({"normalize_y": 1.5}, "normalize_y")],
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -5}, "batch_size"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"f_width": 0}, "f_width"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"parameterization": "mup"}, "parameterization"),
+        ({"validation_fraction": 1.0}, "validation_fraction"),
+        ({"normalize_x": "yes"}, "normalize_x"),
+        ({"normalize_y": 1.5}, "normalize_y"),
+    ],
 )
 def test_bad_parameters_raise_naming_the_parameter(params, name):
     U, y = random_rows(20)
@@ -448,8 +506,16 @@ def test_bad_input_raises():
 
 def test_diverging_run_stops_with_an_error_naming_the_learning_rate():
     U, y = random_rows(40)
-    model = HypernetworkRegressor(f_width=16, g_width=8, learning_rate=1e4, max_epochs=20,
-                                  optimizer="sgd", **PAPER, random_state=0, device="cpu")
+    model = HypernetworkRegressor(
+        f_width=16,
+        g_width=8,
+        learning_rate=1e4,
+        max_epochs=20,
+        optimizer="sgd",
+        **PAPER,
+        random_state=0,
+        device="cpu",
+    )
     with pytest.raises(ValueError, match=r"diverged.*learning_rate \(currently 10000.0\)"):
         model.fit(U, y)
 
@@ -470,12 +536,22 @@ def test_empirical_ntk_approaches_hyperkernel_only_when_g_is_wide():
     limit = HyperKernel(z_dim=2, f_depth=2, g_depth=2, z_encoding="linear")(U)
 
     def kernels(g_width):
-        return np.stack([
-            HypernetworkRegressor(f_depth=2, g_depth=2, f_width=2048, g_width=g_width,
-                                  **PAPER, random_state=seed, device="cpu")
-            .initialize(U).empirical_ntk(U)
-            for seed in range(6)
-        ])
+        return np.stack(
+            [
+                HypernetworkRegressor(
+                    f_depth=2,
+                    g_depth=2,
+                    f_width=2048,
+                    g_width=g_width,
+                    **PAPER,
+                    random_state=seed,
+                    device="cpu",
+                )
+                .initialize(U)
+                .empirical_ntk(U)
+                for seed in range(6)
+            ]
+        )
 
     def error(kernel):
         return np.linalg.norm(kernel - limit) / np.linalg.norm(limit)
@@ -504,9 +580,19 @@ def _linearisation_deviation(g_width: int, g_depth: int, seed: int) -> float:
 
     U, y = random_rows(32)
     model = HypernetworkRegressor(
-        f_depth=2, f_width=256, g_depth=g_depth, g_width=g_width, optimizer="sgd",
-        momentum=0.0, learning_rate=0.1, batch_size=32, max_epochs=20, tol=0.0,
-        **PAPER, random_state=seed, device="cpu",
+        f_depth=2,
+        f_width=256,
+        g_depth=g_depth,
+        g_width=g_width,
+        optimizer="sgd",
+        momentum=0.0,
+        learning_rate=0.1,
+        batch_size=32,
+        max_epochs=20,
+        tol=0.0,
+        **PAPER,
+        random_state=seed,
+        device="cpu",
     )
     initial = clone(model).initialize(U, y).module_
     model.fit(U, y)
@@ -537,7 +623,7 @@ def digit_pixel_task(n_train: int = 40, n_test: int = 10, pixels: int = 20):
     every pixel of held-out images."""
     images = load_digits().images[np.random.RandomState(2024).permutation(1797)]
     U, y = pixel_regression(images[:n_train], pixels_per_image=pixels, random_state=1)
-    U_test, y_test = pixel_regression(images[n_train:n_train + n_test])
+    U_test, y_test = pixel_regression(images[n_train : n_train + n_test])
     return U, y, U_test, y_test
 
 
@@ -545,8 +631,9 @@ def test_default_regressor_learns_digit_pixels():
     U, y, U_test, y_test = digit_pixel_task()
     with warnings.catch_warnings():
         # it learns (it may still be improving at max_epochs, and says so)
-        warnings.filterwarnings("error", "(The network did not learn|Training stopped)",
-                                ConvergenceWarning)
+        warnings.filterwarnings(
+            "error", "(The network did not learn|Training stopped)", ConvergenceWarning
+        )
         model = HypernetworkRegressor(random_state=0).fit(U, y)
     ratio = np.mean((model.predict(U_test) - y_test) ** 2) / np.mean((y.mean() - y_test) ** 2)
     # measured: 0.39 (the old defaults, NTK + SGD 0.01 + linear z, 100 epochs: 1.67)
@@ -579,8 +666,9 @@ def test_X_with_exactly_z_dim_columns_is_an_ordinary_network_of_z():
     x, _ = model._x_and_z(z[:3])
     assert_array_equal(x.numpy(), np.ones((3, 1)))
     with_ones = HypernetworkRegressor(**params).fit(np.hstack([np.ones((150, 1)), z]), y)
-    assert_allclose(model.predict(z), with_ones.predict(np.hstack([np.ones((150, 1)), z])),
-                    rtol=1e-12)
+    assert_allclose(
+        model.predict(z), with_ones.predict(np.hstack([np.ones((150, 1)), z])), rtol=1e-12
+    )
     assert model.score(z, y) > 0.9  # measured 0.99: it is a network of z
     classifier = HypernetworkClassifier(**params).fit(z, y > 0.5)
     assert classifier.score(z, y > 0.5) > 0.9
@@ -614,23 +702,38 @@ def test_normalize_x_network_has_the_kernel_of_normalised_rows():
     rows is the one of the plain network on normalised rows, so the wide network
     still tends to the kernel with normalize_x (checked when the kernel has it)."""
     rng = np.random.default_rng(3)
-    U = np.hstack([rng.standard_normal((6, 3)) * rng.uniform(0.1, 5, (6, 1)),
-                   rng.standard_normal((6, 2))])
+    U = np.hstack(
+        [rng.standard_normal((6, 3)) * rng.uniform(0.1, 5, (6, 1)), rng.standard_normal((6, 2))]
+    )
     U_normalised = U.copy()
     U_normalised[:, :3] *= np.sqrt(3) / np.linalg.norm(U[:, :3], axis=1, keepdims=True)
-    params = {**PAPER, "f_depth": 2, "g_depth": 2, "f_width": 1024, "g_width": 256,
-              "random_state": 0, "device": "cpu"}
+    params = {
+        **PAPER,
+        "f_depth": 2,
+        "g_depth": 2,
+        "f_width": 1024,
+        "g_width": 256,
+        "random_state": 0,
+        "device": "cpu",
+    }
     on = HypernetworkRegressor(**{**params, "normalize_x": True}).initialize(U)
     off = HypernetworkRegressor(**params).initialize(U_normalised)
     assert_allclose(on.empirical_ntk(U), off.empirical_ntk(U_normalised), rtol=1e-12)
     if "normalize_x" in HyperKernel().get_params():
-        kernels = np.mean([
-            HypernetworkRegressor(**{**params, "normalize_x": True, "random_state": seed})
-            .initialize(U).empirical_ntk(U) for seed in range(4)], axis=0)
+        kernels = np.mean(
+            [
+                HypernetworkRegressor(**{**params, "normalize_x": True, "random_state": seed})
+                .initialize(U)
+                .empirical_ntk(U)
+                for seed in range(4)
+            ],
+            axis=0,
+        )
 
         def error(normalize_x):
-            limit = HyperKernel(z_dim=2, f_depth=2, g_depth=2, z_encoding="linear",
-                                normalize_x=normalize_x)(U)
+            limit = HyperKernel(
+                z_dim=2, f_depth=2, g_depth=2, z_encoding="linear", normalize_x=normalize_x
+            )(U)
             return np.linalg.norm(kernels - limit) / np.linalg.norm(limit)
 
         # measured: 0.067 against the kernel with normalize_x, 1.00 without
@@ -677,12 +780,20 @@ def test_a_run_that_does_not_learn_warns_naming_the_remedy():
         HypernetworkClassifier(**params).fit(U, y > 0)
     # stopped by tol as early as it can (n_iter_no_change + 1 epochs)
     with pytest.warns(ConvergenceWarning, match="Training stopped after 3 epochs") as record:
-        model = HypernetworkRegressor(**SMALL, tol=10.0, n_iter_no_change=2,
-                                      random_state=0).fit(U, y)
+        model = HypernetworkRegressor(**SMALL, tol=10.0, n_iter_no_change=2, random_state=0).fit(
+            U, y
+        )
     assert model.n_iter_ == 3 and "learning_rate" in str(record[0].message).split(";")[1]
     # the old defaults (the paper's network, SGD 0.01) on tiny inputs did that silently
-    old_defaults = {**SMALL, **PAPER, "optimizer": "sgd", "learning_rate": 0.01,
-                    "max_epochs": 100, "n_iter_no_change": 10, "random_state": 0}
+    old_defaults = {
+        **SMALL,
+        **PAPER,
+        "optimizer": "sgd",
+        "learning_rate": 0.01,
+        "max_epochs": 100,
+        "n_iter_no_change": 10,
+        "random_state": 0,
+    }
     with pytest.warns(ConvergenceWarning, match="did not learn|Training stopped"):
         HypernetworkRegressor(**old_defaults).fit(np.hstack([U[:, :-2] * 1e-2, U[:, -2:]]), y)
 
@@ -690,8 +801,9 @@ def test_a_run_that_does_not_learn_warns_naming_the_remedy():
 def test_runs_that_learn_or_have_nothing_to_learn_do_not_warn():
     U, y = random_rows(100)
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", "(The network did not learn|Training stopped)",
-                                ConvergenceWarning)
+        warnings.filterwarnings(
+            "error", "(The network did not learn|Training stopped)", ConvergenceWarning
+        )
         model = HypernetworkRegressor(**SMALL, random_state=0).fit(U, y)
         one_class = HypernetworkClassifier(**SMALL, random_state=0).fit(U, ["a"] * 100)
         constant = HypernetworkRegressor(**SMALL, random_state=0).fit(U, np.full(100, 3.0))
@@ -703,13 +815,18 @@ def test_runs_that_learn_or_have_nothing_to_learn_do_not_warn():
 def test_initialize_draws_the_network_fit_starts_from():
     U, y = random_rows(30)
     labels = np.where(y > 0, "up", "down")
-    for model, target in ((HypernetworkRegressor, np.column_stack([y, y])),
-                          (HypernetworkClassifier, labels)):
+    for model, target in (
+        (HypernetworkRegressor, np.column_stack([y, y])),
+        (HypernetworkClassifier, labels),
+    ):
         started = model(**SMALL, random_state=0).initialize(U, target)
         assert started.n_iter_ == 0 and started.module_.n_outputs == 2
         # one SGD step of rate 0 leaves the weights where initialize put them
-        fitted = model(**{**SMALL, "optimizer": "sgd", "learning_rate": 1e-300, "max_epochs": 1},
-                       momentum=0.0, random_state=0).fit(U, target)
+        fitted = model(
+            **{**SMALL, "optimizer": "sgd", "learning_rate": 1e-300, "max_epochs": 1},
+            momentum=0.0,
+            random_state=0,
+        ).fit(U, target)
         for a, b in zip(started.module_.parameters(), fitted.module_.parameters(), strict=True):
             assert torch.equal(a, b)
     assert_array_equal(started.classes_, ["down", "up"])
@@ -735,9 +852,12 @@ def test_warm_start_fit_uses_the_current_optimizer_parameters():
     """As MLPRegressor(warm_start=True): the second fit trains with the values set
     since; the optimizer state is kept while the optimizer type is unchanged."""
     U, y = random_rows(60)
-    model = HypernetworkRegressor(**{**SMALL, "max_epochs": 2, "optimizer": "sgd",
-                                     "learning_rate": 0.01}, tol=0.0, warm_start=True,
-                                  random_state=0).fit(U, y)
+    model = HypernetworkRegressor(
+        **{**SMALL, "max_epochs": 2, "optimizer": "sgd", "learning_rate": 0.01},
+        tol=0.0,
+        warm_start=True,
+        random_state=0,
+    ).fit(U, y)
     sgd = model._optimizer
     model.set_params(learning_rate=1e-5, momentum=0.0, weight_decay=0.5).fit(U, y)
     assert model._optimizer is sgd
@@ -745,8 +865,9 @@ def test_warm_start_fit_uses_the_current_optimizer_parameters():
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (1e-5, 0.0, 0.5)
     before = [p.detach().clone() for p in model.module_.parameters()]
     model.set_params(learning_rate=1e-14, weight_decay=0.0).fit(U, y)
-    change = max(float((p - b).abs().max()) for p, b in zip(model.module_.parameters(), before,
-                                                             strict=True))
+    change = max(
+        float((p - b).abs().max()) for p, b in zip(model.module_.parameters(), before, strict=True)
+    )
     assert change < 1e-10  # the new learning rate was used (0.01 moves weights ~1e-2)
     model.set_params(optimizer="adam", learning_rate=3e-3).fit(U, y)
     adam = model._optimizer
@@ -761,9 +882,12 @@ def test_warm_start_fit_uses_the_current_optimizer_parameters():
 
 def test_optimizer_switch_after_pickling_and_partial_fit_use_current_values():
     U, y = random_rows(60)
-    model = HypernetworkRegressor(**{**SMALL, "max_epochs": 2, "optimizer": "sgd",
-                                     "learning_rate": 0.01}, tol=0.0, warm_start=True,
-                                  random_state=0).fit(U, y)
+    model = HypernetworkRegressor(
+        **{**SMALL, "max_epochs": 2, "optimizer": "sgd", "learning_rate": 0.01},
+        tol=0.0,
+        warm_start=True,
+        random_state=0,
+    ).fit(U, y)
     loaded = pickle.loads(pickle.dumps(model))
     loaded.set_params(optimizer="adam", learning_rate=1e-3).fit(U, y)  # was KeyError: 'step'
     assert isinstance(loaded._optimizer, torch.optim.Adam)
@@ -827,8 +951,7 @@ def test_docstring_documents_every_parameter(estimator_class):
 def test_gpu_fit_matches_cpu_and_pickles_to_cpu(estimator_class):
     X, labels = rotation_task(200)
     y = labels if estimator_class is HypernetworkClassifier else labels.astype(float)
-    params = {**SMALL, "z_dim": 64, "z_encoding": "linear", "max_epochs": 3,
-              "random_state": 0}
+    params = {**SMALL, "z_dim": 64, "z_encoding": "linear", "max_epochs": 3, "random_state": 0}
     on_gpu = estimator_class(**{**params, "device": "cuda"}).fit(X, y)
     on_cpu = estimator_class(**params).fit(X, y)
     assert on_gpu.device_.type == "cuda"
@@ -839,8 +962,7 @@ def test_gpu_fit_matches_cpu_and_pickles_to_cpu(estimator_class):
     assert loaded.device_.type == "cuda"
     assert next(on_gpu.module_.parameters()).device.type == "cuda"  # the original stays
     method = "predict_proba" if estimator_class is HypernetworkClassifier else "predict"
-    assert_allclose(getattr(loaded, method)(X), getattr(on_cpu, method)(X), rtol=1e-6,
-                    atol=1e-8)
+    assert_allclose(getattr(loaded, method)(X), getattr(on_cpu, method)(X), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.gpu

@@ -106,8 +106,14 @@ KERNEL_CASES = [
         id="nngp",
     ),
     pytest.param(
-        {"kernel": "ntk", "z_encoding": "fourier", "length_scale": 0.7, "f_depth": 2, "g_depth": 3,
-         **PAPER},
+        {
+            "kernel": "ntk",
+            "z_encoding": "fourier",
+            "length_scale": 0.7,
+            "f_depth": 2,
+            "g_depth": 3,
+            **PAPER,
+        },
         HyperKernel(z_encoding="fourier", length_scale=0.7, f_depth=2, g_depth=3),
         id="ntk-fourier",
     ),
@@ -770,13 +776,21 @@ def test_standard_scaler_pipeline_is_not_worse_than_the_mean():
     U, y = pixel_regression(images[:60], pixels_per_image=20, random_state=1)
     groups = np.repeat(np.arange(60), 20)
     scores = -cross_val_score(
-        make_pipeline(StandardScaler(), HyperKernelRegressor()), U, y, groups=groups,
-        cv=GroupKFold(n_splits=3), scoring="neg_mean_squared_error",
+        make_pipeline(StandardScaler(), HyperKernelRegressor()),
+        U,
+        y,
+        groups=groups,
+        cv=GroupKFold(n_splits=3),
+        scoring="neg_mean_squared_error",
     )
     assert scores.mean() < 0.5 * y.var()
     unscaled = -cross_val_score(
-        make_pipeline(StandardScaler(), HyperKernelRegressor(normalize_x=False)), U, y,
-        groups=groups, cv=GroupKFold(n_splits=3), scoring="neg_mean_squared_error",
+        make_pipeline(StandardScaler(), HyperKernelRegressor(normalize_x=False)),
+        U,
+        y,
+        groups=groups,
+        cv=GroupKFold(n_splits=3),
+        scoring="neg_mean_squared_error",
     )
     assert unscaled.mean() > scores.mean()
 
@@ -803,5 +817,3 @@ def test_set_params_device_moves_a_fitted_model_and_pickles_fall_back(regression
         loaded = pickle.loads(pickle.dumps(model))
     assert loaded.kernel_.device is None
     assert_allclose(loaded.predict(X_test), expected, rtol=1e-12)
-
-

@@ -47,7 +47,12 @@ CONFIGS = {
     "lin-z1-L1H1": dict(z_dim=1, f_depth=1, g_depth=1, z_encoding="linear"),
     "lin-z2-L3H2": dict(z_dim=2, f_depth=3, g_depth=2, z_encoding="linear"),
     "lin-z3-L2H3-leaky": dict(
-        z_dim=3, f_depth=2, g_depth=3, z_encoding="linear", activation="leaky_relu", negative_slope=0.1
+        z_dim=3,
+        f_depth=2,
+        g_depth=3,
+        z_encoding="linear",
+        activation="leaky_relu",
+        negative_slope=0.1,
     ),
     "four-z2-L2H2-iso": dict(z_dim=2, f_depth=2, g_depth=2, z_encoding="fourier", length_scale=0.7),
     "four-z3-L3H2-aniso": dict(
@@ -479,7 +484,14 @@ def test_exact_diagonal_identities(cls, name):
 def test_depth_one_is_bilinear(cls, z_dim, activation):
     X, Y = make_rows(18, 6, z_dim), make_rows(19, 5, z_dim)
     (x_a, z_a), (x_b, z_b) = split(X, z_dim), split(Y, z_dim)
-    kernel = cls(z_dim=z_dim, f_depth=1, g_depth=1, z_encoding="linear", activation=activation, negative_slope=0.3)
+    kernel = cls(
+        z_dim=z_dim,
+        f_depth=1,
+        g_depth=1,
+        z_encoding="linear",
+        activation=activation,
+        negative_slope=0.3,
+    )
     expected = (x_a @ x_b.T / N_X_COLUMNS) * (z_a @ z_b.T / z_dim)
     assert_allclose(kernel(X, Y), expected, rtol=1e-12, atol=1e-15)
     expected_auto = (x_a @ x_a.T / N_X_COLUMNS) * (z_a @ z_a.T / z_dim)
@@ -585,7 +597,11 @@ def test_opposite_x_with_three_layer_f_closed_value(cls):
 @pytest.mark.parametrize("f_depth,g_depth", [(2, 2), (3, 2), (2, 3)])
 def test_opposite_and_parallel_rows_against_reference(cls, activation, f_depth, g_depth):
     config = dict(
-        z_dim=2, f_depth=f_depth, g_depth=g_depth, z_encoding="linear", activation=activation,
+        z_dim=2,
+        f_depth=f_depth,
+        g_depth=g_depth,
+        z_encoding="linear",
+        activation=activation,
         negative_slope=0.2,
     )
     x, z = np.array([0.7, -1.1, 0.3, 1.9]), np.array([0.5, -0.8])
@@ -617,7 +633,12 @@ def test_opposite_and_parallel_rows_against_reference(cls, activation, f_depth, 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_nearly_parallel_rows_against_extended_precision(cls, activation, delta, sign):
     config = dict(
-        z_dim=2, f_depth=3, g_depth=3, z_encoding="linear", activation=activation, negative_slope=0.1
+        z_dim=2,
+        f_depth=3,
+        g_depth=3,
+        z_encoding="linear",
+        activation=activation,
+        negative_slope=0.1,
     )
     rng = np.random.default_rng(25)
     x, z = rng.normal(size=4), rng.normal(size=2)
@@ -892,7 +913,14 @@ def test_no_x_columns_is_the_constant_x(cls, encoding, normalize_x):
     """X of exactly z_dim columns is the same as X with a prepended column of ones."""
     z = np.random.default_rng(40).normal(size=(7, 2))
     w = np.random.default_rng(41).normal(size=(3, 2))
-    kernel = cls(z_dim=2, f_depth=3, g_depth=2, z_encoding=encoding, length_scale=0.8, normalize_x=normalize_x)
+    kernel = cls(
+        z_dim=2,
+        f_depth=3,
+        g_depth=2,
+        z_encoding=encoding,
+        length_scale=0.8,
+        normalize_x=normalize_x,
+    )
     with_ones = np.hstack([np.ones((7, 1)), z]), np.hstack([np.ones((3, 1)), w])
     assert_array_equal(kernel(z), kernel(with_ones[0]))
     assert_array_equal(kernel(z, w), kernel(*with_ones))

@@ -289,8 +289,6 @@ def test_fit_memory_does_not_grow_with_n_times_m():
 # ------------------------------------------------------------------------- Dask
 
 
-
-
 @pytest.mark.dask
 @pytest.mark.parametrize("kernel", ["ntk", RBF(1.2)], ids=["hyperkernel", "rbf"])
 def test_dask_blocks_run_on_the_workers_and_equal_local(data, dask_client, kernel):

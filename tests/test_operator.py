@@ -132,8 +132,15 @@ def test_a_non_finite_diagonal_raises(rows):
 
 @pytest.mark.parametrize(
     ("n_rows", "n_cols", "block_size", "min_blocks"),
-    [(1000, 50, None, 1), (1000, 50, None, 8), (100_000, 2000, None, 8), (10, 5, None, 8),
-     (1000, 50, 7, 8), (1000, 50, 7, 1), (5, 10**7, None, 1)],
+    [
+        (1000, 50, None, 1),
+        (1000, 50, None, 8),
+        (100_000, 2000, None, 8),
+        (10, 5, None, 8),
+        (1000, 50, 7, 8),
+        (1000, 50, 7, 1),
+        (5, 10**7, None, 1),
+    ],
 )
 def test_block_partition_covers_the_rows_in_whole_tiles(n_rows, n_cols, block_size, min_blocks):
     blocks, tile_rows = block_partition(n_rows, n_cols, block_size, min_blocks=min_blocks)

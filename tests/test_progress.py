@@ -114,8 +114,6 @@ def test_verbose_1_prints_at_most_every_two_seconds(capsys, monkeypatch):
     assert np.all(np.diff([line[7] for line in lines])[:-1] >= 2.0 - 1e-9)
 
 
-
-
 # ------------------------------------------------- the mechanism itself: bar or lines
 def _fake_clock(monkeypatch, step: float = 0.5):
     clock = iter(np.arange(0.0, 1000.0, step))

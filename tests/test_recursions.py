@@ -347,8 +347,9 @@ def test_module_exposes_the_documented_functions():
 def _tensors(torch_module, seed: int, *shapes: tuple[int, int]):
     generator = torch_module.Generator().manual_seed(seed)
     return [
-        torch_module.randn(*shape, generator=generator, dtype=torch_module.float64)
-        .requires_grad_(True)
+        torch_module.randn(*shape, generator=generator, dtype=torch_module.float64).requires_grad_(
+            True
+        )
         for shape in shapes
     ]
 
@@ -365,15 +366,29 @@ def test_hyper_kernels_gradients_match_finite_differences(
 
     def grams(x_a, z_a, x_b, z_b):
         return hyper_kernels(
-            x_a, z_a, x_b, z_b, f_depth=3, g_depth=3, z_encoding=encoding,
-            length_scale=length_scale, negative_slope=slope,
+            x_a,
+            z_a,
+            x_b,
+            z_b,
+            f_depth=3,
+            g_depth=3,
+            z_encoding=encoding,
+            length_scale=length_scale,
+            negative_slope=slope,
         )
 
     assert torch_module.autograd.gradcheck(grams, (x_a, z_a, x_b, z_b))
     nngp, ntk = grams(x_a, z_a, x_b, z_b)
     reference = hyper_kernels(
-        x_a.detach().numpy(), z_a.detach().numpy(), x_b.detach().numpy(), z_b.detach().numpy(),
-        f_depth=3, g_depth=3, z_encoding=encoding, length_scale=length_scale, negative_slope=slope,
+        x_a.detach().numpy(),
+        z_a.detach().numpy(),
+        x_b.detach().numpy(),
+        z_b.detach().numpy(),
+        f_depth=3,
+        g_depth=3,
+        z_encoding=encoding,
+        length_scale=length_scale,
+        negative_slope=slope,
     )
     # out of place gives the same values as in place
     assert_allclose(nngp.detach().numpy(), reference[0], rtol=1e-14)
@@ -389,7 +404,12 @@ def test_gradient_of_a_gram_through_its_diagonal(torch_module, encoding, slope):
 
     def grams(x, z):
         return hyper_kernels(
-            x, z, f_depth=3, g_depth=2, z_encoding=encoding, length_scale=0.9,
+            x,
+            z,
+            f_depth=3,
+            g_depth=2,
+            z_encoding=encoding,
+            length_scale=0.9,
             negative_slope=slope,
         )
 

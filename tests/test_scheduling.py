@@ -96,7 +96,9 @@ def test_n_jobs_none_inside_a_joblib_worker_runs_there():
         return threading.get_ident(), threads
 
     with threadpool_limits(limits=2, user_api="blas"):
-        outer = joblib.Parallel(n_jobs=2, prefer="threads")(joblib.delayed(inner)(k) for k in range(2))
+        outer = joblib.Parallel(n_jobs=2, prefer="threads")(
+            joblib.delayed(inner)(k) for k in range(2)
+        )
     for worker, threads in outer:
         assert threads == [worker] * 4
 

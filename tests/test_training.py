@@ -104,8 +104,12 @@ def test_run_epoch_is_a_plain_minibatch_loop():
     order = torch.tensor([3, 1, 4, 0, 9, 2, 6, 5, 8, 7])
     ours, theirs = small_network(), small_network()
     loss = run_epoch(
-        ours, TrainingRows.build(x, z, target), lambda out, t: ((out - t) ** 2).mean(),
-        torch.optim.SGD(ours.parameters(), lr=0.05), order, batch_size=4,
+        ours,
+        TrainingRows.build(x, z, target),
+        lambda out, t: ((out - t) ** 2).mean(),
+        torch.optim.SGD(ours.parameters(), lr=0.05),
+        order,
+        batch_size=4,
     )
     optimizer = torch.optim.SGD(theirs.parameters(), lr=0.05)
     total = 0.0
@@ -126,8 +130,12 @@ def test_run_epoch_reports_the_running_loss_ten_times():
     reports = []
     model = small_network()
     loss = run_epoch(
-        model, TrainingRows.build(x, z, target), lambda out, t: ((out - t) ** 2).mean(),
-        torch.optim.SGD(model.parameters(), lr=0.0), torch.arange(40), batch_size=2,
+        model,
+        TrainingRows.build(x, z, target),
+        lambda out, t: ((out - t) ** 2).mean(),
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        torch.arange(40),
+        batch_size=2,
         report=lambda *args: reports.append(args),
     )
     assert [r[:2] for r in reports] == [(2 * k, 20) for k in range(1, 11)]
@@ -143,7 +151,9 @@ def test_optimizer_is_kept_while_its_type_is_unchanged_and_takes_the_current_val
     sgd = optimizer_for(model, PARAMS)
     assert isinstance(sgd, torch.optim.SGD)
     assert (sgd.defaults["lr"], sgd.defaults["momentum"], sgd.defaults["weight_decay"]) == (
-        0.1, 0.5, 0.01,
+        0.1,
+        0.5,
+        0.01,
     )
     again = optimizer_for(model, {**PARAMS, "learning_rate": 0.2, "momentum": 0.0}, live=sgd)
     assert again is sgd and sgd.param_groups[0]["lr"] == 0.2
@@ -203,9 +213,15 @@ def test_missing_torch_is_an_import_error_saying_how_to_install_it(monkeypatch):
 # ----------------------------------------------------------------------- warnings
 def estimator(**changes):
     settings = {
-        "optimizer": "adam", "learning_rate": 1e-3, "parameterization": "standard",
-        "normalize_x": True, "normalize_y": True, "max_epochs": 20, "n_iter_no_change": 5,
-        "tol": 1e-4, "loss_curve_": [0.9, 0.5],
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "parameterization": "standard",
+        "normalize_x": True,
+        "normalize_y": True,
+        "max_epochs": 20,
+        "n_iter_no_change": 5,
+        "tol": 1e-4,
+        "loss_curve_": [0.9, 0.5],
     }
     return types.SimpleNamespace(**{**settings, **changes})
 
@@ -220,8 +236,13 @@ def test_not_learned_warnings_say_why_and_what_to_try():
     with pytest.warns(ConvergenceWarning, match="did not learn") as record:
         warn_if_not_learned(paper, 0.5, 8, converged=True, watched="training loss")
     remedy = str(record[0].message).split(";")[1]
-    for option in ("optimizer='adam'", "a larger learning_rate", "parameterization='standard'",
-                   "normalize_x=True", "a larger max_epochs"):
+    for option in (
+        "optimizer='adam'",
+        "a larger learning_rate",
+        "parameterization='standard'",
+        "normalize_x=True",
+        "a larger max_epochs",
+    ):
         assert option in remedy
     with pytest.warns(ConvergenceWarning, match="Training stopped after 6 epochs: the validation"):
         warn_if_not_learned(estimator(), 1.0, 6, converged=True, watched="validation score")
@@ -231,5 +252,6 @@ def test_not_learned_warnings_say_why_and_what_to_try():
         warnings.simplefilter("error")
         warn_if_not_learned(estimator(), 1.0, 7, converged=True, watched="training loss")
         # nothing to learn (a constant target): never "did not learn"
-        warn_if_not_learned(estimator(loss_curve_=[0.0]), 0.0, 3, converged=True,
-                            watched="training loss")
+        warn_if_not_learned(
+            estimator(loss_curve_=[0.0]), 0.0, 3, converged=True, watched="training loss"
+        )

@@ -262,9 +262,7 @@ def run(args) -> dict:
     endpoint_mse = {name: {} for name in features}
     gap = 0.0
     for name in features:
-        decoded = {
-            d: decode(features[name][d], dual_coef[name], intercept[name]) for d in digits
-        }
+        decoded = {d: decode(features[name][d], dual_coef[name], intercept[name]) for d in digits}
         for d in digits:
             endpoint_mse[name][str(d)] = float(np.mean((decoded[d] - truth[d].ravel()) ** 2))
         for a, b in args.pairs:
@@ -351,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     print("test MSE of each held-out endpoint's reconstruction (Eq. 18):")
     for name, errors in results["endpoint_mse"].items():
         print(f"  {name:<20} " + "  ".join(f"{d}: {e:.4f}" for d, e in errors.items()))
-    print(f"largest relative deviation of an interpolant from the blend of the endpoint "
-          f"reconstructions: {results['linearity_gap']:.1e}")
+    print(
+        f"largest relative deviation of an interpolant from the blend of the endpoint "
+        f"reconstructions: {results['linearity_gap']:.1e}"
+    )
     print(f"wrote {out}/interpolation.png, interpolation.json in {results['seconds']:.0f} s")
     return 0

@@ -263,12 +263,25 @@ def paper_hypernetwork(args, random_state):
     from ..hypernetwork import HypernetworkRegressor
 
     return HypernetworkRegressor(
-        z_dim=2, f_depth=args.f_depth, f_width=args.hn_f_width, g_depth=args.g_depth,
-        g_width=args.hn_g_width, z_encoding="fourier", length_scale=args.length_scale,
-        n_fourier_features=256, parameterization="ntk", normalize_x=False, normalize_y=False,
-        dtype="float32", optimizer=args.hn_optimizer, learning_rate=args.hn_learning_rate,
-        batch_size=100, max_epochs=args.hn_epochs, n_iter_no_change=max(args.hn_epochs, 1),
-        random_state=random_state, device="cpu",
+        z_dim=2,
+        f_depth=args.f_depth,
+        f_width=args.hn_f_width,
+        g_depth=args.g_depth,
+        g_width=args.hn_g_width,
+        z_encoding="fourier",
+        length_scale=args.length_scale,
+        n_fourier_features=256,
+        parameterization="ntk",
+        normalize_x=False,
+        normalize_y=False,
+        dtype="float32",
+        optimizer=args.hn_optimizer,
+        learning_rate=args.hn_learning_rate,
+        batch_size=100,
+        max_epochs=args.hn_epochs,
+        n_iter_no_change=max(args.hn_epochs, 1),
+        random_state=random_state,
+        device="cpu",
     )
 
 
