@@ -57,6 +57,8 @@ CONSTRAINTS: dict[str, list] = {
     "activation": [StrOptions(set(ACTIVATIONS))],
     "negative_slope": [Interval(Real, None, None, closed="neither")],
     "normalize_x": ["boolean"],
+    "f_bias_variance": [Interval(Real, 0, None, closed="left")],
+    "g_bias_variance": [Interval(Real, 0, None, closed="left")],
 }
 
 
@@ -161,6 +163,19 @@ _DOCS = {
     negative_slope : float, default=0.01
         Slope ``a`` of the leaky ReLU for negative inputs; ignored for
         ``"relu"``.""",
+    "f_bias_variance": """\
+    f_bias_variance : float >= 0, default=0.0
+        Variance ``bf`` of the biases of f's layers, its output layer
+        included: ``y^l = W^l q^{l-1} / sqrt(n_{l-1}) + sqrt(bf) beta^l`` with
+        ``beta^l ~ N(0, 1)`` trained (NTK parameterisation, as
+        neural-tangents' ``Dense(b_std=sqrt(bf))``). 0 is the paper's
+        bias-free f (docs/math.md, "Biases").""",
+    "g_bias_variance": """\
+    g_bias_variance : float >= 0, default=0.0
+        Variance ``bg`` of the biases of g's layers, which f generates like
+        g's weights: ``g^l = V^l a^{l-1} / sqrt(m_{l-1}) + sqrt(bg) c^l`` with
+        ``c^l`` further outputs of f. 0 is the paper's bias-free g
+        (docs/math.md, "Biases").""",
 }
 
 

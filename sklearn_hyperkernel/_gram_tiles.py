@@ -129,6 +129,8 @@ class Architecture:
     length_scale: np.ndarray
     negative_slope: float
     kind: str  # "ntk" or "nngp"
+    f_bias_variance: float = 0.0  # variance of f's biases (docs/math.md, "Biases")
+    g_bias_variance: float = 0.0  # variance of the biases f generates for g
 
 
 @dataclass(frozen=True)
