@@ -44,6 +44,7 @@ estimator that keeps one predicts with its kernel's current settings (its
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ from ._scheduling import run_tasks
 from .progress import ProgressLog
 
 __all__ = [
+    "FactorizingKernel",
     "check_finite_kernel",
     "MATVEC_BLOCK_BYTES",
     "TILE_BYTES",
@@ -159,9 +161,31 @@ def gram_operator(kernel: Any, X: np.ndarray, *, block_size: int | None = None) 
         not factorise rows (None: at most :data:`MATVEC_BLOCK_BYTES` per block).
         A factorising kernel uses its own ``block_size`` parameter.
     """
-    if all(hasattr(kernel, name) for name in ("factorize_rows", "gram_factorized", "gram_matvec")):
+    if isinstance(kernel, FactorizingKernel):
         return FactorizedGramOperator(kernel, kernel.factorize_rows(X), X, block_size=block_size)
     return GramOperator(kernel, X, block_size=block_size)
+
+
+class FactorizingKernel(ABC):
+    """What a kernel offers the operator when it factorises its rows (the hypernetwork kernels).
+
+    A kernel that derives from this class is wrapped in a :class:`FactorizedGramOperator`:
+    its rows are factorised once, and every block, column, cross block and product of the
+    operator is one of these three public calls. Any other scikit-learn kernel is wrapped in
+    a :class:`GramOperator`, which calls ``kernel(X, Y)``.
+    """
+
+    @abstractmethod
+    def factorize_rows(self, X: Any) -> Any:
+        """Validated rows, factorised once (their distinct x found)."""
+
+    @abstractmethod
+    def gram_factorized(self, rows_a: Any, rows_b: Any = None, *, stream_entries: Any = None):
+        """The kernel between two sets of factorised rows (``rows_b=None``: symmetric)."""
+
+    @abstractmethod
+    def gram_matvec(self, rows: Any, vectors: np.ndarray) -> np.ndarray:
+        """``K @ vectors`` for the Gram of ``rows``, without forming it."""
 
 
 class GramOperator:
@@ -478,7 +502,7 @@ class FactorizedGramOperator(GramOperator):
 
     def _cross(self, rows: Any, cols: Any) -> np.ndarray:
         entries = getattr(self, "stream_entries", None)  # None in pickles of older versions
-        return self.kernel._gram_factorized(rows, cols, stream_entries=entries)
+        return self.kernel.gram_factorized(rows, cols, stream_entries=entries)
 
     def _subset(self, index: slice | np.ndarray) -> Any:
         return self.rows.take(index)

@@ -394,8 +394,13 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         operator = gram_operator(self.kernel_, X, block_size=self.block_size)
         self.n_iter_, self.cg_residual_, self.cg_rank_ = 1, None, None
         self.n_components_ = self.components_ = self.component_indices_ = None
-        solve = getattr(self, f"_fit_{self.solver_}")
-        dual_coef = solve(operator, X, targets, alphas, weights) * scale
+        if self.solver_ == "cholesky":
+            dual_coef = self._fit_cholesky(operator, X, targets, alphas, weights)
+        elif self.solver_ == "cg":
+            dual_coef = self._fit_cg(operator, X, targets, alphas, weights)
+        else:
+            dual_coef = self._fit_nystrom(operator, X, targets, alphas, weights)
+        dual_coef = dual_coef * scale
         self.dual_coef_ = dual_coef.ravel() if y.ndim == 1 else dual_coef
         self.intercept_ = mean[0] if y.ndim == 1 else mean
         return self

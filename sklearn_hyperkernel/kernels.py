@@ -14,12 +14,13 @@ from ._architecture import activation_slope, check_z_dim, validate_architecture
 from ._device import Placement, fallback_device, resolve_placement
 from ._gram_engine import Architecture, FactorizedRows, diagonal, factorize, gram, gram_matvec
 from ._kernel_parameters import KERNEL_PARAMETERS_DOC
+from ._operator import FactorizingKernel
 from .recursions import length_scale_array
 
 __all__ = ["FactorizedRows", "HyperKernel", "HyperNNGP"]
 
 
-class _HypernetworkKernel(Kernel):
+class _HypernetworkKernel(FactorizingKernel, Kernel):
     """Shared machinery of :class:`HyperKernel` and :class:`HyperNNGP`."""
 
     _kind: str = ""
@@ -179,7 +180,11 @@ class _HypernetworkKernel(Kernel):
         return rows
 
     def gram_factorized(
-        self, rows_a: FactorizedRows, rows_b: FactorizedRows | None = None
+        self,
+        rows_a: FactorizedRows,
+        rows_b: FactorizedRows | None = None,
+        *,
+        stream_entries: int | None = None,
     ) -> np.ndarray:
         """Kernel matrix between two sets of rows from :meth:`factorize_rows`.
 
@@ -189,17 +194,15 @@ class _HypernetworkKernel(Kernel):
             Rows factorised by :meth:`factorize_rows`, or the rows themselves
             (factorised here); ``rows_b=None`` gives the symmetric Gram of
             ``rows_a``.
+        stream_entries : int or None, default=None
+            Entries of the whole computation this Gram is one piece of (a tile
+            of a Nystroem ``K_nm``, of a prediction): the compiled fused pass is
+            chosen by that size instead of this Gram's own. None: this Gram's.
 
         Returns
         -------
         ndarray of shape (rows_a.n_rows, rows_b.n_rows)
         """
-        return self._gram_factorized(rows_a, rows_b)
-
-    def _gram_factorized(
-        self, rows_a, rows_b=None, *, stream_entries: int | None = None
-    ) -> np.ndarray:
-        """:meth:`gram_factorized`; ``stream_entries`` as :func:`._gram_engine.gram`'s."""
         rows_a = self._as_factorized(rows_a)
         rows_b = None if rows_b is None else self._as_factorized(rows_b)
         n_features = rows_a.x_distinct.shape[1] + rows_a.z.shape[1]
