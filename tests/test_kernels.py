@@ -322,8 +322,10 @@ def test_gradient_rejected_with_second_argument(build, z_dim, has_white):
 
 def test_compound_kernel_exposes_the_hyper_length_scale():
     kernel = ConstantKernel(2.0) * HyperNNGP(**CONFIGS["four-z2-L2H2-iso"]) + WhiteKernel(0.1)
-    names = [h.name for h in kernel.hyperparameters]
+    names = [h.name for h in kernel.hyperparameters if not h.fixed]
     assert names == ["k1__k1__constant_value", "k1__k2__length_scale", "k2__noise_level"]
+    fixed = [h.name for h in kernel.hyperparameters if h.fixed]  # bias variances of 0
+    assert fixed == ["k1__k2__f_bias_variance", "k1__k2__g_bias_variance"]
     assert_allclose(kernel.theta, np.log([2.0, 0.7, 0.1]))
     kernel.set_params(k1__k2__length_scale=0.3)
     assert_allclose(kernel.theta[1], np.log(0.3))
@@ -388,6 +390,10 @@ def test_get_params_set_params_round_trip(cls, name):
         "length_scale_bounds",
         "activation",
         "negative_slope",
+        "f_bias_variance",
+        "g_bias_variance",
+        "f_bias_variance_bounds",
+        "g_bias_variance_bounds",
         "normalize_x",
         "block_size",
         "n_jobs",
