@@ -424,9 +424,13 @@ class HyperKernel(_HypernetworkKernel):
     -----
     f's quantities depend on x alone and are computed once per distinct x of
     each block, so rows that share an image (many pixel coordinates per image)
-    cost little more than the z part. ``HyperKernel(u, u) = L * H * s^H * e``
-    with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)``. Rows with x = 0, or
-    z = 0 under the linear encoding, have kernel 0 with every row.
+    cost little more than the z part. Without biases ``HyperKernel(u, u) = L *
+    H * s^H * e`` with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)``, and rows
+    with x = 0, or z = 0 under the linear encoding, have kernel 0 with every
+    row; biases change both (docs/math.md, "Biases": x = 0 is an ordinary
+    input when ``f_bias_variance > 0``, z = 0 when ``g_bias_variance > 0``).
+    A bias variance of exactly 0 is a fixed hyperparameter, a positive one is
+    learned in log space like ``length_scale``.
 
     With numba installed (``pip install sklearn-hyperkernel[fast]``), Grams of
     at least 2^24 entries on the CPU run all layers of f and g in one compiled
@@ -468,8 +472,10 @@ class HyperNNGP(_HypernetworkKernel):
 
     Notes
     -----
-    ``HyperNNGP(u, u) = s^H * e`` with ``s = |x|^2 / n0`` and
-    ``e = Sigma^0(z, z)``.
+    Without biases ``HyperNNGP(u, u) = s^H * e`` with ``s = |x|^2 / n0`` and
+    ``e = Sigma^0(z, z)`` (with them, docs/math.md, "Biases"). A bias
+    variance of exactly 0 is a fixed hyperparameter, a positive one is
+    learned in log space like ``length_scale``.
 
     Examples
     --------
