@@ -75,7 +75,8 @@ _INTRODUCTION = """Kernel ridge regression with the hyperkernel (the paper's Eq.
         noisy targets (a ``GridSearchCV`` away). The paper uses 1e-9.
     alpha_scale : {"relative", "absolute"}, default="relative"
         ``"relative"``: the ridge is ``alpha`` times the mean diagonal of the
-        training Gram (neural-tangents' ``diag_reg_absolute_scale=False``):
+        training Gram, weighted by ``sample_weight`` (neural-tangents'
+        ``diag_reg_absolute_scale=False``):
         the hypernetwork kernels scale as ``(|x|^2 / n0)^g_depth`` (a diagonal
         of ``1e-5`` on unit-norm MNIST rows, ``~6`` on standard-normal rows),
         so no absolute ridge serves both. ``"absolute"``: ``alpha`` as it is,
@@ -428,17 +429,21 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             verbose=max(int(self.verbose) - 1, 0) if cg else int(self.verbose),
         )
 
-    def _ridge(self, alphas: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
+    def _ridge(
+        self, alphas: np.ndarray, diagonal: np.ndarray, weights: np.ndarray | None
+    ) -> np.ndarray:
         """The ridge per target in the kernel's units (``ridge_``).
 
         ``alpha_scale="relative"`` multiplies ``alpha`` by the mean of the
         training Gram's diagonal (neural-tangents' ``diag_reg`` with
         ``diag_reg_absolute_scale=False``), so the same ``alpha`` smooths the
         same whatever the kernel's scale; a diagonal of zeros keeps ``alpha``.
+        The mean is weighted by ``sample_weight``, so that an integer weight
+        is the same as repeating the row (and a weight of 0 as dropping it).
         """
         if self.alpha_scale == "absolute":
             return alphas
-        scale = float(np.mean(diagonal)) if diagonal.size else 0.0
+        scale = float(np.average(diagonal, weights=weights)) if diagonal.size else 0.0
         if not (math.isfinite(scale) and scale > 0):
             return alphas
         return alphas * scale
@@ -446,12 +451,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     # each solver: set ridge_ and the fitted attributes, return the dual coefficients
     def _fit_cholesky(self, operator, X, targets, alphas, weights) -> np.ndarray:
         K = training_gram(operator)
-        self.ridge_ = self._ridge(alphas, np.diagonal(K))
+        self.ridge_ = self._ridge(alphas, np.diagonal(K), weights)
         self.X_fit_, self._operator = X, operator
         return solve_dense(K, targets, self.ridge_, weights)
 
     def _fit_cg(self, operator, X, targets, alphas, weights) -> np.ndarray:
-        self.ridge_ = self._ridge(alphas, operator.diagonal)
+        self.ridge_ = self._ridge(alphas, operator.diagonal, weights)
         self.X_fit_, self._operator = X, operator
         result = fit_cg(
             operator,
@@ -468,7 +473,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return result.dual_coef
 
     def _fit_nystrom(self, operator, X, targets, alphas, weights) -> np.ndarray:
-        self.ridge_ = self._ridge(alphas, operator.diagonal)
+        self.ridge_ = self._ridge(alphas, operator.diagonal, weights)
         result = fit_nystrom(
             operator,
             targets,
