@@ -332,6 +332,24 @@ class _HypernetworkKernel(Kernel):
         self.__dict__.update(state)
         self.device = fallback_device(getattr(self, "device", None), type(self).__name__)
 
+    def __eq__(self, other) -> bool:
+        """Same class and equal parameters, arrays compared by shape and values.
+
+        scikit-learn's ``Kernel.__eq__`` compares each parameter with ``!=``,
+        which raises for array parameters of different lengths (``length_scale=
+        [1, 2]`` against ``[1, 2, 3]``) or gives an ambiguous truth value,
+        depending on the hash seed's order of the parameters (scikit-learn
+        #31525). Here parameters of different shapes are simply different.
+        """
+        if type(self) is not type(other):
+            return False
+        mine, theirs = self.get_params(deep=False), other.get_params(deep=False)
+        return mine.keys() == theirs.keys() and all(
+            _same(mine[name], theirs[name]) for name in sorted(mine)
+        )
+
+    __hash__ = None  # as scikit-learn's kernels: mutable, so not hashable
+
     def __repr__(self) -> str:
         defaults = type(self)().get_params()
         shown = []
@@ -350,8 +368,9 @@ class _HypernetworkKernel(Kernel):
 
 
 def _same(a, b) -> bool:
+    """Whether two parameter values are equal: the same shape and equal entries."""
     try:
-        return bool(np.all(np.asarray(a) == np.asarray(b))) and np.shape(a) == np.shape(b)
+        return np.shape(a) == np.shape(b) and bool(np.all(np.asarray(a) == np.asarray(b)))
     except Exception:  # noqa: BLE001 - incomparable values are different
         return False
 
