@@ -26,6 +26,7 @@ from ._nystrom import MIN_BLOCKS, fit_nystrom
 from ._nystrom_centers import NYSTROM_DEFAULT_COMPONENTS, RPCHOLESKY_POOL_FACTOR
 from ._operator import gram_operator
 from ._targets import alpha_per_target, check_sample_weight, target_scaling
+from ._versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
 
 __all__ = [
     "AUTO_CHOLESKY_MAX_GRAM_BYTES",
@@ -361,6 +362,15 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         if "device" in params and hasattr(self, "kernel_") and not isinstance(self.kernel, Kernel):
             self.kernel_.set_params(device=self.device)
         return self
+
+    def __getstate__(self) -> dict:
+        # the version that pickles it, checked by __setstate__
+        return versioned_state(super().__getstate__())
+
+    def __setstate__(self, state: dict) -> None:
+        # an older pickle gains the parameters added since, at their old values,
+        # or is refused naming both versions (InconsistentVersionWarning either way)
+        super().__setstate__(upgrade_state(type(self), state, REGRESSOR_HISTORY))
 
     # --------------------------------------------------------------- fitting
     def fit(self, X, y, sample_weight=None) -> HyperKernelRegressor:

@@ -14,6 +14,7 @@ from ._architecture import activation_slope, check_z_dim, validate_architecture
 from ._device import Placement, fallback_device, resolve_placement
 from ._gram_engine import Architecture, FactorizedRows, diagonal, factorize, gram, gram_matvec
 from ._kernel_parameters import KERNEL_PARAMETERS_DOC
+from ._versioning import KERNEL_HISTORY, upgrade_state, versioned_state
 from .recursions import length_scale_array
 
 __all__ = ["FactorizedRows", "HyperKernel", "HyperNNGP"]
@@ -327,9 +328,15 @@ class _HypernetworkKernel(Kernel):
         arch = self._architecture(X.shape[1])
         return diagonal(arch, self._factorize(X, distinct=False))
 
+    def __getstate__(self) -> dict:
+        # the version that pickles it, checked by __setstate__
+        return versioned_state(self.__dict__)
+
     def __setstate__(self, state: dict) -> None:
+        # an older pickle gains the parameters added since, at their old values,
+        # or is refused naming both versions (InconsistentVersionWarning either way)
+        self.__dict__.update(upgrade_state(type(self), state, KERNEL_HISTORY))
         # a kernel saved with a GPU this machine lacks computes on the CPU
-        self.__dict__.update(state)
         self.device = fallback_device(getattr(self, "device", None), type(self).__name__)
 
     def __eq__(self, other) -> bool:
