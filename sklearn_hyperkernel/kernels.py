@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -17,7 +18,12 @@ from ._kernel_parameters import KERNEL_PARAMETERS_DOC
 from ._versioning import KERNEL_HISTORY, upgrade_state, versioned_state
 from .recursions import length_scale_array
 
-__all__ = ["FactorizedRows", "HyperKernel", "HyperNNGP"]
+__all__ = ["MAX_LOG10_DIAGONAL", "MIN_LOG10_DIAGONAL", "FactorizedRows", "HyperKernel", "HyperNNGP"]
+
+#: The kernels refuse rows whose diagonal would be below 1e-300 or above 1e300 (float64
+#: holds 2.2e-308 to 1.8e308; the margin keeps sums and products of entries finite).
+MIN_LOG10_DIAGONAL = -300.0
+MAX_LOG10_DIAGONAL = 300.0
 
 
 class _HypernetworkKernel(Kernel):
@@ -174,10 +180,65 @@ class _HypernetworkKernel(Kernel):
         z_dim = int(self.z_dim)
         if X.shape[1] == z_dim:
             X = np.hstack([np.ones((X.shape[0], 1)), X])
+        self._check_scale(X)
         rows = factorize(X, z_dim, distinct=distinct)
         if self.normalize_x:
             rows = dataclasses.replace(rows, x_variance=(rows.x_variance > 0).astype(np.float64))
         return rows
+
+    def _check_scale(self, X: np.ndarray) -> None:
+        """Refuse rows whose kernel values float64 cannot hold (GPy #898, GPyTorch #623).
+
+        The kernels are positively homogeneous: the diagonal is of order
+        ``s^g_depth * e`` with ``s = |x|^2 / n0`` (1 with ``normalize_x``) and
+        ``e = |z|^2 / d`` with the linear encoding (1 with Fourier). Its
+        logarithm is computed here without forming it, from scale-safe norms;
+        when it is outside ``[MIN_LOG10_DIAGONAL, MAX_LOG10_DIAGONAL]`` the
+        kernel would underflow to 0 (and a regressor predict the training
+        mean) or overflow to infinity. A non-zero x whose squared norm
+        underflows is refused as well (it would be taken for x = 0).
+
+        Raises
+        ------
+        ValueError
+            Naming the columns, the order of magnitude reached and
+            ``normalize_x``.
+        """
+        z_dim = int(self.z_dim)
+        n_x = X.shape[1] - z_dim
+        x_log_norm = _log10_row_norms(X[:, :n_x])
+        log_diagonal = np.zeros(X.shape[0])
+        if not self.normalize_x:
+            log_diagonal += int(self.g_depth) * (2 * x_log_norm - math.log10(n_x))
+        if self.z_encoding == "linear":
+            log_diagonal += 2 * _log10_row_norms(X[:, n_x:]) - math.log10(z_dim)
+        finite = np.isfinite(log_diagonal)  # rows with x = 0 (or z = 0) are 0 exactly
+        outside = finite & (
+            (log_diagonal < MIN_LOG10_DIAGONAL) | (log_diagonal > MAX_LOG10_DIAGONAL)
+        )
+        if np.any(outside):
+            row = int(np.flatnonzero(outside)[0])
+            which = "underflow to 0" if log_diagonal[row] < 0 else "overflow to infinity"
+            parts = f"x (columns 0 to {n_x - 1})" if not self.normalize_x else ""
+            if self.z_encoding == "linear":
+                parts += (" and " if parts else "") + f"z (columns {n_x} to {X.shape[1] - 1})"
+            raise ValueError(
+                f"{type(self).__name__}: the kernel's values would {which} in float64: row "
+                f"{row} gives a diagonal of about 1e{log_diagonal[row]:.0f} from the scale of "
+                f"{parts} (normalize_x={bool(self.normalize_x)}, z_encoding="
+                f"{self.z_encoding!r}). Rescale these columns (for example with a "
+                "StandardScaler) or set normalize_x=True."
+            )
+        squared = np.einsum("ij,ij->i", X[:, :n_x], X[:, :n_x])
+        lost = np.isfinite(x_log_norm) & ((squared == 0) | ~np.isfinite(squared))
+        if np.any(lost):
+            row = int(np.flatnonzero(lost)[0])
+            raise ValueError(
+                f"{type(self).__name__}: the squared norm of x (columns 0 to {n_x - 1}) of row "
+                f"{row}, about 1e{2 * x_log_norm[row]:.0f}, is outside float64's range, so x "
+                "cannot be put on the sphere. Rescale these columns (for example with a "
+                "StandardScaler)."
+            )
 
     def gram_factorized(
         self, rows_a: FactorizedRows, rows_b: FactorizedRows | None = None
@@ -372,6 +433,27 @@ class _HypernetworkKernel(Kernel):
                 else:
                     shown.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _log10_row_norms(A: np.ndarray, chunk_rows: int = 4096) -> np.ndarray:
+    """``log10 |a|`` of each row, without under- or overflow (-inf for a zero row).
+
+    Each row is divided by its largest entry first; chunks of ``chunk_rows``
+    rows keep the temporaries small whatever the number of rows.
+    """
+    result = np.empty(A.shape[0])
+    for start in range(0, A.shape[0], chunk_rows):
+        block = A[start : start + chunk_rows]
+        largest = np.max(np.abs(block), axis=1, initial=0.0)
+        safe = np.where(largest > 0, largest, 1.0)
+        scaled = block / safe[:, None]
+        with np.errstate(divide="ignore"):
+            result[start : start + chunk_rows] = np.where(
+                largest > 0,
+                np.log10(safe) + 0.5 * np.log10(np.einsum("ij,ij->i", scaled, scaled)),
+                -np.inf,
+            )
+    return result
 
 
 def _same(a, b) -> bool:
