@@ -9,6 +9,9 @@
   network itself is :mod:`sklearn_hyperkernel.network`.
 * :class:`DeviceFallbackWarning` -- a model saved on a device this machine
   lacks was loaded on the CPU.
+* :class:`InconsistentVersionWarning` -- a kernel, estimator or network was
+  pickled by another version of the package (older pickles are upgraded, or
+  refused at load time naming both versions).
 
 Both are :class:`sklearn.gaussian_process.kernels.Kernel` objects over rows
 ``u = [x | z]`` (the last ``z_dim`` columns are z). The closed forms are in
@@ -17,6 +20,7 @@ Both are :class:`sklearn.gaussian_process.kernels.Kernel` objects over rows
 
 from ._device import DeviceFallbackWarning
 from ._version import __version__
+from ._versioning import InconsistentVersionWarning, install_removed_module_finder
 from .hypernetwork import HypernetworkClassifier, HypernetworkRegressor
 from .kernel_ridge import HyperKernelRegressor
 from .kernels import HyperKernel, HyperNNGP
@@ -28,5 +32,10 @@ __all__ = [
     "HyperNNGP",
     "HypernetworkClassifier",
     "HypernetworkRegressor",
+    "InconsistentVersionWarning",
     "__version__",
 ]
+
+# an older pickle's class from a private module removed since fails at load
+# time naming both versions, not with a bare ModuleNotFoundError
+install_removed_module_finder()

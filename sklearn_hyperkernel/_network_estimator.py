@@ -41,6 +41,7 @@ from ._training import (
     torch_threads,
     warn_if_not_learned,
 )
+from ._versioning import NETWORK_ESTIMATOR_HISTORY, upgrade_state, versioned_state
 from .progress import format_log_line, log
 
 __all__ = ["BaseHypernetwork", "TorchStateMixin", "store_parameters", "torch_device"]
@@ -113,7 +114,7 @@ class TorchStateMixin:
         self.device_ = device
 
     def __getstate__(self) -> dict:
-        state = dict(super().__getstate__())
+        state = versioned_state(super().__getstate__())
         module = state.get("module_")
         if module is not None:
             on_cpu = all(t.device.type == "cpu" for t in module.state_dict().values())
@@ -126,7 +127,9 @@ class TorchStateMixin:
         return state
 
     def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
+        # an older pickle gains the parameters added since, at their old values,
+        # or is refused naming both versions (InconsistentVersionWarning either way)
+        super().__setstate__(upgrade_state(type(self), state, NETWORK_ESTIMATOR_HISTORY))
         self._optimizer = None
         device = getattr(self, "device_", None)
         if device is None or getattr(self, "module_", None) is None:

@@ -26,6 +26,7 @@ from ._nystrom import MIN_BLOCKS, fit_nystrom
 from ._nystrom_centers import NYSTROM_DEFAULT_COMPONENTS, RPCHOLESKY_POOL_FACTOR
 from ._operator import gram_operator
 from ._targets import alpha_per_target, check_sample_weight, target_scaling
+from ._versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
 
 __all__ = [
     "AUTO_CHOLESKY_MAX_GRAM_BYTES",
@@ -75,7 +76,8 @@ _INTRODUCTION = """Kernel ridge regression with the hyperkernel (the paper's Eq.
         noisy targets (a ``GridSearchCV`` away). The paper uses 1e-9.
     alpha_scale : {"relative", "absolute"}, default="relative"
         ``"relative"``: the ridge is ``alpha`` times the mean diagonal of the
-        training Gram (neural-tangents' ``diag_reg_absolute_scale=False``):
+        training Gram, weighted by ``sample_weight`` (neural-tangents'
+        ``diag_reg_absolute_scale=False``):
         the hypernetwork kernels scale as ``(|x|^2 / n0)^g_depth`` (a diagonal
         of ``1e-5`` on unit-norm MNIST rows, ``~6`` on standard-normal rows),
         so no absolute ridge serves both. ``"absolute"``: ``alpha`` as it is,
@@ -367,6 +369,15 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.kernel_.set_params(device=self.device)
         return self
 
+    def __getstate__(self) -> dict:
+        # the version that pickles it, checked by __setstate__
+        return versioned_state(super().__getstate__())
+
+    def __setstate__(self, state: dict) -> None:
+        # an older pickle gains the parameters added since, at their old values,
+        # or is refused naming both versions (InconsistentVersionWarning either way)
+        super().__setstate__(upgrade_state(type(self), state, REGRESSOR_HISTORY))
+
     # --------------------------------------------------------------- fitting
     def fit(self, X, y, sample_weight=None) -> HyperKernelRegressor:
         """Fit the kernel ridge regression: choose the solver, build the Gram operator, solve.
@@ -439,17 +450,21 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             verbose=max(int(self.verbose) - 1, 0) if cg else int(self.verbose),
         )
 
-    def _ridge(self, alphas: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
+    def _ridge(
+        self, alphas: np.ndarray, diagonal: np.ndarray, weights: np.ndarray | None
+    ) -> np.ndarray:
         """The ridge per target in the kernel's units (``ridge_``).
 
         ``alpha_scale="relative"`` multiplies ``alpha`` by the mean of the
         training Gram's diagonal (neural-tangents' ``diag_reg`` with
         ``diag_reg_absolute_scale=False``), so the same ``alpha`` smooths the
         same whatever the kernel's scale; a diagonal of zeros keeps ``alpha``.
+        The mean is weighted by ``sample_weight``, so that an integer weight
+        is the same as repeating the row (and a weight of 0 as dropping it).
         """
         if self.alpha_scale == "absolute":
             return alphas
-        scale = float(np.mean(diagonal)) if diagonal.size else 0.0
+        scale = float(np.average(diagonal, weights=weights)) if diagonal.size else 0.0
         if not (math.isfinite(scale) and scale > 0):
             return alphas
         return alphas * scale
@@ -457,12 +472,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     # each solver: set ridge_ and the fitted attributes, return the dual coefficients
     def _fit_cholesky(self, operator, X, targets, alphas, weights) -> np.ndarray:
         K = training_gram(operator)
-        self.ridge_ = self._ridge(alphas, np.diagonal(K))
+        self.ridge_ = self._ridge(alphas, np.diagonal(K), weights)
         self.X_fit_, self._operator = X, operator
         return solve_dense(K, targets, self.ridge_, weights)
 
     def _fit_cg(self, operator, X, targets, alphas, weights) -> np.ndarray:
-        self.ridge_ = self._ridge(alphas, operator.diagonal)
+        self.ridge_ = self._ridge(alphas, operator.diagonal, weights)
         self.X_fit_, self._operator = X, operator
         result = fit_cg(
             operator,
@@ -479,7 +494,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return result.dual_coef
 
     def _fit_nystrom(self, operator, X, targets, alphas, weights) -> np.ndarray:
-        self.ridge_ = self._ridge(alphas, operator.diagonal)
+        self.ridge_ = self._ridge(alphas, operator.diagonal, weights)
         result = fit_nystrom(
             operator,
             targets,

@@ -49,6 +49,7 @@ from ._architecture import activation_gain, activation_slope
 from ._network_parameters import validate_network
 from ._rows import distinct_rows
 from ._training import import_torch
+from ._versioning import NETWORK_HISTORY, upgrade_state, versioned_state
 
 torch = import_torch()  # an ImportError that says how to install it
 
@@ -341,6 +342,17 @@ class Hypernetwork(torch.nn.Module):
         if return_hidden:
             return activation, layer_inputs
         return activation
+
+    def __getstate__(self) -> dict:
+        # the version that pickles it, checked by __setstate__
+        return versioned_state(super().__getstate__())
+
+    def __setstate__(self, state: dict) -> None:
+        # an older pickle gains the architecture arguments added since, at their
+        # old values, or is refused naming both versions
+        super().__setstate__(
+            upgrade_state(type(self), state, NETWORK_HISTORY, stores_all_parameters=False)
+        )
 
     def forward(
         self,

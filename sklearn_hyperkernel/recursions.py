@@ -391,7 +391,10 @@ def mlp_correlations(
             raise ValueError("mlp_correlations needs the row variances when bias_variance > 0.")
         s_a, s_b = variances
         rho = clip_correlations(rho, in_place)
-        same = _exact_ones((rho == 1.0) & (s_a[:, None] == s_b[None, :]))
+        # f(x) = f(x') exactly for equal rows, and for rows whose x carries no variance
+        # (x = 0, or |x|^2 / n0 below float64's range): only the biases reach f's output
+        no_x = (s_a == 0.0)[:, None] & (s_b == 0.0)[None, :]
+        same = _exact_ones(((rho == 1.0) & (s_a[:, None] == s_b[None, :])) | no_x)
         d_bias = [d.f_bias for d in directions]
 
         def step(layer: int) -> _BiasStep:

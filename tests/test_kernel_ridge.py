@@ -155,6 +155,14 @@ KERNEL_CASES = [
         # -1e-10 relative): CG stops there with a ConvergenceWarning, as the
         # Cholesky path falls back with one; the checks pass.
         HyperKernelRegressor(z_dim=1, solver="cg", tol=1e-10),
+        # non-default instances: raw x (a diagonal that varies from row to row, so
+        # the relative ridge's mean must be weighted), raw targets, the linear
+        # encoding, Nyström with every row a centre
+        HyperKernelRegressor(z_dim=1, normalize_x=False, normalize_y=False),
+        HyperKernelRegressor(
+            kernel="nngp", z_dim=1, z_encoding="linear", normalize_x=False, solver="cholesky"
+        ),
+        HyperKernelRegressor(z_dim=1, normalize_x=False, solver="nystrom", random_state=0),
     ],
 )
 def test_sklearn_estimator_checks(estimator, check):
