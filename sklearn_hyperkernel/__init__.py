@@ -9,6 +9,9 @@
   network itself is :mod:`sklearn_hyperkernel.network`.
 * :class:`DeviceFallbackWarning` -- a model saved on a device this machine
   lacks was loaded on the CPU.
+* :func:`get_config`, :func:`set_config`, :func:`config_context` -- the
+  tuning constants (tile and block sizes, the fused-pass switch, solver
+  thresholds), as scikit-learn's configuration (:mod:`sklearn_hyperkernel.config`).
 
 Both are :class:`sklearn.gaussian_process.kernels.Kernel` objects over rows
 ``u = [x | z]`` (the last ``z_dim`` columns are z). The closed forms are in
@@ -17,6 +20,7 @@ Both are :class:`sklearn.gaussian_process.kernels.Kernel` objects over rows
 
 from ._device import DeviceFallbackWarning
 from ._version import __version__
+from .config import config_context, get_config, set_config
 from .hypernetwork import HypernetworkClassifier, HypernetworkRegressor
 from .kernel_ridge import HyperKernelRegressor
 from .kernels import HyperKernel, HyperNNGP
@@ -29,4 +33,7 @@ __all__ = [
     "HypernetworkClassifier",
     "HypernetworkRegressor",
     "__version__",
+    "config_context",
+    "get_config",
+    "set_config",
 ]
