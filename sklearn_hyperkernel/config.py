@@ -105,10 +105,10 @@ _ENTRIES: dict[str, _Entry] = {
         2**24,
         "int",
         "Entries of a Gram (``n_a * n_b``) from which ``fused='auto'`` takes the fused "
-        "pass: the first fused call of a process compiles numba's code (about 15 s, "
-        "measured 13.7-15.9 s on the 2-core development machine) or loads it from numba's "
-        "disk cache (about 0.2-0.7 s); below 2^24 entries a Gram takes well under a second "
-        "on the numpy path, so small calls never pay that.",
+        "pass: the first fused call of a machine compiles numba's code (9.4 s of CPU time; "
+        "13.7-15.9 s wall on the shared 2-core development machine at load 2-4) and later "
+        "processes load it from numba's disk cache (0.2-0.6 s); below 2^24 entries a Gram "
+        "takes well under a second on the numpy path, so small calls never pay that.",
         minimum=0,
     ),
     "fused_block_elements": _Entry(
@@ -309,8 +309,15 @@ def _set(options: dict[str, Any]) -> None:
         raise TypeError(
             f"unknown configuration entries {unknown}; the entries are {sorted(_ENTRIES)}."
         )
-    checked = {name: _checked(name, value) for name, value in options.items() if value is not None}
-    _thread_config().update(checked)  # all checked first: a bad value changes nothing
+    config = _thread_config()
+    # a value equal to the current one (same type) is valid already: the package's tasks
+    # set every entry at each task, most of them unchanged
+    checked = {
+        name: _checked(name, value)
+        for name, value in options.items()
+        if value is not None and not (type(value) is type(config[name]) and value == config[name])
+    }
+    config.update(checked)  # all checked first: a bad value changes nothing
 
 
 @contextmanager

@@ -397,7 +397,7 @@ class HyperKernel(_HypernetworkKernel):
     ``sklearn_hyperkernel.set_config(fused=False)`` turns it off, ``True`` on
     for every size (the environment variable ``SKLEARN_HYPERKERNEL_FUSED=0``
     or ``1`` is the default). The first fused call of a machine compiles for
-    about 15 s; later processes load the cached code in about 0.2-0.5 s.
+    10-15 s; later processes load the cached code in about 0.2-0.6 s.
 
     Examples
     --------
