@@ -41,7 +41,7 @@ import numpy as np
 
 from .config import get_config
 
-try:  # optional: without numba the Gram engine keeps its numpy path
+try:  # a core dependency; where it cannot be imported the engine keeps its numpy path
     import numba
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
@@ -86,7 +86,7 @@ _EXP_UNDERFLOW = -745.1332191019412  # exp(x) rounds to 0 below
 
 
 def available() -> bool:
-    """Whether :func:`hyper_block` can run (numba is installed)."""
+    """Whether :func:`hyper_block` can run (numba can be imported)."""
     return numba is not None
 
 

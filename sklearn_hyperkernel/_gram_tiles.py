@@ -13,7 +13,7 @@ needs, in *tiles* of rows, each one vectorised pass of the recursions
   :func:`coincidence_ids` (binary search in their sorted
   order, :func:`._rows.coincident_pairs`);
 * :func:`block_and_tile_rows` chooses the sizes;
-* with numba installed, a large Gram's blocks skip the tiles: each block's
+* where numba can be imported, a large Gram's blocks skip the tiles: each block's
   recursions run in one compiled pass (:func:`._fused.hyper_block`) when
   :func:`fused_pass` says so (numpy arrays, no gradient).
 """
