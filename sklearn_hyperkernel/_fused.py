@@ -39,7 +39,9 @@ from typing import Any
 
 import numpy as np
 
-try:  # optional: without numba the Gram engine keeps its numpy path
+from .config import get_config
+
+try:  # a core dependency; where it cannot be imported the engine keeps its numpy path
     import numba
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
@@ -50,10 +52,6 @@ __all__ = ["available", "hyper_block"]
 _TILE = 256
 #: Rows a thread takes at a time (its buffers are allocated once per group).
 _ROW_GROUP = 8
-#: f goes through a table of distinct x pairs when the table has at most this
-#: fraction of the block's entries (filled on one thread; each entry then
-#: gathers two values instead of evaluating f_depth - 1 duals).
-_TABLE_FRACTION = 0.125
 
 # fdlibm e_acos.c: acos(x) = pi/2 - (x + x^3 R(x^2)) for |x| < 1/2, else
 # 2 asin(sqrt((1 - |x|) / 2)) (or pi minus it) with the same R = P / Q
@@ -88,7 +86,7 @@ _EXP_UNDERFLOW = -745.1332191019412  # exp(x) rounds to 0 below
 
 
 def available() -> bool:
-    """Whether :func:`hyper_block` can run (numba is installed)."""
+    """Whether :func:`hyper_block` can run (numba can be imported)."""
     return numba is not None
 
 
@@ -500,7 +498,7 @@ def hyper_block(
         return out
     slope = _relu_slope(float(negative_slope))
     entries = n * m / 2.0 if symmetric else float(n * m)
-    tabled = indexed and rho_x.size <= _TABLE_FRACTION * entries
+    tabled = indexed and rho_x.size <= get_config()["fused_table_fraction"] * entries
     x = (rho_x, np.empty((0, 0)))
     if tabled:
         x = (np.array(rho_x, dtype=np.float64, order="C"), np.empty(rho_x.shape))

@@ -42,15 +42,10 @@ from ._training import (
     warn_if_not_learned,
 )
 from ._versioning import NETWORK_ESTIMATOR_HISTORY, upgrade_state, versioned_state
+from .config import get_config
 from .progress import format_log_line, log
 
 __all__ = ["BaseHypernetwork", "TorchStateMixin", "store_parameters", "torch_device"]
-
-#: Most rows converted to tensors and evaluated at once by ``predict`` and friends.
-PREDICT_BLOCK_ROWS = 8192
-#: Bytes that one block's per-row generated weights of g may take at prediction
-#: (each row carries its own copy of g's weights: 2,080 values with the defaults).
-PREDICT_BLOCK_BYTES = 32 * 2**20
 
 
 def store_parameters(estimator: BaseEstimator, values: dict) -> None:
@@ -431,14 +426,17 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
         """Network outputs for validated rows, float64.
 
         Rows are converted to tensors and evaluated in blocks of at most
-        ``PREDICT_BLOCK_ROWS`` rows whose generated weights of g take at most
-        ``PREDICT_BLOCK_BYTES``, so memory does not grow with the number of
-        rows.
+        ``predict_block_rows`` rows whose generated weights of g take at most
+        ``predict_block_bytes`` (:mod:`sklearn_hyperkernel.config`), so memory
+        does not grow with the number of rows.
         """
         torch = import_torch()
         result = np.empty((X.shape[0], self.module_.n_outputs), dtype=np.float64)
         row_bytes = self.module_.n_generated * torch.finfo(self._torch_dtype()).bits // 8
-        block_rows = max(1, min(int(PREDICT_BLOCK_ROWS), PREDICT_BLOCK_BYTES // row_bytes))
+        config = get_config()
+        block_rows = max(
+            1, min(config["predict_block_rows"], config["predict_block_bytes"] // row_bytes)
+        )
         with torch_threads(self.n_jobs), torch.no_grad():
             for start in range(0, X.shape[0], block_rows):
                 stop = min(start + block_rows, X.shape[0])

@@ -37,18 +37,10 @@ from ._nystrom_centers import select_centers
 from ._nystrom_system import Whitening, centre_space_threads, solve_normal_equations
 from ._operator import GramOperator, block_partition, check_finite_kernel, tiles
 from ._scheduling import run_tasks
+from .config import get_config
 from .progress import ProgressLog, format_log_line, log
 
-__all__ = ["MIN_BLOCKS", "NystromFit", "fit_nystrom", "kernel_scale", "normal_equations"]
-
-#: Fewest blocks (tasks) of rows when ``block_size`` is None: small problems
-#: run in parallel too (see :func:`._operator.block_partition`).
-MIN_BLOCKS = 8
-#: Bytes of a tile of ``K_nm`` when ``block_size`` is None: each tile's ``dsyrk``
-#: reads and writes the whole ``m x m`` sum, so fewer, taller tiles save passes
-#: over it (N = 20,000, m = 2,000: 1.12 s of dsyrk in tiles of 4,192 rows
-#: against 1.35 s in tiles of 1,048, one thread).
-NORMAL_EQUATIONS_TILE_BYTES = 64 * 2**20
+__all__ = ["NystromFit", "fit_nystrom", "kernel_scale", "normal_equations"]
 
 
 @dataclass
@@ -184,8 +176,9 @@ def normal_equations(
 
     Given ``whitening`` (``T``), ``T^-1 K_nm^T W K_nm T^-T`` and ``T^-1 K_nm^T W y``
     instead, each tile whitened before it is accumulated. The blocks of
-    :func:`._operator.block_partition` (at least :data:`MIN_BLOCKS`) are
-    parallel tasks over the kernel's ``n_jobs`` workers; each evaluates
+    :func:`._operator.block_partition` (at least the configuration's
+    ``nystrom_min_blocks``, in tiles of ``nystrom_tile_bytes``) are parallel
+    tasks over the kernel's ``n_jobs`` workers; each evaluates
     ``K(tile, centres)`` tile by tile with the operators' :meth:`sequential
     <._operator.GramOperator.sequential>` kernel.
 
@@ -214,8 +207,8 @@ def normal_equations(
         operator.n_rows,
         centres.n_rows,
         block_size,
-        min_blocks=MIN_BLOCKS,
-        tile_bytes=NORMAL_EQUATIONS_TILE_BYTES,
+        min_blocks=get_config()["nystrom_min_blocks"],
+        tile_bytes=get_config()["nystrom_tile_bytes"],
     )
     entries = operator.n_rows * centres.n_rows  # of K_nm, which the tiles make up
     task_rows = operator.sequential(stream_entries=entries)

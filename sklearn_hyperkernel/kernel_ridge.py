@@ -22,22 +22,19 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._architecture import CONSTRAINTS, check_z_dim, parameters_doc
 from ._cg import fit_cg
 from ._dense_solver import solve_dense, training_gram
-from ._nystrom import MIN_BLOCKS, fit_nystrom
+from ._nystrom import fit_nystrom
 from ._nystrom_centers import NYSTROM_DEFAULT_COMPONENTS, RPCHOLESKY_POOL_FACTOR
 from ._operator import gram_operator
 from ._targets import alpha_per_target, check_sample_weight, target_scaling
 from ._versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
+from .config import get_config
 
 __all__ = [
-    "AUTO_CHOLESKY_MAX_GRAM_BYTES",
     "NYSTROM_DEFAULT_COMPONENTS",
     "RPCHOLESKY_POOL_FACTOR",
     "HyperKernelRegressor",
 ]
 
-#: ``solver="auto"`` uses Cholesky while the n x n float64 training Gram takes at most
-#: this many bytes (4 GiB: n <= 23,170), Nyström beyond (see docs/performance.md).
-AUTO_CHOLESKY_MAX_GRAM_BYTES = 4 * 2**30
 
 _INTRODUCTION = """Kernel ridge regression with the hyperkernel (the paper's Eq. 18).
 
@@ -118,9 +115,10 @@ _OWN_PARAMETERS = """\
         at ``m = 2000`` (fit in 1/20 of the time), 21 % at 4000 (1/5), 12 % at
         8000 (0.9 of it); it is the solver beyond the other two (a million rows
         in minutes), not below. ``"auto"``: ``"cholesky"`` while the Gram
-        takes at most ``AUTO_CHOLESKY_MAX_GRAM_BYTES`` (4 GiB, ``n <=
-        23170``), else ``"nystrom"`` (as ``PCA``'s turns randomized on large
-        data; CG, exact but slow on this kernel, only when asked).
+        takes at most the configuration's ``auto_cholesky_max_gram_bytes``
+        (4 GiB, ``n <= 23170``; :func:`~sklearn_hyperkernel.set_config`), else
+        ``"nystrom"`` (as ``PCA``'s turns randomized on large data; CG, exact
+        but slow on this kernel, only when asked).
     tol : float, default=1e-6
         CG stops when ``|y_j - (K + r_j I) c_j| <= tol * |y_j|`` for every
         target ``j`` (of the weighted system with ``sample_weight``); the
@@ -426,7 +424,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """Resolve ``solver="auto"`` from the memory the Gram would take."""
         if self.solver != "auto":
             return self.solver
-        return "cholesky" if 8 * n_samples**2 <= AUTO_CHOLESKY_MAX_GRAM_BYTES else "nystrom"
+        most = get_config()["auto_cholesky_max_gram_bytes"]
+        return "cholesky" if 8 * n_samples**2 <= most else "nystrom"
 
     def _build_kernel(self) -> Kernel:
         """A fresh kernel: a clone of ``kernel``, or one built from the parameters.
@@ -531,8 +530,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         X = validate_data(self, X, dtype=np.float64, reset=False)
         dual_coef = self.dual_coef_
         coef = dual_coef.reshape(-1, 1) if dual_coef.ndim == 1 else dual_coef
-        # Nyström's blocks are cheap (m columns): at least MIN_BLOCKS of them
-        min_blocks = MIN_BLOCKS if self.solver_ == "nystrom" else 1
+        # Nyström's blocks are cheap (m columns): at least nystrom_min_blocks of them
+        min_blocks = get_config()["nystrom_min_blocks"] if self.solver_ == "nystrom" else 1
         y_pred = self._operator.cross_product(
             X, coef, block_size=self.block_size, min_blocks=min_blocks
         )

@@ -559,11 +559,13 @@ class HyperKernel(_HypernetworkKernel):
     A bias variance of exactly 0 is a fixed hyperparameter, a positive one is
     learned in log space like ``length_scale``.
 
-    With numba installed (``pip install sklearn-hyperkernel[fast]``), Grams of
-    at least 2^24 entries on the CPU run all layers of f and g in one compiled
-    pass per entry (the same values to 1e-12); the environment variable
-    ``SKLEARN_HYPERKERNEL_FUSED=0`` turns it off, ``=1`` on for every size. The
-    first compiled call of a machine compiles for about 10 s (then cached).
+    With numba (a core dependency; the numpy path where it cannot be
+    imported), Grams of at least 2^24 entries on the CPU run all layers of f
+    and g in one compiled pass per entry (the same values to 1e-12):
+    ``sklearn_hyperkernel.set_config(fused=False)`` turns it off, ``True`` on
+    for every size (the environment variable ``SKLEARN_HYPERKERNEL_FUSED=0``
+    or ``1`` is the default). The first fused call of a machine compiles for
+    10-15 s; later processes load the cached code in about 0.2-0.6 s.
 
     Examples
     --------

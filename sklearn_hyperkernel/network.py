@@ -50,13 +50,11 @@ from ._network_parameters import validate_network
 from ._rows import distinct_rows
 from ._training import import_torch
 from ._versioning import NETWORK_HISTORY, upgrade_state, versioned_state
+from .config import get_config
 
 torch = import_torch()  # an ImportError that says how to install it
 
 __all__ = ["Hypernetwork", "empirical_ntk"]
-
-# Upper bound on the elements of the backpropagated vectors held at once by empirical_ntk.
-_NTK_CHUNK_ELEMENTS = 2**24
 
 
 class Hypernetwork(torch.nn.Module):
@@ -498,7 +496,7 @@ def empirical_ntk(
     n2 = n1 if same else x2.shape[0]
     # Outputs are processed in chunks so the backpropagated vectors stay small.
     widest = max(model.f_layer_sizes[1:])
-    chunk = max(1, _NTK_CHUNK_ELEMENTS // max(1, (n1 + n2) * widest))
+    chunk = max(1, get_config()["ntk_chunk_elements"] // max(1, (n1 + n2) * widest))
     kernels = []
     for first in range(0, model.n_outputs, chunk):
         outputs = range(first, min(first + chunk, model.n_outputs))

@@ -21,7 +21,7 @@ from sklearn_hyperkernel import (  # noqa: E402
     HyperKernelRegressor,
     HyperNNGP,
     _fused,
-    _gram_tiles,
+    set_config,
 )
 from sklearn_hyperkernel._scheduling import default_workers  # noqa: E402
 from sklearn_hyperkernel.recursions import dual_correlations, hyper_kernels  # noqa: E402
@@ -233,7 +233,7 @@ def test_block_matches_numpy_path(rng, encoding, negative_slope, kind):
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 @pytest.mark.parametrize("kind", ["ntk", "nngp"])
-def test_tabled_x_matches_numpy_path(rng, encoding, kind, monkeypatch):
+def test_tabled_x_matches_numpy_path(rng, encoding, kind):
     """Few distinct x (images times pixels): f's layers on a table of distinct pairs."""
     A, B = rows(rng, 40, n_images=3), rows(rng, 700, n_images=4)
     options = dict(kind=kind, negative_slope=0.1, encoding=encoding, table=True)
@@ -241,7 +241,7 @@ def test_tabled_x_matches_numpy_path(rng, encoding, kind, monkeypatch):
     tabled = fused_gram(A, B, **options)
     assert_close(tabled, expected)
     # f on the table, or per entry from the gathered x correlation: the same operations
-    monkeypatch.setattr(_fused, "_TABLE_FRACTION", 0.0)
+    set_config(fused_table_fraction=0.0)
     np.testing.assert_array_equal(tabled, fused_gram(A, B, **options))
 
 
@@ -596,11 +596,11 @@ def test_nystrom_and_prediction_tiles_choose_the_fused_pass_by_the_whole_product
     )
     monkeypatch.delenv(FUSED_ENV, raising=False)
     # K_nm: 300 x 40 = 12,000 entries, its tiles 50 x 40 = 2,000; predicting: 200 x 40
-    monkeypatch.setattr(_gram_tiles, "FUSED_MIN_ENTRIES", 8000)
+    set_config(fused_min_entries=8000)
     fused = model.fit(X, y).predict(X_test)
     assert len(fused_calls) >= 300 // 50 + 1
     coef = model.dual_coef_.copy()
-    monkeypatch.setattr(_gram_tiles, "FUSED_MIN_ENTRIES", 12001)  # above the fit's K_nm
+    set_config(fused_min_entries=12001)  # above the fit's K_nm
     fused_calls.clear()
     model.fit(X, y)
     assert not fused_calls
@@ -627,7 +627,7 @@ def test_engine_keeps_the_numpy_path_for_gradients_small_grams_and_torch(
     monkeypatch.delenv(FUSED_ENV)
     np.testing.assert_array_equal(kernel(A), small)  # 1600 entries: below the threshold
     assert not fused_calls
-    monkeypatch.setattr("sklearn_hyperkernel._gram_tiles.FUSED_MIN_ENTRIES", 40 * 40)
+    set_config(fused_min_entries=40 * 40)
     assert_close(kernel(A), small)
     assert len(fused_calls) == 1
     pytest.importorskip("torch")

@@ -27,7 +27,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_hyperkernel import DeviceFallbackWarning, HyperKernel
+from sklearn_hyperkernel import DeviceFallbackWarning, HyperKernel, set_config
 from sklearn_hyperkernel.datasets import pixel_regression
 from sklearn_hyperkernel.hypernetwork import HypernetworkClassifier, HypernetworkRegressor
 
@@ -235,12 +235,12 @@ def test_fitted_attributes_and_device():
     assert auto.device_.type == ("cuda" if CUDA else "cpu")
 
 
-def test_repeated_x_path_equals_plain_path(monkeypatch):
+def test_repeated_x_path_equals_plain_path():
     """Batches whose rows share images run f once per distinct x: same training."""
     U, y = pixel_regression(load_digits().images[:3], pixels_per_image=30, random_state=0)
     params = {**SMALL, "batch_size": 16, "random_state": 0, "max_epochs": 4}
     deduplicated = HypernetworkRegressor(**params).fit(U, y)
-    monkeypatch.setattr("sklearn_hyperkernel._training.DEDUPLICATE_BELOW", -1.0)
+    set_config(deduplicate_below=0.0)
     plain = HypernetworkRegressor(**params).fit(U, y)
     assert_allclose(deduplicated.loss_curve_, plain.loss_curve_, rtol=1e-10)
     assert_allclose(deduplicated.predict(U), plain.predict(U), rtol=1e-9, atol=1e-12)
@@ -905,14 +905,13 @@ def test_optimizer_switch_after_pickling_and_partial_fit_use_current_values():
 
 # ----------------------------------------------------------------- prediction memory
 def test_predict_converts_and_evaluates_x_block_by_block(monkeypatch):
-    """No tensor of more than PREDICT_BLOCK_ROWS rows is built from X at prediction."""
-    from sklearn_hyperkernel import _network_estimator
+    """No tensor of more than predict_block_rows rows is built from X at prediction."""
 
     U, y = random_rows(300)
     regressor = HypernetworkRegressor(**SMALL, random_state=0).fit(U, y)
     classifier = HypernetworkClassifier(**SMALL, random_state=0).fit(U, y > 0)
     expected = regressor.predict(U), classifier.predict_proba(U)
-    monkeypatch.setattr(_network_estimator, "PREDICT_BLOCK_ROWS", 64)
+    set_config(predict_block_rows=64)
     rows = []
     for name in ("as_tensor", "from_numpy", "tensor"):
         real = getattr(torch, name)

@@ -29,8 +29,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP
-from sklearn_hyperkernel import kernel_ridge as kernel_ridge_module
+from sklearn_hyperkernel import HyperKernel, HyperNNGP, set_config
 from sklearn_hyperkernel._targets import target_scaling
 from sklearn_hyperkernel.datasets import pixel_regression
 from sklearn_hyperkernel.kernel_ridge import HyperKernelRegressor
@@ -669,18 +668,18 @@ def test_well_conditioned_fit_does_not_warn(regression_data):
 # ------------------------------------------------------------------ the solvers
 
 
-def test_auto_solver_follows_the_memory_budget(regression_data, monkeypatch):
+def test_auto_solver_follows_the_memory_budget(regression_data):
     X, y, X_test = regression_data
     auto = HyperKernelRegressor().fit(X, y)
     assert auto.solver_ == "cholesky" and auto.n_iter_ == 1
     # 120 rows: a Gram of 115 kB, more than this budget: Nystroem, whose default m is then
     # every row, so that it is the exact solve
-    monkeypatch.setattr(kernel_ridge_module, "AUTO_CHOLESKY_MAX_GRAM_BYTES", 2**16)
+    set_config(auto_cholesky_max_gram_bytes=2**16)
     forced = HyperKernelRegressor().fit(X, y)
     assert forced.solver_ == "nystrom" and forced.n_components_ == X.shape[0]
     assert_allclose(forced.predict(X_test), auto.predict(X_test), atol=1e-6)
     # the budget is the Gram's size: 8 n^2 bytes
-    monkeypatch.setattr(kernel_ridge_module, "AUTO_CHOLESKY_MAX_GRAM_BYTES", 8 * 120**2)
+    set_config(auto_cholesky_max_gram_bytes=8 * 120**2)
     assert HyperKernelRegressor().fit(X, y).solver_ == "cholesky"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sklearn_hyperkernel import network  # noqa: E402
+from sklearn_hyperkernel import set_config  # noqa: E402
 from sklearn_hyperkernel._rows import distinct_rows  # noqa: E402
 from sklearn_hyperkernel.network import Hypernetwork, empirical_ntk  # noqa: E402
 
@@ -221,11 +221,11 @@ def test_empirical_ntk_equals_jacobian_gram(rng, architecture):
     torch.testing.assert_close(cross, expected[:, :2, 1:], rtol=1e-11, atol=1e-11)
 
 
-def test_empirical_ntk_chunks_over_outputs(rng, monkeypatch):
+def test_empirical_ntk_chunks_over_outputs(rng):
     model = make_model(f_depth=2, g_depth=2, n_outputs=5)
     x, z = make_rows(rng, 4)
     whole = empirical_ntk(model, x, z, reduce="none")
-    monkeypatch.setattr(network, "_NTK_CHUNK_ELEMENTS", 1)  # one output at a time
+    set_config(ntk_chunk_elements=1)  # one output at a time
     torch.testing.assert_close(empirical_ntk(model, x, z, reduce="none"), whole, rtol=1e-14, atol=0)
     torch.testing.assert_close(empirical_ntk(model, x, z), whole.mean(0), rtol=1e-14, atol=0)
 
