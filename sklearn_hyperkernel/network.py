@@ -181,6 +181,10 @@ class Hypernetwork(torch.nn.Module):
     torch.Size([5, 5])
     """
 
+    # modules pickled before biases existed have none
+    f_bias_variance = g_bias_variance = 0.0
+    _g_bias_sizes: tuple[int, ...] = ()
+
     def __init__(
         self,
         x_dim: int,
@@ -341,7 +345,7 @@ class Hypernetwork(torch.nn.Module):
         ):
             layer_inputs.append(q)
             y = (q @ weight.T) * multiplier if multiplier != 1.0 else q @ weight.T
-            if self.f_biases:
+            if self.f_bias_variance > 0:
                 y = y + self.f_biases[index] * self._f_bias_multiplier
             preactivations.append(y)
             if index < self.f_depth - 1:
@@ -570,7 +574,7 @@ def empirical_ntk(
     widest = max(model.f_layer_sizes[1:])
     chunk = max(1, _NTK_CHUNK_ELEMENTS // max(1, (n1 + n2) * widest))
     # the squared multiplier of f's biases (0 without biases)
-    bias_square = model._f_bias_multiplier**2 if model.f_biases else 0.0
+    bias_square = model._f_bias_multiplier**2 if model.f_bias_variance > 0 else 0.0
     kernels = []
     for first in range(0, model.n_outputs, chunk):
         outputs = range(first, min(first + chunk, model.n_outputs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -339,6 +340,22 @@ def test_rows_with_zero_x(rng):
     with torch.no_grad():
         assert torch.all(model(x, z)[1] != 0)
     assert torch.all(empirical_ntk(model, x, z)[1] != 0)
+
+
+def test_module_pickled_before_biases_existed_still_runs(rng):
+    """A module whose state has no bias attributes (pickled by an older version) is bias-free."""
+    model = make_model(f_depth=3, g_depth=2)
+    x, z = make_rows(rng)
+    with torch.no_grad():
+        expected = model(x, z)
+    kernel = empirical_ntk(model, x, z)
+    for name in ("f_bias_variance", "g_bias_variance", "_g_bias_sizes", "_f_bias_multiplier"):
+        del model.__dict__[name]
+    del model._modules["f_biases"]
+    old = pickle.loads(pickle.dumps(model))
+    with torch.no_grad():
+        torch.testing.assert_close(old(x, z), expected, rtol=0, atol=0)
+    torch.testing.assert_close(empirical_ntk(old, x, z), kernel, rtol=0, atol=0)
 
 
 def test_extra_repr_names_the_bias_variances():
