@@ -6,7 +6,7 @@ instances (NTK parameterisation, float64, seeded generators, so every number is
 reproducible) and check that
 
 * the empirical hyperkernel ``J J^T`` (J: gradient of h with respect to f's
-  weights), averaged over seeds, converges to ``hyper_ntk``;
+  weights and biases), averaged over seeds, converges to ``hyper_ntk``;
 * the covariance of the outputs over seeds converges to ``hyper_nngp``;
 
 with an error that shrinks with width and is a few percent at the largest width.
@@ -17,12 +17,13 @@ Two estimators of the output covariance are used:
 
 * ``nngp_outputs``: the plain average of ``h_o(u) h_o(u')`` over seeds and
   output units ``o`` (each output unit is one sample).
-* ``nngp_conditional``: the average of ``(q.q'/n_{L-1}) (a.a'/m_{H-1})`` where
-  ``q`` is the last hidden layer of f and ``a`` the input of g's last layer.
+* ``nngp_conditional``: the average of ``(q.q'/n_{L-1} + bf) (a.a'/m_{H-1} + bg)``
+  where ``q`` is the last hidden layer of f and ``a`` the input of g's last layer.
   This is the exact conditional expectation of ``h(u) h(u')`` over the rows
-  of f's last weight matrix ``W^L`` that generate g's last matrix ``V^H``,
-  given all other weights: g's last layer is ``V^H a / sqrt(m_{H-1})`` and
-  ``V^H = W^L_rows q / sqrt(n_{L-1})`` is linear in those Gaussian rows, which
+  of f's last weight matrix ``W^L`` (and entries of its bias) that generate g's
+  last matrix ``V^H`` and bias ``c^H``, given all other weights: g's last layer
+  is ``V^H a / sqrt(m_{H-1}) + sqrt(bg) c^H`` and ``(V^H, c^H) = W^L_rows q /
+  sqrt(n_{L-1}) + sqrt(bf) beta^L_rows`` is linear in those Gaussians, which
   nothing else depends on. It has far less Monte Carlo noise, so it can be
   checked tightly for deep networks; the plain estimator is checked on cheaper
   cases.
@@ -30,7 +31,9 @@ Two estimators of the output covariance are used:
 Why the inputs matter: with one fixed x (the paper's Fig. 1 set-up) ``S_f`` is
 a constant and the tests cannot tell where it enters the recursion, so every
 recursion is also checked on random inputs whose x varies (and where some rows
-share an x, as in the paper's tasks).
+share an x, as in the paper's tasks). With biases (../shared/docs/biases.md) the
+closed form is the tests' reference (``reference.hyper_grams``) and the rows
+include one with x = 0, an ordinary input when bf > 0.
 
 Budget: about 45 s on a busy two-core machine (torch runs on one thread here).
 Widths and seed counts were chosen from measured errors; each tolerance is the
