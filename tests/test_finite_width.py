@@ -35,7 +35,8 @@ share an x, as in the paper's tasks). With biases (../shared/docs/biases.md) the
 closed form is the tests' reference (``reference.hyper_grams``) and the rows
 include one with x = 0, an ordinary input when bf > 0.
 
-Budget: about 45 s on a busy two-core machine (torch runs on one thread here).
+Budget: about 45 s on a busy two-core machine (torch runs on one thread here), and
+about 20 s more for the cases with biases.
 Widths and seed counts were chosen from measured errors; each tolerance is the
 largest error measured on several seed sets with a margin (see the comment
 above ``CONVERGENCE_CASES``).
