@@ -268,6 +268,8 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
             parameterization=self.parameterization,
             activation=self.activation,
             negative_slope=self.negative_slope,
+            f_bias_variance=self.f_bias_variance,
+            g_bias_variance=self.g_bias_variance,
             generator=torch.Generator().manual_seed(int(seed)),
             dtype=torch.float64 if self.dtype == "float64" else torch.float32,
             device=self.device_,
@@ -451,9 +453,10 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
         """Empirical hyperkernel ``J J^T`` of the current network.
 
         ``J`` is the Jacobian of the network output with respect to ``f``'s
-        weights (the only trained weights). With ``parameterization="ntk"`` and
-        large widths it approaches :class:`~sklearn_hyperkernel.HyperKernel`
-        with the same depths, encoding, activation and ``normalize_x``. With
+        weights and biases (the only trained parameters). With
+        ``parameterization="ntk"`` and large widths it approaches
+        :class:`~sklearn_hyperkernel.HyperKernel` with the same depths,
+        encoding, activation, bias variances and ``normalize_x``. With
         several outputs (multi-output regression, classification) the
         per-output kernels are averaged. With ``normalize_y=True`` it is the
         kernel of the normalised output.
