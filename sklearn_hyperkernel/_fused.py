@@ -9,24 +9,38 @@ rows, ``fastmath`` off, cached on disk): each entry is read and written once.
 Scope: numpy arrays on the CPU, float64 (float32 inputs are computed in
 float64, stored in float32); the value of ``kind="ntk"`` (HyperKernel) and
 ``"nngp"`` (HyperNNGP), every depth, both activations (``negative_slope``),
-both z encodings, any number of z columns and length scales. Left to the numpy
-path: torch tensors (GPU) and the length-scale gradient.
+both z encodings, any number of z columns and length scales, and the bias
+variances of f and of g (``f_bias_variance``, ``g_bias_variance``). Left to
+the numpy path: torch tensors (GPU) and the gradients.
 
-The formulas are those of :func:`~.recursions.dual_correlations`,
+Without biases the formulas are those of :func:`~.recursions.dual_correlations`,
 :func:`~.recursions.mlp_correlations` and :func:`~.recursions.hyper_correlations`
 (docs/math.md, "correlation space") for one entry, the operations in the same
-order; tests/test_fused.py checks the two paths to 1e-12. numba would call the
-C library's scalar ``acos`` and ``exp`` (20 and 8 ns a value, against 2-3 ns in
-numpy's vector loops; the llvmlite wheels have no vector math library), so
+order, scaled by the rows' ``s^(H/2) sqrt(e)`` at the end; tests/test_fused.py
+checks the two paths to 1e-12. With biases the rows no longer factor out:
+each layer carries its covariance, and its dual sees the correlation, the
+covariance over ``sqrt`` of the product of the two rows' variances at that
+layer (docs/math.md, "Biases"; the variances ``v_l`` of f and ``w_l`` of g are
+computed once per row), a ``sqrt`` and a division more per entry and layer;
+tests/test_fused.py checks them against tests/reference.py's covariance-space
+recursions to 1e-12.
+
+numba would call the C library's scalar ``acos`` and ``exp`` (20 and 8 ns a
+value, against 2-3 ns in numpy's vector loops; the llvmlite wheels have no
+vector math library), so
 ``_acos`` and ``_exp`` follow fdlibm's ``e_acos.c`` and ``e_exp.c`` (Sun
 Microsystems: "Permission to use, copy, modify, and distribute this software
 is freely granted, provided that this notice is preserved"), written without
 branches so that LLVM vectorises them; both are within 1 ulp of numpy's, and
 exact where the kernel needs it: ``acos(1) = 0``, ``exp(0) = 1``, so coincident
 rows (x correlation set to exactly 1 by the caller, z correlation exactly 1
-here) give the closed form. Each row of a block is cut into tiles of
-``_TILE`` columns, every layer one vectorised loop over a tile whose buffers
-stay in the L1 cache. With few distinct x, f runs once per distinct pair.
+here) give the closed form; with biases too, since ``sqrt(v v) == v`` in
+binary floating point and each row's variances are rounded as an equal pair's
+covariances are. Each row of a block is cut into tiles of ``_TILE`` columns,
+every layer one vectorised loop over a tile whose buffers stay in the L1
+cache. With few distinct x, f runs once per distinct pair, into a table of
+f's output correlation and NTK (with biases: its output covariance ``S_f``,
+which is what g needs, and NTK).
 """
 
 from __future__ import annotations
@@ -201,7 +215,7 @@ def _f_tile_biased(
     (``v_0 = s``) of layer ``l``'s pre-activation, so that layer ``l``'s
     covariance ``S^{l-1}`` has correlation ``cov / sqrt(v_l v_l')`` (0 where a
     variance is 0); ``Theta^{l+1} = Theta^l kappa0 + S^l`` from ``Theta^1 = S^0``
-    (../shared/docs/biases.md). ``scratch``: two rows of ``width`` or more.
+    (docs/math.md, "Biases"). ``scratch``: two rows of ``width`` or more.
     Equal rows (correlation exactly 1, equal variances) keep correlation
     exactly 1: ``sqrt(v v) == v`` and ``v_{l+1} = v_l + bf`` as rounded.
     """
@@ -236,7 +250,7 @@ def _g_tile_biased(
     the variances ``w_l = sigma (w_{l-1} + bg)``, ``w_0 = e``, of
     ``Lambda^l`` and ``Sigma^l``. ``Lambda^l = S_f (Sigma^{l-1} + bg)``,
     ``Sigma^l = kappa1``, and ``K^{l+1} = K^l S_f kappa0 + Sigma^l + bg`` from
-    ``K^1 = Sigma^0 + bg`` (../shared/docs/biases.md), each dual on the
+    ``K^1 = Sigma^0 + bg`` (docs/math.md, "Biases"), each dual on the
     correlation ``Lambda^l / sqrt(w_l w_l')`` (0 where a variance is 0).
     """
     for t in range(width):
@@ -288,12 +302,28 @@ def _z_tile(i, j0, width, rows, cols, fourier, rho_z, same):  # pragma: no cover
 
 
 @_jit()
+def _biased_tile(
+    i, j0, width, out, rows, cols, arch, bias, buffers, same
+):  # pragma: no cover - compiled
+    """Entries ``(i, j0:j0 + width)`` with biases, from the x correlations (f per entry) or,
+    from f's table, its output covariances in ``buffers[0]`` (and NTK in ``buffers[1]``)."""
+    f_depth, g_depth, fourier, ntk_kind, slope, symmetric, tabled = arch
+    bf, bg, v_a, v_b, w_a, w_b = bias
+    rho_f, ntk_f, sigma, ntk_g = buffers[0], buffers[1], buffers[2], buffers[3]
+    if not tabled:  # rho_f becomes f's output covariance S_f
+        _f_tile_biased(rho_f, ntk_f, buffers[4:], width, f_depth, slope, bf, v_a, i, v_b, j0)
+    _z_tile(i, j0, width, rows, cols, fourier, sigma, same)
+    _g_tile_biased(rho_f, sigma, ntk_g, width, g_depth, slope, bg, w_a, i, w_b, j0)
+    for t in range(width):  # covariances: no row scales
+        out[i, j0 + t] = ntk_g[t] * ntk_f[t] if ntk_kind else sigma[t]
+
+
+@_jit()
 def _block_rows(first, step, out, x, rows, cols, arch, bias):  # pragma: no cover - compiled
     """Rows ``first, first + step, ...`` of a block (the arguments of :func:`_block_serial`)."""
     rho_x, ntk_x = x
     index_a, scale_a, index_b, scale_b = rows[0], rows[3], cols[0], cols[3]
-    f_depth, g_depth, fourier, ntk_kind, slope, symmetric, tabled, biased = arch
-    bf, bg, v_a, v_b, w_a, w_b = bias
+    f_depth, g_depth, fourier, ntk_kind, slope, symmetric, tabled = arch
     m = out.shape[1]
     buffers = np.empty((6, _TILE))
     rho_f, ntk_f, sigma, ntk_g = buffers[0], buffers[1], buffers[2], buffers[3]
@@ -314,16 +344,10 @@ def _block_rows(first, step, out, x, rows, cols, arch, bias):  # pragma: no cove
                 if tabled and ntk_kind:
                     for t in range(width):
                         ntk_f[t] = ntk_x[row, j0 + t]
-            if biased:  # rho_f becomes f's output covariance S_f
-                if not tabled:
-                    scratch = buffers[4:]
-                    _f_tile_biased(
-                        rho_f, ntk_f, scratch, width, f_depth, slope, bf, v_a, i, v_b, j0
-                    )
-                _z_tile(i, j0, width, rows, cols, fourier, sigma, same)
-                _g_tile_biased(rho_f, sigma, ntk_g, width, g_depth, slope, bg, w_a, i, w_b, j0)
-                for t in range(width):  # covariances: no row scales
-                    out[i, j0 + t] = ntk_g[t] * ntk_f[t] if ntk_kind else sigma[t]
+            # numba prunes this branch when compiling for bias=None: the bias-free
+            # pass does not compile the biased loops (a quarter more compile time)
+            if bias is not None:
+                _biased_tile(i, j0, width, out, rows, cols, arch, bias, buffers, same)
                 continue
             if not tabled:
                 _f_tile(rho_f, ntk_f, width, f_depth, slope)
@@ -346,9 +370,9 @@ def _block_serial(out, x, rows, cols, arch, bias):  # pragma: no cover - compile
     """The block on the calling thread. ``x = (rho_x, ntk_x)``; ``rows = (x index,
     z, 1/|z|, scale)``, ``cols`` alike with z transposed (an empty index: the
     identity); ``arch = (f_depth, g_depth, fourier, ntk_kind, slope, symmetric,
-    tabled, biased)``; ``bias = (bf, bg, v_a, v_b, w_a, w_b)``, the variances of
-    :func:`_f_tile_biased` and :func:`_g_tile_biased` per row and column (used
-    only when ``biased``: the bias-free path keeps its row scales)."""
+    tabled)``; ``bias``: None (the bias-free pass, with its row scales) or
+    ``(bf, bg, v_a, v_b, w_a, w_b)``, the variances of :func:`_f_tile_biased` and
+    :func:`_g_tile_biased` per row and column."""
     _block_rows(0, 1, out, x, rows, cols, arch, bias)
     if arch[5]:
         for i in range(out.shape[0]):
@@ -368,13 +392,13 @@ def _block_parallel(out, x, rows, cols, arch, bias):  # pragma: no cover - compi
 
 
 @_jit()
-def _f_table(rho_x, ntk_x, f_depth, slope, bf, v_a, v_b):  # pragma: no cover - compiled
+def _f_table(rho_x, ntk_x, f_depth, slope, bias):  # pragma: no cover - compiled
     """f's layers on every entry of ``rho_x``, in place, and ``ntk_x`` out.
 
-    ``v_a`` and ``v_b`` empty: :func:`_f_tile` (``rho_x`` becomes f's output
-    correlation); else :func:`_f_tile_biased` with the variances ``v_a[:, i]``
-    and ``v_b[:, j]`` of the distinct x (``rho_x`` becomes the covariance
-    ``S_f``, what g needs with biases).
+    ``bias`` None: :func:`_f_tile` (``rho_x`` becomes f's output correlation);
+    else ``(bf, v_a, v_b)``: :func:`_f_tile_biased` with the variances
+    ``v_a[:, i]`` and ``v_b[:, j]`` of the distinct x (``rho_x`` becomes the
+    covariance ``S_f``, what g needs with biases).
     """
     buffers = np.empty((4, _TILE))
     rho, ntk = buffers[0], buffers[1]
@@ -383,9 +407,9 @@ def _f_table(rho_x, ntk_x, f_depth, slope, bf, v_a, v_b):  # pragma: no cover - 
             width = min(_TILE, rho_x.shape[1] - j0)
             for t in range(width):
                 rho[t] = rho_x[i, j0 + t]
-            if v_a.shape[0]:
-                scratch = buffers[2:]
-                _f_tile_biased(rho, ntk, scratch, width, f_depth, slope, bf, v_a, i, v_b, j0)
+            if bias is not None:  # pruned when compiling for bias=None
+                bf, v_a, v_b = bias
+                _f_tile_biased(rho, ntk, buffers[2:], width, f_depth, slope, bf, v_a, i, v_b, j0)
             else:
                 _f_tile(rho, ntk, width, f_depth, slope)
             for t in range(width):
@@ -444,7 +468,7 @@ def _f_variances(s: np.ndarray, f_depth: int, bf: float) -> np.ndarray:
     """f's pre-activation variances ``v_l = s + l bf``, shape ``(f_depth + 1, len(s))``.
 
     Row ``l`` is layer ``l``'s (``v_0 = s``, ``v_L`` f's output variance
-    ``sigma``; ../shared/docs/biases.md), summed one ``bf`` at a time as the
+    ``sigma``; docs/math.md, "Biases"), summed one ``bf`` at a time as the
     loops' covariances of equal rows are, so that their correlation is exactly 1.
     """
     v = np.empty((f_depth + 1, s.shape[0]))
@@ -458,7 +482,7 @@ def _g_variances(sigma: np.ndarray, e: np.ndarray, g_depth: int, bg: float) -> n
     """g's variances ``w_l = sigma (w_{l-1} + bg)``, ``w_0 = e``, shape ``(g_depth, len(e))``.
 
     Those of ``Lambda^l`` and ``Sigma^l`` (``l >= 1``) and of ``Sigma^0``
-    (``l = 0``), from f's output variance ``sigma`` (../shared/docs/biases.md),
+    (``l = 0``), from f's output variance ``sigma`` (docs/math.md, "Biases"),
     rounded as the loops' covariances of equal rows are.
     """
     w = np.empty((g_depth, e.shape[0]))
@@ -575,7 +599,7 @@ def hyper_block(
         thread whatever ``n_threads`` says.
     f_bias_variance, g_bias_variance : float >= 0, default=0.0
         Variances ``bf`` of f's biases and ``bg`` of the biases f generates
-        for g (../shared/docs/biases.md). Both 0: the bias-free recursions in
+        for g (docs/math.md, "Biases"). Both 0: the bias-free recursions in
         correlation space with the row scales ``s^(H/2) sqrt(e)``, bit for bit
         as before biases existed. Else each layer's correlation is formed
         from the covariance and the per-row variances ``v_l = s + l bf`` of f
@@ -650,26 +674,26 @@ def hyper_block(
     entries = n * m / 2.0 if symmetric else float(n * m)
     tabled = indexed and rho_x.size <= _TABLE_FRACTION * entries
     biased = bf != 0.0 or bg != 0.0
-    empty = np.empty((0, 0))
-    bias = (bf, bg, empty, empty, empty, empty)
+    bias = None
     if biased:
         v_a, v_b = _f_variances(s_a, f_depth, bf), _f_variances(s_b, f_depth, bf)
         w_a = _g_variances(v_a[f_depth], side_a[4], g_depth, bg)
         w_b = _g_variances(v_b[f_depth], side_b[4], g_depth, bg)
         bias = (bf, bg, v_a, v_b, w_a, w_b)
-    x = (rho_x, empty)
+    x = (rho_x, np.empty((0, 0)))
     if tabled:
         x = (np.array(rho_x, dtype=np.float64, order="C"), np.empty(rho_x.shape))
-        v_table = (empty, empty)
+        f_bias = None
         if biased:  # f's variances per distinct x (s is a function of x)
             s_table_a = _distinct_variances(s_a, rows[0], rho_x.shape[0])
             s_table_b = _distinct_variances(s_b, cols[0], rho_x.shape[1])
             v_table = (_f_variances(s_table_a, f_depth, bf), _f_variances(s_table_b, f_depth, bf))
-        _f_table(x[0], x[1], int(f_depth), slope, bf, *v_table)
+            f_bias = (bf, *v_table)
+        _f_table(x[0], x[1], int(f_depth), slope, f_bias)
     elif rho_x.shape[1] > 1 and rho_x.strides[1] != rho_x.itemsize:
         x = (np.ascontiguousarray(rho_x), x[1])
     arch = (int(f_depth), int(g_depth), z_encoding == "fourier", kind == "ntk", slope)
-    arch += (bool(symmetric), bool(tabled), biased)
+    arch += (bool(symmetric), bool(tabled))
     if n_threads == 1 or not _threads_are_safe():
         _block_serial(out, x, rows, cols, arch, bias)
         return out
