@@ -380,6 +380,8 @@ def _fused_block(
         x_index_b=local[1],
         symmetric=symmetric,
         out=out,
+        f_bias_variance=arch.f_bias_variance,
+        g_bias_variance=arch.g_bias_variance,
     )
 
 
