@@ -861,3 +861,40 @@ def test_engine_fused_pass_with_biases(
     assert np.all(cross[3] == 0.0) == (bf == 0.0)
     diagonal = closed_form_diagonal(A[8, :-Z_DIM], A[8, -Z_DIM:], kind, 2, 3, bf, bg, "linear")
     np.testing.assert_allclose([symmetric[8, 8], cross[8, 5]], diagonal, rtol=1e-14)
+
+
+@pytest.mark.parametrize("n_images", [None, 6], ids=["distinct-x", "shared-x"])
+@pytest.mark.parametrize("cls", [HyperKernel, HyperNNGP])
+@pytest.mark.parametrize("bf, bg", [(0.1, 1.3), (0.0, 0.1), (1.3, 0.0)])
+@pytest.mark.parametrize("block_size", [None, 7])
+def test_kernels_with_biases_fused_match_their_numpy_path(
+    rng, monkeypatch, fused_calls, n_images, cls, bf, bg, block_size
+):
+    """The kernels' bias variances through the engine: symmetric and cross Grams and ``K @ V``,
+    fused against the numpy path (1e-12), with an x = 0 row and a coincident pair of rows
+    (the kernel's closed-form diagonal, to rounding)."""
+    A, B = rows(rng, 45, n_images=n_images), rows(rng, 31, n_images=n_images)
+    A[3, :-Z_DIM] = 0.0
+    B[5] = A[8]
+    V = rng.normal(size=(45, 2))
+    kernel = cls(
+        z_dim=Z_DIM,
+        f_depth=3,
+        g_depth=2,
+        negative_slope=0.1,
+        f_bias_variance=bf,
+        g_bias_variance=bg,
+        block_size=block_size,
+        **ENCODINGS["fourier-aniso"],
+    )
+    factorized = kernel.factorize_rows(A)
+
+    def compute():
+        return kernel(A), kernel(A, B), kernel.gram_matvec(factorized, V)
+
+    expected, got = numpy_and_fused(monkeypatch, fused_calls, compute)
+    for value, reference in zip(got, expected, strict=True):
+        assert_close(value, reference)
+    np.testing.assert_array_equal(got[0], got[0].T)
+    assert np.all(got[1][3] == 0.0) == (bf == 0.0)
+    np.testing.assert_allclose(got[1][8, 5], kernel.diag(A[8:9])[0], rtol=1e-14)
