@@ -66,12 +66,15 @@ def fused_gram(
     encoding="linear",
     table=False,
     dtype=np.float64,
+    unused_rows=0,
     **options,
 ):
     """The Gram between rows ``[x | z]`` of A and B through :func:`_fused.hyper_block`.
 
     ``table``: x through its distinct rows and an index per row (the layout of images times
-    pixels), else one x correlation per entry. ``options`` override the encoding's.
+    pixels), else one x correlation per entry. ``unused_rows``: rows of zeros appended to the
+    x correlations, which no row uses (a table that large is not filled: f runs per entry).
+    ``options`` override the encoding's.
     """
     x_a, z_a, x_b, z_b = A[:, :-Z_DIM], A[:, -Z_DIM:], B[:, :-Z_DIM], B[:, -Z_DIM:]
     n0 = x_a.shape[1]
@@ -82,6 +85,7 @@ def fused_gram(
         x_b, index_b = np.unique(x_b, axis=0, return_inverse=True)
         index_a, index_b = index_a.reshape(-1), index_b.reshape(-1)
     rho_x = unit_correlations(x_a, x_b).astype(dtype)
+    rho_x = np.vstack([rho_x, np.zeros((unused_rows, rho_x.shape[1]), dtype=dtype)])
     return _fused.hyper_block(
         rho_x,
         z_a.astype(dtype),
@@ -460,11 +464,9 @@ def test_biased_table_of_distinct_x(rng, monkeypatch, bf, bg):
         assert tables and tables[-1] == (4, n_distinct)  # v_0..v_3 of the columns' distinct x
         assert_close(tabled, biased_reference(A, B, **options))
         assert np.all(tabled[1] == 0.0) == (bf == 0.0)
-        with monkeypatch.context() as patch:
-            patch.setattr(_fused, "_TABLE_FRACTION", 0.0)
-            count = len(tables)
-            per_entry = fused_gram(A, B, table=True, **options)
-            assert len(tables) == count
+        count = len(tables)
+        per_entry = fused_gram(A, B, table=True, unused_rows=300, **options)
+        assert len(tables) == count  # f per entry, from the gathered x correlations
         np.testing.assert_array_equal(tabled, per_entry)
 
 
