@@ -68,12 +68,15 @@ def fused_gram(
     encoding="linear",
     table=False,
     dtype=np.float64,
+    unused_rows=0,
     **options,
 ):
     """The Gram between rows ``[x | z]`` of A and B through :func:`_fused.hyper_block`.
 
     ``table``: x through its distinct rows and an index per row (the layout of images times
-    pixels), else one x correlation per entry. ``options`` override the encoding's.
+    pixels), else one x correlation per entry. ``unused_rows``: rows of zeros appended to the
+    x correlations, which no row uses (a table that large is not filled: f runs per entry).
+    ``options`` override the encoding's.
     """
     x_a, z_a, x_b, z_b = A[:, :-Z_DIM], A[:, -Z_DIM:], B[:, :-Z_DIM], B[:, -Z_DIM:]
     n0 = x_a.shape[1]
@@ -84,6 +87,7 @@ def fused_gram(
         x_b, index_b = np.unique(x_b, axis=0, return_inverse=True)
         index_a, index_b = index_a.reshape(-1), index_b.reshape(-1)
     rho_x = unit_correlations(x_a, x_b).astype(dtype)
+    rho_x = np.vstack([rho_x, np.zeros((unused_rows, rho_x.shape[1]), dtype=dtype)])
     return _fused.hyper_block(
         rho_x,
         z_a.astype(dtype),
@@ -462,10 +466,9 @@ def test_biased_table_of_distinct_x(rng, monkeypatch, bf, bg):
         assert tables and tables[-1] == (4, n_distinct)  # v_0..v_3 of the columns' distinct x
         assert_close(tabled, biased_reference(A, B, **options))
         assert np.all(tabled[1] == 0.0) == (bf == 0.0)
-        with config_context(fused_table_fraction=0.0):
-            count = len(tables)
-            per_entry = fused_gram(A, B, table=True, **options)
-            assert len(tables) == count
+        count = len(tables)
+        per_entry = fused_gram(A, B, table=True, unused_rows=300, **options)
+        assert len(tables) == count  # f per entry, from the gathered x correlations
         np.testing.assert_array_equal(tabled, per_entry)
 
 
@@ -862,3 +865,40 @@ def test_engine_fused_pass_with_biases(
     assert np.all(cross[3] == 0.0) == (bf == 0.0)
     diagonal = closed_form_diagonal(A[8, :-Z_DIM], A[8, -Z_DIM:], kind, 2, 3, bf, bg, "linear")
     np.testing.assert_allclose([symmetric[8, 8], cross[8, 5]], diagonal, rtol=1e-14)
+
+
+@pytest.mark.parametrize("n_images", [None, 6], ids=["distinct-x", "shared-x"])
+@pytest.mark.parametrize("cls", [HyperKernel, HyperNNGP])
+@pytest.mark.parametrize("bf, bg", [(0.1, 1.3), (0.0, 0.1), (1.3, 0.0)])
+@pytest.mark.parametrize("block_size", [None, 7])
+def test_kernels_with_biases_fused_match_their_numpy_path(
+    rng, monkeypatch, fused_calls, n_images, cls, bf, bg, block_size
+):
+    """The kernels' bias variances through the engine: symmetric and cross Grams and ``K @ V``,
+    fused against the numpy path (1e-12), with an x = 0 row and a coincident pair of rows
+    (the kernel's closed-form diagonal, to rounding)."""
+    A, B = rows(rng, 45, n_images=n_images), rows(rng, 31, n_images=n_images)
+    A[3, :-Z_DIM] = 0.0
+    B[5] = A[8]
+    V = rng.normal(size=(45, 2))
+    kernel = cls(
+        z_dim=Z_DIM,
+        f_depth=3,
+        g_depth=2,
+        negative_slope=0.1,
+        f_bias_variance=bf,
+        g_bias_variance=bg,
+        block_size=block_size,
+        **ENCODINGS["fourier-aniso"],
+    )
+    factorized = kernel.factorize_rows(A)
+
+    def compute():
+        return kernel(A), kernel(A, B), kernel.gram_matvec(factorized, V)
+
+    expected, got = numpy_and_fused(monkeypatch, fused_calls, compute)
+    for value, reference in zip(got, expected, strict=True):
+        assert_close(value, reference)
+    np.testing.assert_array_equal(got[0], got[0].T)
+    assert np.all(got[1][3] == 0.0) == (bf == 0.0)
+    np.testing.assert_allclose(got[1][8, 5], kernel.diag(A[8:9])[0], rtol=1e-14)
