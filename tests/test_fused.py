@@ -27,7 +27,6 @@ from sklearn_hyperkernel import (  # noqa: E402
     _fused,
     _gram_engine,
     _gram_tiles,
-    config_context,
     set_config,
 )
 from sklearn_hyperkernel._scheduling import default_workers  # noqa: E402
