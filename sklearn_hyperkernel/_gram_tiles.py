@@ -29,6 +29,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
+from . import _fork  # noqa: F401 - registers its fork hook before any numba pool starts
 from ._arrays import squared_distances
 from ._device import Placement
 from ._rows import coincident_pairs, row_ids, set_where, sorted_ids
