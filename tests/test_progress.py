@@ -189,3 +189,79 @@ def test_verbose_0_shows_no_bar_and_no_line(capsys, monkeypatch):
             progress.step(status="s", line="l")
         assert progress.done == 4
     assert capsys.readouterr().out == ""
+
+
+# ------------------------------------------------------------ interrupted computations
+
+
+def _blas_and_torch_threads() -> tuple:
+    """BLAS's thread counts (threadpoolctl), torch's and numba's where they are loaded."""
+    from threadpoolctl import threadpool_info
+
+    counts = [tuple(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")]
+    for name in ("torch", "numba"):
+        module = sys.modules.get(name)
+        if module is not None:
+            counts.append(module.get_num_threads())
+    return tuple(counts)
+
+
+def _interrupted(kind: str):
+    """The call of ``kind`` on small rows (every step of it shows a bar at ``verbose=2``)."""
+    from sklearn_hyperkernel import HyperKernelRegressor
+
+    X = distinct_rows(n_rows=40)
+    y = np.sin(X[:, 0])
+    kernel = HyperKernel(verbose=2, block_size=5, n_jobs=2)
+    if kind == "gram":
+        return lambda: kernel(X)
+    if kind == "gram_matvec":
+        rows = kernel.factorize_rows(X)
+        return lambda: kernel.gram_matvec(rows, np.ones(40))
+    if kind == "network":
+        pytest.importorskip("torch")
+        from sklearn_hyperkernel import HypernetworkRegressor
+
+        net = HypernetworkRegressor(max_epochs=5, verbose=2, random_state=0, f_width=8, g_width=8)
+        return lambda: net.fit(X, y)
+    if kind == "predict":
+        model = HyperKernelRegressor(block_size=5, n_jobs=2, verbose=2).fit(X, y)
+        return lambda: model.predict(X)
+    if kind == "cholesky":  # a Gram of several blocks
+        model = HyperKernelRegressor(kernel=kernel)
+        return lambda: model.fit(X, y)
+    options = {"n_components": 10} if kind == "nystrom" else {}
+    model = HyperKernelRegressor(solver=kind, block_size=5, n_jobs=2, verbose=2, **options)
+    return lambda: model.fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "kind", ["gram", "gram_matvec", "cholesky", "cg", "nystrom", "predict", "network"]
+)
+def test_an_interrupted_computation_closes_its_bar_and_restores_thread_limits(
+    capsys, monkeypatch, kind
+):
+    """Ctrl-C (a KeyboardInterrupt from inside the loop) while the traceback is kept, as a
+    REPL or IPython keeps it: no tqdm bar is left open, the next one starts at position 0,
+    and BLAS's, torch's and numba's thread counts are those from before (tqdm #1345, #1025)."""
+    call = _interrupted(kind)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    before = _blas_and_torch_threads()
+    original = progress_module.ProgressLog.step
+    steps = []
+
+    def interrupting_step(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        steps.append(self)
+        if self.shows_bar:  # Ctrl-C while a bar is open
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress_module.ProgressLog, "step", interrupting_step)
+    with pytest.raises(KeyboardInterrupt) as kept:  # the traceback stays referenced
+        call()
+    assert steps and kept.traceback
+    assert len(progress_module.tqdm._instances) == 0, "a bar was left open"
+    assert _blas_and_torch_threads() == before
+    with progress_module.tqdm(total=1, file=sys.stdout) as bar:
+        assert bar.pos == 0
+    capsys.readouterr()
