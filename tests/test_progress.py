@@ -265,3 +265,42 @@ def test_an_interrupted_computation_closes_its_bar_and_restores_thread_limits(
     with progress_module.tqdm(total=1, file=sys.stdout) as bar:
         assert bar.pos == 0
     capsys.readouterr()
+
+
+def test_nystrom_at_verbose_1_shows_its_blocks_with_the_time_left(capsys, monkeypatch):
+    """The long step of a Nystroem fit, K_nm's blocks, reports at verbose=1 (a line every
+    two seconds with the time left), not only at verbose=2."""
+    from sklearn_hyperkernel import HyperKernelRegressor
+
+    X = distinct_rows(n_rows=80)
+    _fake_clock(monkeypatch, step=0.9)
+    model = HyperKernelRegressor(solver="nystrom", n_components=20, block_size=4, verbose=1)
+    model.fit(X, np.sin(X[:, 0]))
+    lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("[HyperKernelRegressor] Nystroem K_nm^T W K_nm: ")
+    ]
+    assert 2 <= len(lines) < 20  # 20 blocks, at most a line per 2 s of the fake clock
+    assert "20/20 blocks (100%)" in lines[-1]
+    assert all("s left" in line for line in lines[:-1])
+
+
+def test_a_gaussian_process_fit_shows_progress_through_its_kernels_verbose(capsys):
+    """GaussianProcessRegressor has no verbose: the kernel's own reports each Gram (with its
+    gradient) that the optimiser asks for, as the user guide says."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, WhiteKernel
+
+    X = distinct_rows(n_rows=30)
+    kernel = ConstantKernel() * HyperNNGP(normalize_x=True, verbose=2, block_size=10)
+    noise = WhiteKernel(noise_level_bounds=(1e-10, 1.0))
+    gp = GaussianProcessRegressor(kernel + noise, normalize_y=True, random_state=0)
+    gp.fit(X, np.sin(X[:, 0]))
+    finished = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("[HyperNNGP] Gram 30 x 30: 3/3 blocks (100%)")
+    ]
+    # one Gram with its gradient per evaluation of the marginal likelihood, and the last
+    assert len(finished) >= 3
