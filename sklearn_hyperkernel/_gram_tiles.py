@@ -77,7 +77,7 @@ FUSED_MIN_ENTRIES = 1 << 24
 
 
 def fused_available() -> bool:
-    """Whether the fused pass can run here (numba importable)."""
+    """Whether the fused pass can run here (numba importable, its JIT not disabled)."""
     from . import _fused  # imports numba: only when a large Gram asks
 
     return _fused.available()

@@ -501,6 +501,20 @@ def test_available():
     assert _fused.available()
 
 
+def test_numba_disable_jit_keeps_the_numpy_path():
+    """``NUMBA_DISABLE_JIT=1`` would run the fused loops as Python: not available then."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from sklearn_hyperkernel import _fused; print(_fused.available())"
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "False", done.stderr
+
+
 # ------------------------------------------------------------------ in the Gram engine
 
 FUSED_ENV = "SKLEARN_HYPERKERNEL_FUSED"
