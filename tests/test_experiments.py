@@ -333,7 +333,7 @@ def test_table1_picture_merges_identical_selections_and_labels_the_table(tmp_pat
     args = table1._parser().parse_args(["--sizes", "10", "--tasks", "representation"])
     args.n_test, args.encodings = 2, ["fourier"]
     table = table1.markdown_table(results, args)
-    same = "same values as hyperkernel selected-cv: every selection chose f_depth = g_depth = 1"
+    same = "= hyperkernel selected-cv (all chose depth (1, 1), where the two kernels are one)"
     assert f"| hyper-nngp | selected-cv | 0.0400 | {same}" in table
     assert f"| hyper-nngp | selected-ml | 0.0400 | {same}" in table
     assert "| hyperkernel | selected-cv | 0.0400 |  |" in table

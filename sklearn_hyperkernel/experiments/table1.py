@@ -409,11 +409,8 @@ def _same_row_note(results: dict, keys: list[str], earlier: str | None, task: st
         for choice in results["selected_params"].get(key, [None])
     ]
     if all(c is not None and (c["f_depth"], c["g_depth"]) == (1, 1) for c in chosen):
-        return (
-            f"same values as {earlier}: every selection chose f_depth = g_depth = 1, "
-            "where the hyperkernel and the hyper-NNGP are the same kernel"
-        )
-    return f"same values as {earlier}"
+        return f"= {earlier} (all chose depth (1, 1), where the two kernels are one)"
+    return f"= {earlier}"
 
 
 def markdown_table(results: dict, args) -> str:
@@ -574,7 +571,9 @@ def plot_reconstructions(results: dict, args, path: str, n_show: int = 4) -> Non
         f"of images it never saw. Titles: test MSE over every pixel of the {args.n_test} test "
         f"images (seed {args.first_seed}; lower is better), and as a multiple of the mean "
         "predictor's,\nwhich paints every pixel the training images' mean; under each panel, "
-        "that image's MSE.",
+        "that image's MSE. A selected model's values (f_depth, g_depth, length scale, ridge)\n"
+        "were chosen on the training images only; a column that several selections predicted "
+        "alike names them all.",
         fontsize=7.5,
     )
     fig.savefig(path, dpi=110)
