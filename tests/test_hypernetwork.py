@@ -337,7 +337,7 @@ def test_verbose_prints_the_running_loss_and_default_is_silent(capsys, monkeypat
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     HypernetworkRegressor(**{**SMALL, "max_epochs": 2}, random_state=0, verbose=1).fit(U, y)
     out = capsys.readouterr().out
-    assert "[HypernetworkRegressor] fit" in out and "2/2" in out and "epochs" in out
+    assert "[HypernetworkRegressor] fit, up to" in out and "2/2" in out and "epochs" in out
     assert "Epoch 1" not in out
 
 
