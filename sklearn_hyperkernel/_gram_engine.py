@@ -297,12 +297,21 @@ def _matvec_block(
 
 
 def _run(task, calls, consume, placement, n_jobs, verbose, label, **options) -> None:
-    """:func:`._scheduling.run_tasks` of the blocks, with one progress step per block."""
-    progress = ProgressLog(label, len(calls), verbose, unit="blocks") if verbose else None
+    """:func:`._scheduling.run_tasks` of the blocks, with one progress step per block.
+
+    The bar closes however the run ends (an interruption included).
+    """
     sequential = placement.uses_torch  # torch parallelises inside a block; a GPU runs one
-    run_tasks(
-        task, calls, n_jobs, consume, progress=progress, sequential_locally=sequential, **options
-    )
+    with ProgressLog(label, len(calls), verbose, unit="blocks") as progress:
+        run_tasks(
+            task,
+            calls,
+            n_jobs,
+            consume,
+            progress=progress,
+            sequential_locally=sequential,
+            **options,
+        )
 
 
 def gram(

@@ -28,6 +28,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
+from . import _fork  # noqa: F401 - registers its fork hook before any numba pool starts
 from ._arrays import squared_distances
 from ._device import Placement
 from ._rows import coincident_pairs, row_ids, set_where, sorted_ids
@@ -57,7 +58,7 @@ __all__ = [
 
 
 def fused_available() -> bool:
-    """Whether the fused pass can run here (numba importable)."""
+    """Whether the fused pass can run here (numba importable, its JIT not disabled)."""
     from . import _fused  # imports numba: only when a large Gram asks
 
     return _fused.available()

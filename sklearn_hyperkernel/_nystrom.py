@@ -92,7 +92,9 @@ def fit_nystrom(
     block_size : int or None
         Rows per block of ``K_nm`` (see :func:`._operator.block_partition`).
     verbose : int, default=0
-        A line per step; at ``verbose >= 2`` the progress of the blocks too.
+        A line per step, and the progress of ``K_nm``'s blocks with the time
+        left (:class:`~sklearn_hyperkernel.progress.ProgressLog`: after a few
+        seconds at ``verbose=1``, every block at ``verbose >= 2``).
     source : str, default="HyperKernelRegressor"
         Who speaks in the lines (:func:`sklearn_hyperkernel.progress.log`).
 
@@ -134,7 +136,7 @@ def fit_nystrom(
         block_size=block_size,
         scale=scale,
         whitening=whitening if whitening.whiten_blocks else None,
-        verbose=verbose if verbose >= 2 else 0,
+        verbose=verbose,
         label=format_log_line(source, "Nystroem K_nm^T W K_nm"),
     )
     check_finite_kernel(gram)

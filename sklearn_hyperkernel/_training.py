@@ -186,9 +186,18 @@ def run_epoch(
 
 
 def epoch_progress(source: str, epochs: int, verbose: int) -> ProgressLog:
-    """The progress of a fit: a bar over the epochs on a terminal, else the epochs' own lines."""
+    """The progress of a fit: a bar over the epochs on a terminal, else the epochs' own lines.
+
+    ``epochs`` is ``max_epochs``, a cap that the stopping rule usually ends
+    before: the bar says "up to", and closes where the fit stops.
+    """
     return ProgressLog(
-        f"[{source}] fit", epochs, verbose, unit="epochs", min_interval=0.0, count_lines=False
+        f"[{source}] fit, up to",
+        epochs,
+        verbose,
+        unit="epochs",
+        min_interval=0.0,
+        count_lines=False,
     )
 
 

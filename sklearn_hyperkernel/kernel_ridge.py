@@ -11,6 +11,7 @@ Nyström's approximation (:mod:`._nystrom`).
 from __future__ import annotations
 
 import math
+import time
 from numbers import Integral, Real
 
 import numpy as np
@@ -28,6 +29,7 @@ from ._operator import gram_operator
 from ._targets import alpha_per_target, check_sample_weight, target_scaling
 from ._versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
 from .config import get_config
+from .progress import log
 
 __all__ = [
     "NYSTROM_DEFAULT_COMPONENTS",
@@ -119,6 +121,9 @@ _OWN_PARAMETERS = """\
         (4 GiB, ``n <= 23170``; :func:`~sklearn_hyperkernel.set_config`), else
         ``"nystrom"`` (as ``PCA``'s turns randomized on large data; CG, exact
         but slow on this kernel, only when asked).
+        The choice is ``solver_``; ``verbose >= 1`` prints it with its reason,
+        e.g. ``[HyperKernelRegressor] solver='auto' chose 'nystrom' for 30000
+        rows, an approximation on n_components=2000 centres: ...``.
     tol : float, default=1e-6
         CG stops when ``|y_j - (K + r_j I) c_j| <= tol * |y_j|`` for every
         target ``j`` (of the weighted system with ``sample_weight``); the
@@ -154,10 +159,13 @@ _OWN_PARAMETERS = """\
     random_state : int, RandomState instance or None, default=None
         Draws the centres of ``solver="nystrom"``.
     verbose : int, default=0
-        1: progress lines every few seconds while the Cholesky Gram is
-        computed; with CG one when the preconditioner is built and every 10
-        iterations; with Nyström one per step. 2: also every CG iteration and
-        the progress of each ``K @ V`` and of Nyström's blocks.
+        1: the solver ``solver="auto"`` chose and why (``solver_``); progress
+        with the time left while the Cholesky Gram is computed, then a line
+        when it is factorised; with CG a line when the preconditioner is
+        built and every 10 iterations; with Nyström a line per step and the
+        progress of ``K_nm``'s blocks with the time left. Progress is a bar
+        on a terminal, else a line every few seconds. 2: also every CG
+        iteration, each block, and the progress of each ``K @ V``.
     n_jobs : int, default=None
         Workers (joblib) of the constructed kernel (Gram blocks, CG products)
         and of the blocks of Nyström and :meth:`predict`: ``None`` is as many
@@ -421,11 +429,23 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return self
 
     def _choose_solver(self, n_samples: int) -> str:
-        """Resolve ``solver="auto"`` from the memory the Gram would take."""
+        """Resolve ``solver="auto"`` from the memory the Gram would take; logged at verbose >= 1."""
         if self.solver != "auto":
             return self.solver
-        most = get_config()["auto_cholesky_max_gram_bytes"]
-        return "cholesky" if 8 * n_samples**2 <= most else "nystrom"
+        gib = 8 * n_samples**2 / 2**30
+        limit = get_config()["auto_cholesky_max_gram_bytes"] / 2**30
+        if gib <= limit:
+            chosen, why = "cholesky", f"the exact solve: its Gram takes {gib:.3g} GiB <= {limit:g}"
+        else:
+            chosen = "nystrom"
+            m = self.n_components or min(n_samples, NYSTROM_DEFAULT_COMPONENTS)
+            why = (
+                f"an approximation on n_components={m} centres: the exact Gram would take "
+                f"{gib:.3g} GiB > {limit:g} (solver='cholesky' or 'cg' to solve exactly)"
+            )
+        if self.verbose:
+            log(type(self).__name__, f"solver='auto' chose {chosen!r} for {n_samples} rows, {why}")
+        return chosen
 
     def _build_kernel(self) -> Kernel:
         """A fresh kernel: a clone of ``kernel``, or one built from the parameters.
@@ -473,7 +493,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         K = training_gram(operator)
         self.ridge_ = self._ridge(alphas, np.diagonal(K), weights)
         self.X_fit_, self._operator = X, operator
-        return solve_dense(K, targets, self.ridge_, weights)
+        started = time.perf_counter()
+        dual_coef = solve_dense(K, targets, self.ridge_, weights)
+        if self.verbose:
+            seconds = time.perf_counter() - started
+            log(type(self).__name__, f"Gram {K.shape[0]} x {K.shape[0]} solved in {seconds:.1f} s")
+        return dual_coef
 
     def _fit_cg(self, operator, X, targets, alphas, weights) -> np.ndarray:
         self.ridge_ = self._ridge(alphas, operator.diagonal, weights)

@@ -681,6 +681,20 @@ def test_available():
     assert _fused.available()
 
 
+def test_numba_disable_jit_keeps_the_numpy_path():
+    """``NUMBA_DISABLE_JIT=1`` would run the fused loops as Python: not available then."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from sklearn_hyperkernel import _fused; print(_fused.available())"
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "False", done.stderr
+
+
 # ------------------------------------------------------------------ in the Gram engine
 
 FUSED_ENV = "SKLEARN_HYPERKERNEL_FUSED"
@@ -901,3 +915,102 @@ def test_kernels_with_biases_fused_match_their_numpy_path(
     np.testing.assert_array_equal(got[0], got[0].T)
     assert np.all(got[1][3] == 0.0) == (bf == 0.0)
     np.testing.assert_allclose(got[1][8, 5], kernel.diag(A[8:9])[0], rtol=1e-14)
+
+
+# ------------------------------------------------------------------ forked processes
+
+# A script run in a fresh interpreter: numba's pool is started by ``START``, then a process
+# forked with multiprocessing computes a fused Gram, which must equal its parent's (numba
+# kills a child that runs a parallel loop on a GNU OpenMP pool its parent started).
+_FORK_SCRIPT = """
+import multiprocessing, os, sys, warnings
+import numpy as np
+os.environ["SKLEARN_HYPERKERNEL_FUSED"] = "1"
+import numba
+
+@numba.njit(parallel=True)
+def user_sum(a):
+    total = 0.0
+    for i in numba.prange(a.shape[0]):
+        total += a[i]
+    return total
+
+start = sys.argv[1]
+if start == "user-before-import":
+    user_sum(np.ones(100))
+from sklearn_hyperkernel import HyperKernel
+
+U = np.random.default_rng(0).normal(size=(300, 5))
+def gram(_=None):
+    return HyperKernel(z_dim=2)(U)
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    parent = gram() if start in ("package", "user-before-import") else None
+    if start == "user":
+        user_sum(np.ones(100))
+    elif start == "get_num_threads":
+        numba.get_num_threads()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(gram).get(timeout=90)
+    parent = gram() if parent is None else parent
+print([str(w.message).split(" (")[0] for w in caught])
+assert np.array_equal(child, parent), np.abs(child - parent).max()
+print("same Gram")
+"""
+
+
+def _run_fork_script(start: str, layer: str) -> str:
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, start],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=str(pathlib.Path(__file__).resolve().parents[1]),  # this checkout's package
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "same Gram" in done.stdout
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    "start, layer",
+    [
+        ("package", "default"),
+        ("user", "default"),
+        ("get_num_threads", "default"),
+        ("user-before-import", "default"),
+        ("user", "workqueue"),
+    ],
+)
+def test_a_forked_child_computes_its_parents_gram(start, layer):
+    """Whoever started numba's pool before the fork (this package, the user's parallel code
+    before or after importing it, ``numba.get_num_threads``), under the default layer (GNU
+    OpenMP here when TBB is missing) and the fork-safe workqueue, the child is not killed
+    and its Gram equals the parent's exactly (numba issues #7872, #5983)."""
+    out = _run_fork_script(start, layer)
+    assert "could not be loaded" not in out
+
+
+def test_a_threading_layer_that_cannot_load_leaves_the_fused_pass_on_one_thread():
+    """``NUMBA_THREADING_LAYER=tbb`` without TBB: numba raises at its first parallel call;
+    the Gram is computed on one thread with a warning, in the parent and in a forked child."""
+    from numba.np.ufunc import parallel
+
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401
+
+        parallel._check_tbb_version_compatible()
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TBB is installed here: the layer loads")
+    out = _run_fork_script("package", "tbb")
+    assert "numba's threading layer 'tbb' could not be loaded" in out
