@@ -301,8 +301,9 @@ def _run(task, calls, consume, placement, n_jobs, verbose, label, **options) -> 
 
     The bar closes however the run ends (an interruption included).
     """
+    progress = ProgressLog(label, len(calls), verbose, unit="blocks") if verbose else None
     sequential = placement.uses_torch  # torch parallelises inside a block; a GPU runs one
-    with ProgressLog(label, len(calls), verbose, unit="blocks") as progress:
+    try:
         run_tasks(
             task,
             calls,
@@ -312,6 +313,9 @@ def _run(task, calls, consume, placement, n_jobs, verbose, label, **options) -> 
             sequential_locally=sequential,
             **options,
         )
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def gram(

@@ -438,7 +438,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             chosen, why = "cholesky", f"the exact solve: its Gram takes {gib:.3g} GiB <= {limit:g}"
         else:
             chosen = "nystrom"
-            m = self.n_components or min(n_samples, NYSTROM_DEFAULT_COMPONENTS)
+            m = min(n_samples, self.n_components or NYSTROM_DEFAULT_COMPONENTS)
             why = (
                 f"an approximation on n_components={m} centres: the exact Gram would take "
                 f"{gib:.3g} GiB > {limit:g} (solver='cholesky' or 'cg' to solve exactly)"
