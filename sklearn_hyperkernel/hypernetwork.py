@@ -32,9 +32,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from ._network_estimator import BaseHypernetwork, store_parameters
-from ._network_parameters import estimator_parameters_doc
-from ._targets import target_scaling
-from ._training import import_torch
+from ._params.network_parameters import estimator_parameters_doc
+from ._training.loop import import_torch
+from ._utils.targets import target_scaling
 
 __all__ = ["HypernetworkClassifier", "HypernetworkRegressor"]
 

@@ -20,14 +20,14 @@ from sklearn.gaussian_process.kernels import Kernel
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._architecture import CONSTRAINTS, check_z_dim, parameters_doc
-from ._cg import fit_cg
-from ._dense_solver import solve_dense, training_gram
-from ._nystrom import fit_nystrom
-from ._nystrom_centers import NYSTROM_DEFAULT_COMPONENTS, RPCHOLESKY_POOL_FACTOR
-from ._operator import gram_operator
-from ._targets import alpha_per_target, check_sample_weight, target_scaling
-from ._versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
+from ._operator.gram_operator import gram_operator
+from ._params.architecture import CONSTRAINTS, check_z_dim, parameters_doc
+from ._solvers.cg import fit_cg
+from ._solvers.dense import solve_dense, training_gram
+from ._solvers.nystrom import fit_nystrom
+from ._solvers.nystrom_components import NYSTROM_DEFAULT_COMPONENTS, RPCHOLESKY_POOL_FACTOR
+from ._utils.targets import alpha_per_target, check_sample_weight, target_scaling
+from ._utils.versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
 from .config import get_config
 from .progress import log
 

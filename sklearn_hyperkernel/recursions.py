@@ -46,9 +46,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _arrays
-from ._arrays import DIFFERENCE_COLUMNS, clip_correlations, squared_distances
-from ._rows import FIND, Coincidence, find_coincidence, set_where
+from ._utils import arrays as _arrays
+from ._utils.arrays import DIFFERENCE_COLUMNS, clip_correlations, squared_distances
+from ._utils.rows import FIND, Coincidence, find_coincidence, set_where
 
 __all__ = [
     "relu_duals",

@@ -14,8 +14,8 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 from test_kernel_ridge import random_rows, regression_rows
 
 from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, set_config
-from sklearn_hyperkernel._dense_solver import solve_dense, training_gram
-from sklearn_hyperkernel._operator import gram_operator
+from sklearn_hyperkernel._operator.gram_operator import gram_operator
+from sklearn_hyperkernel._solvers.dense import solve_dense, training_gram
 
 
 @pytest.fixture

@@ -20,16 +20,11 @@ numba = pytest.importorskip("numba")
 
 from reference import hyper_grams  # noqa: E402
 
-from sklearn_hyperkernel import (  # noqa: E402
-    HyperKernel,
-    HyperKernelRegressor,
-    HyperNNGP,
-    _fused,
-    _gram_engine,
-    _gram_tiles,
-    set_config,
-)
-from sklearn_hyperkernel._scheduling import default_workers  # noqa: E402
+from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, HyperNNGP, set_config  # noqa: E402
+from sklearn_hyperkernel._gram import engine as _gram_engine  # noqa: E402
+from sklearn_hyperkernel._gram import fused as _fused  # noqa: E402
+from sklearn_hyperkernel._gram import tiles as _gram_tiles  # noqa: E402
+from sklearn_hyperkernel._utils.scheduling import default_workers  # noqa: E402
 from sklearn_hyperkernel.recursions import dual_correlations, hyper_kernels  # noqa: E402
 
 Z_DIM = 2

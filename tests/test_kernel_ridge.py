@@ -30,7 +30,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP, set_config
-from sklearn_hyperkernel._targets import target_scaling
+from sklearn_hyperkernel._utils.targets import target_scaling
 from sklearn_hyperkernel.datasets import pixel_regression
 from sklearn_hyperkernel.kernel_ridge import HyperKernelRegressor
 

@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas
 
-from ._linalg import symmetrize
-from ._nystrom_centers import select_centers
-from ._nystrom_system import Whitening, centre_space_threads, solve_normal_equations
-from ._operator import GramOperator, block_partition, check_finite_kernel, tiles
-from ._scheduling import run_tasks
-from .config import get_config
-from .progress import ProgressLog, format_log_line, log
+from .._operator.gram_operator import GramOperator, block_partition, check_finite_kernel, tiles
+from .._utils.linalg import symmetrize
+from .._utils.scheduling import run_tasks
+from ..config import get_config
+from ..progress import ProgressLog, format_log_line, log
+from .nystrom_components import select_centers
+from .nystrom_system import Whitening, centre_space_threads, solve_normal_equations
 
 __all__ = ["NystromFit", "fit_nystrom", "kernel_scale", "normal_equations"]
 

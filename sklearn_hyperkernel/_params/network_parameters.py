@@ -1,7 +1,7 @@
 """The parameters of the finite hypernetwork and its estimators, declared once.
 
 The architecture parameters that the kernels share (depths, encoding,
-activation...) are declared in :mod:`sklearn_hyperkernel._architecture`. This
+activation...) are declared in :mod:`sklearn_hyperkernel._params.architecture`. This
 module adds what only the finite network has (its widths, number of Fourier
 features, parameterisation) and what only its estimators have (the training
 settings): their scikit-learn constraints, the parameters a warm start must
@@ -22,8 +22,8 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 
-from ._architecture import CONSTRAINTS as ARCHITECTURE_CONSTRAINTS
-from ._architecture import parameters_doc, validate_architecture
+from .architecture import CONSTRAINTS as ARCHITECTURE_CONSTRAINTS
+from .architecture import parameters_doc, validate_architecture
 
 __all__ = [
     "ESTIMATOR_CONSTRAINTS",
@@ -93,7 +93,7 @@ WARM_START_FIXED = (
 def validate_network(params: Mapping[str, Any], caller_name: str) -> None:
     """Check the architecture parameters of a finite network among ``params``.
 
-    The shared ones by :func:`~sklearn_hyperkernel._architecture.validate_architecture`,
+    The shared ones by :func:`~sklearn_hyperkernel._params.architecture.validate_architecture`,
     the network's own (widths, ``n_fourier_features``, ``parameterization``,
     ``x_dim``, ``n_outputs``) by :data:`NETWORK_CONSTRAINTS`.
 

@@ -35,8 +35,13 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._device import Placement
-from ._gram_tiles import (
+from .._utils.device import Placement
+from .._utils.linalg import mirror_below, mirror_leading_square, upper_block_product
+from .._utils.rows import distinct_rows_and_keys
+from .._utils.scheduling import run_tasks, runs_locally
+from ..progress import ProgressLog
+from ..recursions import hyper_diagonal
+from .tiles import (
     N_ROW_ARRAYS,
     Architecture,
     PlacedRows,
@@ -47,11 +52,6 @@ from ._gram_tiles import (
     gradient_columns,
     place_rows,
 )
-from ._linalg import mirror_below, mirror_leading_square, upper_block_product
-from ._rows import distinct_rows_and_keys
-from ._scheduling import run_tasks, runs_locally
-from .progress import ProgressLog
-from .recursions import hyper_diagonal
 
 _NUMPY = Placement()  # the default: numpy, float64
 
@@ -83,7 +83,7 @@ class FactorizedRows:
         correlations are one matrix product.
     x_key : ndarray of shape (n_distinct,), dtype uint64, or None
         A hash of each distinct x's values (see
-        :func:`~sklearn_hyperkernel._rows.row_keys`), with which equal x
+        :func:`~sklearn_hyperkernel._utils.rows.row_keys`), with which equal x
         rows of two sets of rows are matched; None computes it when needed.
     """
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._operator import GramOperator, check_finite_kernel
-from ._solvers import LowRankPreconditioner, conjugate_gradient, pivoted_cholesky
-from .config import get_config
-from .progress import log
+from .._operator.gram_operator import GramOperator, check_finite_kernel
+from ..config import get_config
+from ..progress import log
+from .iterative import LowRankPreconditioner, conjugate_gradient, pivoted_cholesky
 
 __all__ = ["CGFit", "fit_cg"]
 

@@ -52,8 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _fork
-from .config import get_config
+from ..config import get_config
+from . import fork as _fork
 
 try:  # a core dependency; where it cannot be imported the engine keeps its numpy path
     import numba

@@ -27,8 +27,8 @@ import numpy as np
 from scipy import linalg
 from sklearn.exceptions import ConvergenceWarning
 
-from ._linalg import blas_threads, guarded_cholesky, symmetrize
-from ._operator import GramOperator, check_finite_kernel
+from .._operator.gram_operator import GramOperator, check_finite_kernel
+from .._utils.linalg import blas_threads, guarded_cholesky, symmetrize
 
 __all__ = ["solve_dense", "training_gram"]
 

@@ -21,7 +21,7 @@ from array_api_compat import device as array_device
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
-from .config import get_config
+from ..config import get_config
 
 __all__ = [
     "blas_threads",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._rows import FIND, Coincidence, find_coincidence, set_where
+from .rows import FIND, Coincidence, find_coincidence, set_where
 
 __all__ = [
     "DIFFERENCE_COLUMNS",

@@ -28,12 +28,11 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
-from . import _fork  # noqa: F401 - registers its fork hook before any numba pool starts
-from ._arrays import squared_distances
-from ._device import Placement
-from ._rows import coincident_pairs, row_ids, set_where, sorted_ids
-from .config import fused_setting, get_config
-from .recursions import (
+from .._utils.arrays import squared_distances
+from .._utils.device import Placement
+from .._utils.rows import coincident_pairs, row_ids, set_where, sorted_ids
+from ..config import fused_setting, get_config
+from ..recursions import (
     Direction,
     MLPCorrelations,
     hyper_from_correlations,
@@ -41,6 +40,7 @@ from .recursions import (
     z_correlations,
     z_needs_coincidence,
 )
+from . import fork as _fork  # noqa: F401 - registers its fork hook before any numba pool starts
 
 __all__ = [
     "Architecture",
@@ -59,7 +59,7 @@ __all__ = [
 
 def fused_available() -> bool:
     """Whether the fused pass can run here (numba importable, its JIT not disabled)."""
-    from . import _fused  # imports numba: only when a large Gram asks
+    from . import fused as _fused
 
     return _fused.available()
 
@@ -358,7 +358,7 @@ def _fused_block(
     one to one, and then the kernel overwrites ``rho_x`` in place). Written
     into ``destination`` when given (``rho_x`` may be it).
     """
-    from ._fused import hyper_block
+    from .fused import hyper_block
 
     in_place = local[0] is None and local[1] is None
     if destination is not None:

@@ -8,7 +8,7 @@ length scale is a hyperparameter, ``normalize_x`` is off, the engine's
 
 from __future__ import annotations
 
-from ._architecture import parameters_doc
+from .architecture import parameters_doc
 
 __all__ = ["KERNEL_PARAMETERS_DOC"]
 

@@ -50,11 +50,11 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from ._device import resolve_device
-from ._linalg import upper_block_product
-from ._scheduling import run_tasks
-from .config import get_config
-from .progress import ProgressLog
+from .._utils.device import resolve_device
+from .._utils.linalg import upper_block_product
+from .._utils.scheduling import run_tasks
+from ..config import get_config
+from ..progress import ProgressLog
 
 __all__ = [
     "FactorizingKernel",
