@@ -21,7 +21,7 @@ at each call, never at import.
 Constants that define what a model is (the Nystroem centres' defaults, the
 Cholesky jitter ladder, the divergence rule of training) stay with the code
 they define; so do the compiled loop sizes of the fused pass (``_TILE`` and
-``_ROW_GROUP`` in ``_fused.py``, constants of the machine code numba caches).
+``_ROW_GROUP`` in ``_gram/fused.py``, constants of the machine code numba caches).
 
 Examples
 --------

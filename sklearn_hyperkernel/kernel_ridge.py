@@ -3,9 +3,9 @@
 :class:`HyperKernelRegressor` is the paper's predictor (its Eq. 18) ``y(u) = K(u, U)
 (K(U, U) + eps I)^-1 Y`` as a scikit-learn estimator, like
 :class:`sklearn.kernel_ridge.KernelRidge` with ``alpha`` as ``eps``. It chooses a
-solver, builds the training rows' Gram operator (:mod:`._operator`) and solves:
-densely (:mod:`._dense_solver`), by conjugate gradients (:mod:`._cg`) or by
-Nyström's approximation (:mod:`._nystrom`).
+solver, builds the training rows' Gram operator (:mod:`._operator.gram_operator`) and solves:
+densely (:mod:`._solvers.dense`), by conjugate gradients (:mod:`._solvers.cg`) or by
+Nyström's approximation (:mod:`._solvers.nystrom`).
 """
 
 from __future__ import annotations

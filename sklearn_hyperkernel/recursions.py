@@ -29,7 +29,7 @@ loops (:class:`Direction`).
 Coincident rows: two rows with equal x (equal values, ``-0.0 == 0.0``) have
 ``rho_x = 1`` exactly, and two rows with equal z have ``rho_z = 1`` exactly,
 whether they are one row or rows of two arrays; equal rows are found exactly
-(:mod:`._rows`), and the blocked evaluation of
+(:mod:`._utils.rows`), and the blocked evaluation of
 :class:`~sklearn_hyperkernel.HyperKernel` uses the same rule. On torch tensors
 the functions are differentiable with ``torch.autograd``: while gradients are
 recorded every operation is out of place, otherwise temporaries are
@@ -314,7 +314,7 @@ def _bias_tangent(
 
 
 def _exact_ones(mask: Array) -> tuple:
-    """Indices of the entries of a boolean ``mask`` (for :func:`._rows.set_where`)."""
+    """Indices of the entries of a boolean ``mask`` (for :func:`._utils.rows.set_where`)."""
     xp = array_namespace(mask)
     return tuple(xp.nonzero(mask))
 
@@ -880,7 +880,7 @@ def z_correlations(
     length_scale : float or array of shape (1,) or (m0,)
         Used by the Fourier encoding only.
     coincident : optional
-        Where rows are equal (:func:`._rows.coincident_pairs`; None: nowhere,
+        Where rows are equal (:func:`._utils.rows.coincident_pairs`; None: nowhere,
         allowed where :func:`z_needs_coincidence` is False); found by default.
 
     Returns

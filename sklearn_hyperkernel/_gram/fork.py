@@ -12,7 +12,7 @@ layer are fork-safe. A threading layer that cannot be loaded (for example
 ``NUMBA_THREADING_LAYER=tbb`` without TBB) raises at that first call.
 
 :func:`pool_usable` says whether a parallel loop is safe here; where it is
-not, the fused pass (:mod:`._fused`) computes on the calling thread, which
+not, the fused pass (:mod:`._gram.fused`) computes on the calling thread, which
 gives the same values. To know which process started the pool, this module
 records it: the first process to launch the pool through :func:`pool_usable`,
 or, when someone else launched it, the process that forks afterwards (a hook

@@ -504,7 +504,7 @@ def _threads_are_safe() -> bool:
 
     Only from the main thread: numba's "workqueue" layer (numba's without TBB
     or GNU OpenMP) aborts on concurrent launches, and a caller's worker thread
-    has its share of the cores already. Not where :func:`._fork.pool_usable`
+    has its share of the cores already. Not where :func:`._gram.fork.pool_usable`
     says no: in a process forked after GNU OpenMP's pool started (the "omp"
     layer, not fork-safe), or where the configured layer cannot be loaded.
     """
@@ -583,7 +583,7 @@ def hyper_block(
         caller running blocks on threads of its own should ask. Called from
         a thread other than the main one, in a process forked after numba's
         OpenMP threads started (whoever started them), or where numba's
-        configured threading layer cannot be loaded (:mod:`._fork`), the
+        configured threading layer cannot be loaded (:mod:`._gram.fork`), the
         block is computed on the calling thread whatever ``n_threads`` says
         (the same values).
     f_bias_variance, g_bias_variance : float >= 0, default=0.0

@@ -1,6 +1,6 @@
 """One block of a hypernetwork Gram, evaluated tile by tile on its device.
 
-The lower half of the Gram engine (:mod:`._gram_engine` drives it): given the
+The lower half of the Gram engine (:mod:`._gram.engine` drives it): given the
 rows of a Gram placed on a device (:func:`place_rows`), :func:`block_tiles`
 evaluates the consecutive output rows of one *block* against the columns it
 needs, in *tiles* of rows, each one vectorised pass of the recursions
@@ -11,10 +11,10 @@ needs, in *tiles* of rows, each one vectorised pass of the recursions
   rows tile by tile);
 * rows with equal x, or equal z, get correlation exactly 1, from the ids of
   :func:`coincidence_ids` (binary search in their sorted
-  order, :func:`._rows.coincident_pairs`);
+  order, :func:`._utils.rows.coincident_pairs`);
 * :func:`block_and_tile_rows` chooses the sizes;
 * where numba can be imported, a large Gram's blocks skip the tiles: each block's
-  recursions run in one compiled pass (:func:`._fused.hyper_block`) when
+  recursions run in one compiled pass (:func:`._gram.fused.hyper_block`) when
   :func:`fused_pass` says so (numpy arrays, no gradient).
 """
 
@@ -153,12 +153,12 @@ def _directions(arch: Architecture, names: tuple[str, ...]) -> list[Direction]:
 
 @dataclass(frozen=True)
 class PlacedRows:
-    """The arrays of a :class:`._gram_engine.FactorizedRows` the recursions read, placed.
+    """The arrays of a :class:`._gram.engine.FactorizedRows` the recursions read, placed.
 
     ``x_index`` and the ids of :func:`coincidence_ids` stay host arrays:
     which distinct rows a block needs, and which entries coincide, is
     bookkeeping done on the host. ``x_order``, ``x_sorted``, ``z_order`` and
-    ``z_sorted`` sort the ids (:func:`._rows.sorted_ids`), so that a block or
+    ``z_sorted`` sort the ids (:func:`._utils.rows.sorted_ids`), so that a block or
     a tile finds its equal rows by binary search instead of comparing every
     entry.
     """
@@ -230,7 +230,7 @@ def place_rows(placement: Placement, a: Any, b: Any = None) -> tuple:
 
 
 def _put_coincidence(coincidence: Any, placement: Placement) -> Any:
-    """A :func:`._rows.coincident_pairs` result as arrays of the placement."""
+    """A :func:`._utils.rows.coincident_pairs` result as arrays of the placement."""
     if isinstance(coincidence, tuple):
         return tuple(placement.put_index(index) for index in coincidence)
     return placement.put_index(coincidence)
@@ -285,7 +285,7 @@ def block_tiles(
     starts at its own diagonal, so every entry is computed once.
 
     ``fused`` (from :func:`fused_pass`; ignored where numba is missing): the
-    whole block is one tile of :func:`._fused.hyper_block`, its leading
+    whole block is one tile of :func:`._gram.fused.hyper_block`, its leading
     square already mirrored when ``symmetric``, and no gradient. Given
     ``destination`` (a host view of the output's block ``[rows, cols]``, rows
     of unit stride), the fused pass writes there and yields it: with every x
@@ -352,7 +352,7 @@ def _fused_block(
     symmetric: bool,
     destination: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The block by :func:`._fused.hyper_block`, from its x correlations ``rho_x``.
+    """The block by :func:`._gram.fused.hyper_block`, from its x correlations ``rho_x``.
 
     ``local`` maps the block's rows and columns to those of ``rho_x`` (None:
     one to one, and then the kernel overwrites ``rho_x`` in place). Written
