@@ -48,6 +48,7 @@ from .tiles import (
     block_and_tile_rows,
     block_tiles,
     fused_available,
+    fused_block,
     fused_pass,
     gradient_columns,
     place_rows,
@@ -220,16 +221,22 @@ def _gram_block(
     if fused and shared is not None:
         K = shared[0]
         # one tile: the whole block, written into K, its leading square mirrored
-        for _ in block_tiles(
-            arch, placement, a, rows, b, cols, (), tile_rows, symmetric, True, K[rows, cols]
-        ):
-            pass
+        fused_block(arch, a, rows, b, cols, symmetric=symmetric, destination=K[rows, cols])
         if symmetric:
             mirror_below(K, rows)
         return []
     tiles = []
     for tile, tile_cols, value, grad in block_tiles(
-        arch, placement, a, rows, b, cols, eval_gradient, tile_rows, symmetric, fused
+        arch,
+        placement,
+        a,
+        rows,
+        b,
+        cols,
+        gradient_names=eval_gradient,
+        tile_rows=tile_rows,
+        symmetric=symmetric,
+        fused=fused,
     ):
         value = Placement.host(value)
         grad = None if grad is None else Placement.host(grad)
@@ -287,7 +294,9 @@ def _matvec_block(
     placed_diagonal = placement.put(diagonal)
     contribution = array_namespace(placed_vectors).zeros_like(placed_vectors)
     cols = slice(rows.start, a.n_rows)
-    tiles = block_tiles(arch, placement, a, rows, a, cols, (), tile_rows, True, fused)
+    tiles = block_tiles(
+        arch, placement, a, rows, a, cols, tile_rows=tile_rows, symmetric=True, fused=fused
+    )
     for tile, _, value, _ in tiles:
         offset = tile.start - rows.start
         upper_block_product(
