@@ -127,6 +127,15 @@ class _WrongShape(Kernel):
         return False
 
 
+class _Infinite(_WrongShape):
+    """A kernel whose Gram has an infinite entry."""
+
+    def __call__(self, X, Y=None, eval_gradient=False):
+        K = np.eye(X.shape[0])
+        K[0, 1] = K[1, 0] = np.inf
+        return K
+
+
 def test_training_gram_is_the_kernel_matrix_and_checks_it():
     X = random_rows(n_images=3, pixels_per_image=4)
     K = training_gram(gram_operator(HyperKernel(), X))
@@ -134,7 +143,10 @@ def test_training_gram_is_the_kernel_matrix_and_checks_it():
     assert K.flags.writeable and (K.flags.c_contiguous or K.flags.f_contiguous)
     with pytest.raises(ValueError, match=r"Gram matrix of shape \(13, 12\) for 12 rows"):
         training_gram(gram_operator(_WrongShape(), X))
+    with pytest.raises(ValueError, match="non-finite values"):
+        training_gram(gram_operator(_Infinite(), X))
+    # a hypernetwork kernel refuses rows whose values would overflow before any Gram
     huge = X.copy()
     huge[:, :-2] *= 1e200
-    with pytest.raises(ValueError, match="non-finite values"):
-        training_gram(gram_operator(HyperKernel(), huge))
+    with pytest.raises(ValueError, match="would overflow to infinity"):
+        training_gram(gram_operator(HyperKernel(normalize_x=False), huge))
