@@ -1,23 +1,10 @@
 """Private layer of sklearn_hyperkernel (docs/architecture.md).
 
-Until 0.1.0 this name was a module; its names are re-exported here so that a
-pickle of 0.1.0 that refers to them (``sklearn_hyperkernel._operator.<name>``) loads.
+Until 0.1.0 this name was a module: the operators a fitted HyperKernelRegressor
+holds are re-exported here, so that its pickles
+(``sklearn_hyperkernel._operator.FactorizedGramOperator``) load.
 """
 
-from .gram_operator import (
-    FactorizedGramOperator,
-    FactorizingKernel,
-    GramOperator,
-    block_partition,
-    check_finite_kernel,
-    gram_operator,
-)
+from .gram_operator import FactorizedGramOperator, GramOperator
 
-__all__ = [
-    "FactorizingKernel",
-    "check_finite_kernel",
-    "FactorizedGramOperator",
-    "GramOperator",
-    "block_partition",
-    "gram_operator",
-]
+__all__ = ["FactorizedGramOperator", "GramOperator"]
