@@ -61,7 +61,7 @@ class _Entry:
 
 
 _ENTRIES: dict[str, _Entry] = {
-    # the Gram engine of the hypernetwork kernels (_gram_tiles, _gram_engine)
+    # the Gram engine of the hypernetwork kernels (_gram/tiles.py, _gram/engine.py)
     "gram_tile_elements": _Entry(
         2**17,
         "int",

@@ -231,7 +231,7 @@ class _BiasStep(NamedTuple):
     A pair of variances ``(v, v')`` and correlation ``rho`` plus a bias of
     variance ``b`` has correlation ``rho alpha alpha' + b beta beta'`` with
     ``alpha = sqrt(v / (v + b))`` and ``beta = 1 / sqrt(v + b)`` per row
-    (``../shared/docs/biases.md``). ``d_alpha`` and ``d_beta`` are the
+    (docs/math.md, "Biases"). ``d_alpha`` and ``d_beta`` are the
     log-derivatives of the factors per direction (pairs of row vectors, None
     where zero), ``d_bias`` the tangent of ``b``.
     """
@@ -762,7 +762,7 @@ def hyper_diagonal(
     without biases) and ``HyperKernel(u, u) = Theta^f(x, x) K^g(u, u)`` with
     ``Theta^f(x, x) = L s + bf L (L + 1) / 2`` and ``K^g(u, u) = H sigma^(H-1)
     e + bg sum_{i<H} (i + 1) sigma^i``, ``sigma = s + L bf``
-    (../shared/docs/biases.md, "Diagonals"); ``L H s^H e`` without biases.
+    (docs/math.md, "Biases"); ``L H s^H e`` without biases.
 
     Parameters
     ----------

@@ -112,7 +112,7 @@ class AddedParameter:
     old_value: Any
 
 
-#: The biases of f and g (../shared/docs/biases.md): variance 0 is the bias-free
+#: The biases of f and g (docs/math.md, "Biases"): variance 0 is the bias-free
 #: network of every version before 0.2.0.
 BIAS_PARAMETERS = (
     AddedParameter("f_bias_variance", "0.2.0", 0.0),
