@@ -343,16 +343,24 @@ def test_rows_with_zero_x(rng):
 
 
 def test_module_pickled_before_biases_existed_still_runs(rng):
-    """A module whose state has no bias attributes (pickled by an older version) is bias-free."""
+    """A module whose state has no bias attributes and no version (pickled by 0.1.0) loads
+    bias-free, with a warning naming both versions."""
+    from sklearn_hyperkernel import InconsistentVersionWarning
+    from sklearn_hyperkernel._utils.versioning import VERSION_KEY
+
     model = make_model(f_depth=3, g_depth=2)
     x, z = make_rows(rng)
     with torch.no_grad():
         expected = model(x, z)
     kernel = empirical_ntk(model, x, z)
+    state = pickle.loads(pickle.dumps(model)).__getstate__()
+    assert state.pop(VERSION_KEY) is not None  # 0.1.0 recorded no version
     for name in ("f_bias_variance", "g_bias_variance", "_g_bias_sizes", "_f_bias_multiplier"):
-        del model.__dict__[name]
-    del model._modules["f_biases"]
-    old = pickle.loads(pickle.dumps(model))
+        del state[name]
+    del state["_modules"]["f_biases"]
+    old = Hypernetwork.__new__(Hypernetwork)
+    with pytest.warns(InconsistentVersionWarning, match="0.1.0"):
+        old.__setstate__(state)
     with torch.no_grad():
         torch.testing.assert_close(old(x, z), expected, rtol=0, atol=0)
     torch.testing.assert_close(empirical_ntk(old, x, z), kernel, rtol=0, atol=0)
