@@ -23,7 +23,7 @@ from sklearn_hyperkernel.recursions import hyper_correlations, mlp_correlations
 def run(chunks: list, copy) -> float:
     start = time.perf_counter()
     for rho_x, rho_z in chunks:
-        rho_f, ntk_f = mlp_correlations(copy(rho_x), 3)
+        rho_f, ntk_f, _, _ = mlp_correlations(copy(rho_x), 3)
         g = hyper_correlations(rho_f, copy(rho_z), 2, need_nngp=False)
         g.ntk_g * ntk_f
     return time.perf_counter() - start

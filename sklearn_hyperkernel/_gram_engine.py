@@ -44,12 +44,14 @@ from ._gram_tiles import (
     block_tiles,
     fused_available,
     fused_pass,
+    gradient_columns,
     place_rows,
 )
 from ._linalg import mirror_below, mirror_leading_square, upper_block_product
 from ._rows import distinct_rows_and_keys
 from ._scheduling import run_tasks, runs_locally
 from .progress import ProgressLog
+from .recursions import hyper_diagonal
 
 _NUMPY = Placement()  # the default: numpy, float64
 
@@ -196,7 +198,7 @@ def _gram_block(
     placement: Placement,
     rows: slice,
     cols: slice,
-    eval_gradient: bool,
+    eval_gradient: tuple[str, ...],
     tile_rows: int,
     symmetric: bool,
     fused: bool,
@@ -219,7 +221,7 @@ def _gram_block(
         K = shared[0]
         # one tile: the whole block, written into K, its leading square mirrored
         for _ in block_tiles(
-            arch, placement, a, rows, b, cols, False, tile_rows, symmetric, True, K[rows, cols]
+            arch, placement, a, rows, b, cols, (), tile_rows, symmetric, True, K[rows, cols]
         ):
             pass
         if symmetric:
@@ -285,7 +287,7 @@ def _matvec_block(
     placed_diagonal = placement.put(diagonal)
     contribution = array_namespace(placed_vectors).zeros_like(placed_vectors)
     cols = slice(rows.start, a.n_rows)
-    tiles = block_tiles(arch, placement, a, rows, a, cols, False, tile_rows, True, fused)
+    tiles = block_tiles(arch, placement, a, rows, a, cols, (), tile_rows, True, fused)
     for tile, _, value, _ in tiles:
         offset = tile.start - rows.start
         upper_block_product(
@@ -308,7 +310,7 @@ def gram(
     a: FactorizedRows,
     b: FactorizedRows | None = None,
     *,
-    eval_gradient: bool = False,
+    eval_gradient: tuple[str, ...] = (),
     block_size: int | None = None,
     n_jobs: int | None = None,
     placement: Placement = _NUMPY,
@@ -324,9 +326,12 @@ def gram(
     a : FactorizedRows
     b : FactorizedRows or None
         None: the symmetric Gram of ``a``, filled from its upper block triangle.
-    eval_gradient : bool
-        Also return the gradient with respect to log length scale
-        (Fourier encoding only), shape (n_a, n_b, n_theta).
+    eval_gradient : tuple of str
+        Also return the gradient with respect to the log of these
+        hyperparameters (names of :data:`._gram_tiles.GRADIENT_NAMES`, in
+        that order: ``f_bias_variance``, ``g_bias_variance``,
+        ``length_scale``), shape (n_a, n_b, n_theta): one column per bias
+        variance, one per length scale. Empty: no gradient.
     block_size : int or None
         Rows per block (one task), and per tile; None chooses blocks for BLAS
         and tiles of about 2^17 entries for the elementwise recursions (one
@@ -357,8 +362,10 @@ def gram(
     b = a if b is None else b
     n_a, n_b = a.n_rows, b.n_rows
     out = np.empty((n_a, n_b))
-    gradient = np.empty((n_a, n_b, arch.length_scale.shape[0])) if eval_gradient else None
-    fused = fused_pass(placement, eval_gradient, max(n_a * n_b, stream_entries or 0))
+    eval_gradient = tuple(eval_gradient)
+    n_theta = gradient_columns(arch, eval_gradient)
+    gradient = np.empty((n_a, n_b, n_theta)) if eval_gradient else None
+    fused = fused_pass(placement, bool(eval_gradient), max(n_a * n_b, stream_entries or 0))
     block_rows, tile_rows = block_and_tile_rows(n_b, block_size, placement, fused)
     row_arrays = place_rows(placement, a, None if symmetric else b)
     # blocks in this process write their own disjoint parts of ``out`` (their
@@ -454,15 +461,21 @@ def gram_matvec(
 def diagonal(arch: Architecture, a: FactorizedRows) -> np.ndarray:
     """The Gram's diagonal in O(n): every correlation there is exactly 1.
 
-    ``HyperNNGP(u, u) = s^H e`` and ``HyperKernel(u, u) = L H s^H e`` with
-    ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)``.
+    :func:`.recursions.hyper_diagonal` of ``s = |x|^2 / n0`` and ``e =
+    Sigma^0(z, z)``; without biases ``HyperNNGP(u, u) = s^H e`` and
+    ``HyperKernel(u, u) = L H s^H e`` (docs/math.md, "Biases", for the rest).
     """
     s = a.x_variance[a.x_index]
     if arch.z_encoding == "linear":
         e = np.einsum("ij,ij->i", a.z, a.z) / a.z.shape[1]
     else:
         e = np.ones(a.n_rows)
-    value = s**arch.g_depth * e
-    if arch.kind == "ntk":
-        value *= arch.f_depth * arch.g_depth
-    return value
+    return hyper_diagonal(
+        s,
+        e,
+        arch.f_depth,
+        arch.g_depth,
+        arch.kind,
+        float(arch.f_bias_variance),
+        float(arch.g_bias_variance),
+    )

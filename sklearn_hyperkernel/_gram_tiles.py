@@ -32,10 +32,19 @@ from array_api_compat import device as array_device
 from ._arrays import squared_distances
 from ._device import Placement
 from ._rows import coincident_pairs, row_ids, set_where, sorted_ids
-from .recursions import hyper_correlations, mlp_correlations, z_correlations, z_needs_coincidence
+from .recursions import (
+    Direction,
+    MLPCorrelations,
+    hyper_from_correlations,
+    mlp_correlations,
+    z_correlations,
+    z_needs_coincidence,
+)
 
 __all__ = [
     "Architecture",
+    "GRADIENT_NAMES",
+    "gradient_columns",
     "PlacedRows",
     "N_ROW_ARRAYS",
     "coincidence_ids",
@@ -131,6 +140,36 @@ class Architecture:
     kind: str  # "ntk" or "nngp"
     f_bias_variance: float = 0.0  # variance of f's biases (docs/math.md, "Biases")
     g_bias_variance: float = 0.0  # variance of the biases f generates for g
+
+
+#: The hyperparameters a Gram can be differentiated by (in log space), in the
+#: order of their gradient's columns: scikit-learn's order (by name).
+GRADIENT_NAMES = ("f_bias_variance", "g_bias_variance", "length_scale")
+
+
+def gradient_columns(arch: Architecture, names: tuple[str, ...]) -> int:
+    """Columns of the gradient with respect to the log of ``names`` (of :data:`GRADIENT_NAMES`).
+
+    One per bias variance, one per length scale.
+    """
+    return sum(arch.length_scale.shape[0] if name == "length_scale" else 1 for name in names)
+
+
+def _directions(arch: Architecture, names: tuple[str, ...]) -> list[Direction]:
+    """The forward-mode directions of ``d / d log(name)``, in the order of ``names``.
+
+    ``d bf / d log bf = bf``; a length scale's direction is the unit tangent of
+    ``rho_z`` (:func:`_tile` multiplies by ``d rho_z / d log ell``).
+    """
+    unknown = set(names) - set(GRADIENT_NAMES)
+    if unknown:
+        raise ValueError(f"no gradient with respect to {sorted(unknown)}")
+    table = {
+        "f_bias_variance": Direction(f_bias=float(arch.f_bias_variance)),
+        "g_bias_variance": Direction(g_bias=float(arch.g_bias_variance)),
+        "length_scale": Direction(z=True),
+    }
+    return [table[name] for name in names]
 
 
 @dataclass(frozen=True)
@@ -249,13 +288,16 @@ def block_tiles(
     rows: slice,
     b: PlacedRows,
     cols: slice,
-    need_gradient: bool,
+    need_gradient: tuple[str, ...],
     tile_rows: int,
     symmetric: bool,
     fused: bool = False,
     destination: np.ndarray | None = None,
 ) -> Iterable[tuple[slice, slice, Any, Any]]:
-    """Kernel (and its log-length-scale gradient) on a block of rows, tile by tile.
+    """Kernel (and its gradient) on a block of rows, tile by tile.
+
+    ``need_gradient``: the hyperparameters of :data:`GRADIENT_NAMES` whose
+    log the gradient's columns differentiate by, in that order (empty: none).
 
     x's correlations come from one matrix product for the whole block; the
     elementwise recursions then run on tiles of ``tile_rows`` rows so their
@@ -293,6 +335,9 @@ def block_tiles(
         yield rows, cols, value, None
         return
     xp = array_namespace(rho_x_block)
+    # |x|^2 / n0 of the block's distinct x rows and columns (f's row variances)
+    s_block_a = _take(a.x_variance, placement.put_index(used_a), 0)
+    s_block_b = _take(b.x_variance, placement.put_index(used_b), 0)
     for start in range(rows.start, rows.stop, tile_rows):
         tile = slice(start, min(start + tile_rows, rows.stop))
         within = slice(tile.start - rows.start, tile.stop - rows.start)
@@ -300,17 +345,20 @@ def block_tiles(
         tile_cols = slice(cols.start + skip, cols.stop)
         if local_a is None:
             # distinct rows: this tile owns its rows of the block
-            rho_x, local_tile = rho_x_block[within], None
+            rho_x, local_tile, s_a = rho_x_block[within], None, s_block_a[within]
         else:
             used_tile, local_tile = _local_distinct(local_a[within])
             rho_x = _take(rho_x_block, placement.put_index(used_tile), 0)
+            s_a = _take(s_block_a, placement.put_index(used_tile), 0)
         if local_b is None:
-            rho_x, local_tile_b = rho_x[:, skip:], None
+            rho_x, local_tile_b, s_b = rho_x[:, skip:], None, s_block_b[skip:]
         else:
-            local_tile_b = local_b[skip:]
+            local_tile_b, s_b = local_b[skip:], s_block_b
         rho_x = xp.asarray(rho_x, copy=True)  # the recursion works in place
         local = (placement.put_index(local_tile), placement.put_index(local_tile_b))
-        value, gradient = _tile(arch, placement, a, tile, b, tile_cols, rho_x, local, need_gradient)
+        value, gradient = _tile(
+            arch, placement, a, tile, b, tile_cols, rho_x, (s_a, s_b), local, need_gradient
+        )
         yield tile, tile_cols, value, gradient
 
 
@@ -365,18 +413,41 @@ def _tile(
     b: PlacedRows,
     cols: slice,
     rho_x: Any,
+    x_variances: tuple[Any, Any],
     local: tuple[Any, Any],
-    need_gradient: bool,
+    need_gradient: tuple[str, ...],
 ) -> tuple[Any, Any]:
     """The recursions on one tile, from x's correlations on its distinct rows.
 
+    ``x_variances``: ``|x|^2 / n0`` of the rows and columns of ``rho_x``;
     ``local`` maps the tile's rows and columns to the rows and columns of
-    ``rho_x`` (None: one to one).
+    ``rho_x`` (None: one to one). Returns the kernel and, for
+    ``need_gradient`` (names of :data:`GRADIENT_NAMES`), its gradient with
+    respect to their logs, of shape (rows, cols, :func:`gradient_columns`).
     """
     xp = array_namespace(rho_x)
     need_ntk = arch.kind == "ntk"
-    rho_f, ntk_f = mlp_correlations(rho_x, arch.f_depth, arch.negative_slope, need_ntk=need_ntk)
-    rho_f = _take(_take(rho_f, local[0], 0), local[1], 1)
+    bf, bg = float(arch.f_bias_variance), float(arch.g_bias_variance)
+    directions = _directions(arch, need_gradient)
+    f = mlp_correlations(
+        rho_x,
+        arch.f_depth,
+        arch.negative_slope,
+        need_ntk=need_ntk,
+        variances=x_variances,
+        bias_variance=bf,
+        directions=directions,
+    )
+
+    def gather(array: Any) -> Any:
+        return None if array is None else _take(_take(array, local[0], 0), local[1], 1)
+
+    f = MLPCorrelations(
+        gather(f.rho),
+        gather(f.ntk),
+        [gather(t) for t in f.rho_tangents],
+        [gather(t) for t in f.ntk_tangents],
+    )
     z_a, z_b = a.z[rows], b.z[cols]
     same_z = None
     if z_needs_coincidence(arch.z_encoding, z_a.shape[1]):
@@ -384,46 +455,49 @@ def _tile(
             coincident_pairs(a.z_ids[rows], b.z_ids, b.z_search, cols), placement
         )
     rho_z, e_a, e_b = z_correlations(z_a, z_b, arch.z_encoding, arch.length_scale, same_z)
-    g = hyper_correlations(
-        rho_f,
-        rho_z,
-        arch.g_depth,
-        arch.negative_slope,
-        need_nngp=not need_ntk,
-        need_ntk=need_ntk,
-        need_tangent=need_gradient,
-    )
     s_a = _take(a.x_variance, placement.put_index(a.x_index[rows]), 0)
     s_b = _take(b.x_variance, placement.put_index(b.x_index[cols]), 0)
-    half_depth = arch.g_depth / 2.0
-    scale_a = s_a**half_depth * xp.sqrt(e_a)
-    scale_b = s_b**half_depth * xp.sqrt(e_b)
+    kernels = hyper_from_correlations(
+        f,
+        rho_z,
+        (s_a, s_b, e_a, e_b),
+        arch.f_depth,
+        arch.g_depth,
+        arch.negative_slope,
+        f_bias_variance=bf,
+        g_bias_variance=bg,
+        need_nngp=not need_ntk,
+        need_ntk=need_ntk,
+        directions=directions,
+    )
     if need_ntk:
-        value, tangent = g.ntk_g, g.ntk_g_tangent
-        ntk_f = _take(_take(ntk_f, local[0], 0), local[1], 1)
-        value *= ntk_f
-        if tangent is not None:
-            tangent *= ntk_f
+        value, tangents = kernels.ntk, kernels.ntk_tangents
     else:
-        value, tangent = g.nngp, g.nngp_tangent
-    value *= scale_a[:, None]
-    value *= scale_b[None, :]
+        value, tangents = kernels.nngp, kernels.nngp_tangents
     if not need_gradient:
         return value, None
-    # d Sigma^0 / d log ell_d = Sigma^0 * (z_d - z'_d)^2 / ell_d^2
-    tangent *= scale_a[:, None]
-    tangent *= scale_b[None, :]
-    tangent *= rho_z
-    ell = arch.length_scale
-    n_theta = ell.shape[0]
-    gradient = xp.empty(
-        tuple(value.shape) + (n_theta,), dtype=value.dtype, device=array_device(value)
+    gradient = xp.zeros(
+        tuple(value.shape) + (gradient_columns(arch, need_gradient),),
+        dtype=value.dtype,
+        device=array_device(value),
     )
-    for d in range(n_theta):
-        # one length scale: all columns at once; one per column: column d
-        columns = slice(None) if n_theta == 1 else slice(d, d + 1)
-        scale = float(ell[d])
-        distance = squared_distances(z_a[:, columns] / scale, z_b[:, columns] / scale, same_z)
-        distance *= tangent
-        gradient[..., d] = distance
+    column = 0
+    for direction, tangent in zip(directions, tangents, strict=True):
+        if not direction.z:
+            if tangent is not None:
+                gradient[..., column] = tangent
+            column += 1
+            continue
+        # d Sigma^0 / d log ell_d = Sigma^0 * (z_d - z'_d)^2 / ell_d^2
+        tangent *= rho_z
+        ell = arch.length_scale
+        n_theta = ell.shape[0]
+        for d in range(n_theta):
+            # one length scale: all columns at once; one per column: column d
+            columns = slice(None) if n_theta == 1 else slice(d, d + 1)
+            scale = float(ell[d])
+            distance = squared_distances(z_a[:, columns] / scale, z_b[:, columns] / scale, same_z)
+            distance *= tangent
+            gradient[..., column] = distance
+            column += 1
     return value, gradient

@@ -261,6 +261,8 @@ _ARCHITECTURE = (
     "length_scale",
     "activation",
     "negative_slope",
+    "f_bias_variance",
+    "g_bias_variance",
 )
 
 
@@ -300,6 +302,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         length_scale: float | np.ndarray = 0.5,
         activation: str = "relu",
         negative_slope: float = 0.01,
+        f_bias_variance: float = 0.0,
+        g_bias_variance: float = 0.0,
         normalize_x: bool = True,
         normalize_y: bool = True,
         block_size: int | None = None,
@@ -325,6 +329,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.length_scale = length_scale
         self.activation = activation
         self.negative_slope = negative_slope
+        self.f_bias_variance = f_bias_variance
+        self.g_bias_variance = g_bias_variance
         self.normalize_x = normalize_x
         self.normalize_y = normalize_y
         self.block_size = block_size

@@ -34,6 +34,10 @@ class _HypernetworkKernel(Kernel):
         length_scale_bounds: tuple[float, float] | str = (1e-5, 1e5),
         activation: str = "relu",
         negative_slope: float = 0.01,
+        f_bias_variance: float = 0.0,
+        g_bias_variance: float = 0.0,
+        f_bias_variance_bounds: tuple[float, float] | str = (1e-5, 1e5),
+        g_bias_variance_bounds: tuple[float, float] | str = (1e-5, 1e5),
         normalize_x: bool = False,
         block_size: int | None = None,
         n_jobs: int | None = None,
@@ -49,6 +53,10 @@ class _HypernetworkKernel(Kernel):
         self.length_scale_bounds = length_scale_bounds
         self.activation = activation
         self.negative_slope = negative_slope
+        self.f_bias_variance = f_bias_variance
+        self.g_bias_variance = g_bias_variance
+        self.f_bias_variance_bounds = f_bias_variance_bounds
+        self.g_bias_variance_bounds = g_bias_variance_bounds
         self.normalize_x = normalize_x
         self.block_size = block_size
         self.n_jobs = n_jobs
@@ -68,6 +76,24 @@ class _HypernetworkKernel(Kernel):
         n_elements = len(self.length_scale) if self.anisotropic else 1
         bounds = "fixed" if self.z_encoding == "linear" else self.length_scale_bounds
         return Hyperparameter("length_scale", "numeric", bounds, n_elements)
+
+    @property
+    def hyperparameter_f_bias_variance(self) -> Hyperparameter:
+        """``f_bias_variance``, learned in log space; fixed at 0 (the bias-free f)."""
+        return _variance_hyperparameter(
+            "f_bias_variance", self.f_bias_variance, self.f_bias_variance_bounds
+        )
+
+    @property
+    def hyperparameter_g_bias_variance(self) -> Hyperparameter:
+        """``g_bias_variance``, learned in log space; fixed at 0 (the bias-free g)."""
+        return _variance_hyperparameter(
+            "g_bias_variance", self.g_bias_variance, self.g_bias_variance_bounds
+        )
+
+    def _gradient_names(self) -> tuple[str, ...]:
+        """The non-fixed hyperparameters, in the order of ``theta`` and of the gradient."""
+        return tuple(h.name for h in self.hyperparameters if not h.fixed)
 
     def is_stationary(self) -> bool:
         """False: the kernels depend on x through its norm and direction."""
@@ -95,6 +121,8 @@ class _HypernetworkKernel(Kernel):
             length_scale=length_scale_array(self.length_scale, int(self.z_dim)),
             negative_slope=activation_slope(self.activation, self.negative_slope),
             kind=self._kind,
+            f_bias_variance=float(self.f_bias_variance),
+            g_bias_variance=float(self.g_bias_variance),
         )
 
     def _validate(self, X, name: str) -> np.ndarray:
@@ -115,7 +143,7 @@ class _HypernetworkKernel(Kernel):
         arch: Architecture,
         rows_a: FactorizedRows,
         rows_b: FactorizedRows | None,
-        eval_gradient=False,
+        eval_gradient: tuple[str, ...] = (),
         stream_entries: int | None = None,
     ):
         return gram(
@@ -277,15 +305,18 @@ class _HypernetworkKernel(Kernel):
             None evaluates k(X, X), using its symmetry.
         eval_gradient : bool, default=False
             Whether to return the gradient with respect to the log of the
-            non-fixed hyperparameters (``length_scale`` with the Fourier
-            encoding). Only when Y is None.
+            non-fixed hyperparameters, in the order of
+            ``self.hyperparameters`` and ``self.theta``: ``f_bias_variance``
+            and ``g_bias_variance`` unless 0 (fixed), then ``length_scale``
+            with the Fourier encoding (one column per length scale). Only
+            when Y is None.
 
         Returns
         -------
         K : ndarray of shape (n_samples_X, n_samples_Y)
         K_gradient : ndarray of shape (n_samples_X, n_samples_X, n_dims)
             Only when ``eval_gradient`` is True; ``n_dims`` is 0 with the
-            linear encoding.
+            linear encoding and no biases.
         """
         X = self._validate(X, "X")
         arch = self._architecture(X.shape[1])
@@ -301,8 +332,8 @@ class _HypernetworkKernel(Kernel):
                 )
             K, _ = self._gram(arch, rows_x, self._factorize(Y))
             return K
-        with_gradient = eval_gradient and not self.hyperparameter_length_scale.fixed
-        K, K_gradient = self._gram(arch, rows_x, None, eval_gradient=with_gradient)
+        names = self._gradient_names() if eval_gradient else ()
+        K, K_gradient = self._gram(arch, rows_x, None, eval_gradient=names)
         # correlations of a row with itself are 1 in exact arithmetic: read the
         # diagonal off in closed form rather than from a rounded rho
         np.fill_diagonal(K, diagonal(arch, rows_x))
@@ -342,11 +373,17 @@ class _HypernetworkKernel(Kernel):
                 if name == "length_scale" and np.iterable(value):
                     value = "[" + ", ".join(f"{v:.3g}" for v in value) + "]"
                     shown.append(f"{name}={value}")
-                elif name == "length_scale":
-                    shown.append(f"{name}={value:.3g}")
+                elif name in ("length_scale", "f_bias_variance", "g_bias_variance"):
+                    shown.append(f"{name}={float(value):.3g}")
                 else:
                     shown.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _variance_hyperparameter(name: str, value, bounds) -> Hyperparameter:
+    """A bias variance as a hyperparameter: fixed at exactly 0 (log 0 does not exist)."""
+    fixed = isinstance(value, numbers.Real) and float(value) == 0.0
+    return Hyperparameter(name, "numeric", "fixed" if fixed else bounds)
 
 
 def _same(a, b) -> bool:

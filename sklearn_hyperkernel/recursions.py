@@ -44,9 +44,16 @@ from ._rows import FIND, Coincidence, find_coincidence, set_where
 __all__ = [
     "relu_duals",
     "dual_correlations",
+    "Direction",
     "mlp_correlations",
+    "MLPCorrelations",
     "hyper_correlations",
     "HyperCorrelations",
+    "f_output_variance",
+    "hyper_scales",
+    "hyper_from_correlations",
+    "HyperKernels",
+    "hyper_diagonal",
     "mlp_kernels",
     "z_correlations",
     "z_input_kernel",
@@ -182,39 +189,266 @@ def relu_duals(
     return scale * kappa1, kappa0
 
 
+class Direction(NamedTuple):
+    """One direction of a forward-mode derivative through the recursions.
+
+    The tangents of the two bias variances and of g's input correlation along
+    it: ``(f_bias_variance, 0, False)`` is ``d / d log bf`` when ``f_bias`` is
+    ``bf`` itself (scikit-learn's log space), ``(0, 0, True)`` the derivative
+    with respect to ``rho_z`` (a length scale's gradient is that times
+    ``d rho_z / d log ell``).
+    """
+
+    f_bias: float = 0.0
+    g_bias: float = 0.0
+    z: bool = False
+
+
+def _plus(a: Array | None, b: Array | None) -> Array | None:
+    """``a + b`` where None is a zero tangent."""
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _times(a: Array | None, b: Array) -> Array | None:
+    """``a * b`` where None is a zero tangent."""
+    return None if a is None else a * b
+
+
+class _BiasStep(NamedTuple):
+    """Adding an independent bias to a pair of Gaussians, as a map of correlations.
+
+    A pair of variances ``(v, v')`` and correlation ``rho`` plus a bias of
+    variance ``b`` has correlation ``rho alpha alpha' + b beta beta'`` with
+    ``alpha = sqrt(v / (v + b))`` and ``beta = 1 / sqrt(v + b)`` per row
+    (``../shared/docs/biases.md``). ``d_alpha`` and ``d_beta`` are the
+    log-derivatives of the factors per direction (pairs of row vectors, None
+    where zero), ``d_bias`` the tangent of ``b``.
+    """
+
+    alpha: tuple[Array, Array]
+    beta: tuple[Array, Array]
+    bias: float
+    d_alpha: list
+    d_beta: list
+    d_bias: list
+
+
+def _bias_step(
+    variances: tuple[Array, Array], bias: float, d_variances: list, d_bias: Sequence[float]
+) -> _BiasStep:
+    """The :class:`_BiasStep` of row variances ``(v_a, v_b)`` and a bias variance > 0.
+
+    ``d_variances[k]``: the tangents ``(dv_a, dv_b)`` along direction ``k``
+    (scalars or row vectors), or None.
+    """
+    xp = array_namespace(*variances)
+    alpha, beta = [], []
+    for v in variances:
+        inverse = 1.0 / xp.sqrt(v + bias)
+        alpha.append(xp.sqrt(v) * inverse)
+        beta.append(inverse)
+    d_alpha, d_beta = [], []
+    for dv, db in zip(d_variances, d_bias, strict=True):
+        if dv is None and db == 0.0:
+            d_alpha.append(None)
+            d_beta.append(None)
+            continue
+        dv = (0.0, 0.0) if dv is None else dv
+        # d log beta = -(dv + db) / (2 (v + b)); d log alpha = dv / (2 v) + d log beta
+        d_log_beta = tuple(-0.5 * (d + db) * b * b for d, b in zip(dv, beta, strict=True))
+        d_log_alpha = tuple(
+            0.5 * d * _arrays.safe_inverse(v, xp) + lb
+            for d, v, lb in zip(dv, variances, d_log_beta, strict=True)
+        )
+        d_alpha.append(d_log_alpha)
+        d_beta.append(d_log_beta)
+    return _BiasStep(tuple(alpha), tuple(beta), bias, d_alpha, d_beta, list(d_bias))
+
+
+def _outer(pair: tuple[Array, Array]) -> Array:
+    return pair[0][:, None] * pair[1][None, :]
+
+
+def _sum_outer(pair: tuple[Array, Array]) -> Array:
+    return pair[0][:, None] + pair[1][None, :]
+
+
+def _apply_bias(m: Array, step: _BiasStep, in_place: bool) -> Array:
+    """``m alpha alpha' + b beta beta'`` (a correlation, or the NTK normalised alike)."""
+    m = _arrays.scale(m, step.alpha[0][:, None], in_place)
+    m = _arrays.scale(m, step.alpha[1][None, :], in_place)
+    return _arrays.shift(m, step.bias * _outer(step.beta), in_place)
+
+
+def _bias_tangent(
+    m: Array, dm: Array | None, step: _BiasStep, k: int, in_place: bool
+) -> Array | None:
+    """Tangent of :func:`_apply_bias` ``(m)`` along direction ``k``, from ``m``'s tangent ``dm``.
+
+    ``(dm + m (la + la')) alpha alpha' + (db + b (lb + lb')) beta beta'`` with
+    ``la``, ``lb`` the log-derivatives of the factors. Call it before
+    :func:`_apply_bias` overwrites ``m``.
+    """
+    d_alpha, d_beta, d_bias = step.d_alpha[k], step.d_beta[k], step.d_bias[k]
+    if d_alpha is not None:
+        dm = _plus(dm, m * _sum_outer(d_alpha))
+    if dm is not None:
+        dm = _arrays.scale(dm, step.alpha[0][:, None], in_place)
+        dm = _arrays.scale(dm, step.alpha[1][None, :], in_place)
+    if d_beta is None and d_bias == 0.0:
+        return dm
+    bias_term = _outer(step.beta)
+    factor = d_bias if d_beta is None else d_bias + step.bias * _sum_outer(d_beta)
+    return _plus(dm, bias_term * factor)
+
+
+def _exact_ones(mask: Array) -> tuple:
+    """Indices of the entries of a boolean ``mask`` (for :func:`._rows.set_where`)."""
+    xp = array_namespace(mask)
+    return tuple(xp.nonzero(mask))
+
+
+def _set_ones(value: Array, tangents: list, where: Any, in_place: bool) -> tuple[Array, list]:
+    """``value`` exactly 1 at ``where`` (coincident rows), its tangents 0 there."""
+    if where is None:
+        return value, tangents
+    value = set_where(value, where, 1.0, in_place)
+    tangents = [None if t is None else set_where(t, where, 0.0, in_place) for t in tangents]
+    return value, tangents
+
+
+class MLPCorrelations(NamedTuple):
+    """Outputs of :func:`mlp_correlations` (see there)."""
+
+    rho: Array
+    ntk: Array | None
+    rho_tangents: list
+    ntk_tangents: list
+
+
 def mlp_correlations(
-    rho_x: Array, f_depth: int, negative_slope: float = 0.0, *, need_ntk: bool = True
-) -> tuple[Array, Array | None]:
-    """NNGP and NTK of the hypernetwork f (a bias-free MLP) in correlation space.
+    rho_x: Array,
+    f_depth: int,
+    negative_slope: float = 0.0,
+    *,
+    need_ntk: bool = True,
+    variances: tuple[Array, Array] | None = None,
+    bias_variance: float = 0.0,
+    directions: Sequence[Direction] = (),
+) -> MLPCorrelations:
+    """NNGP and NTK of the hypernetwork f (an MLP, biases optional) in correlation space.
 
     Parameters
     ----------
     rho_x : array of shape (n, m)
-        Input correlations ``x.x' / (|x| |x'|)``; clipped in place.
+        Input correlations ``x.x' / (|x| |x'|)`` (0 for a zero row); clipped
+        and overwritten in place where allowed.
     f_depth : int
         Number of weight matrices ``L`` of f.
     negative_slope : float, default=0.0
         Leaky ReLU slope.
     need_ntk : bool, default=True
         Whether to compute the NTK.
+    variances : pair of arrays of shapes (n,) and (m,), default=None
+        ``s = |x|^2 / n0`` of the rows and of the columns; needed when
+        ``bias_variance > 0``.
+    bias_variance : float, default=0.0
+        ``bf``, the variance of f's biases (docs/math.md, "Biases"). Layer
+        ``l``'s NNGP has row variance ``s + (l + 1) bf``; each layer's
+        correlation is mapped by :class:`_BiasStep`.
+    directions : sequence of Direction, default=()
+        Forward-mode tangents to carry (only ``Direction.f_bias`` enters f).
 
     Returns
     -------
-    rho_f : array of shape (n, m)
-        Correlation of f's outputs, ``S_f / sqrt(s s')`` (``S^{L-1}``).
-    ntk_f : array of shape (n, m) or None
-        ``Theta^f / sqrt(s s')``; equal to ``L`` where ``rho_x = 1``.
+    MLPCorrelations
+        ``rho``: correlation of f's outputs, ``S_f / sqrt(sigma sigma')`` with
+        ``sigma = s + L bf`` (array of shape (n, m)); ``ntk``:
+        ``Theta^f / sqrt(sigma sigma')`` or None; ``rho_tangents`` and
+        ``ntk_tangents``: one per direction, None where zero. Rows with equal
+        ``rho_x = 1`` and equal ``s`` have ``rho`` exactly 1.
     """
     rho = rho_x
     xp = array_namespace(rho)
-    in_place = _arrays.in_place_allowed(rho)
-    ntk = (xp.asarray(rho, copy=True) if in_place else rho) if need_ntk else None
-    for _ in range(f_depth - 1):
-        rho_next, kappa0 = dual_correlations(rho, negative_slope, need_kappa0=need_ntk)
+    in_place = _arrays.in_place_allowed(rho, *(variances or ()))
+    d_rho: list = [None] * len(directions)
+    d_ntk: list = [None] * len(directions)
+    biased = bias_variance > 0.0
+    same = None
+    if biased:
+        if variances is None:
+            raise ValueError("mlp_correlations needs the row variances when bias_variance > 0.")
+        s_a, s_b = variances
+        rho = clip_correlations(rho, in_place)
+        same = _exact_ones((rho == 1.0) & (s_a[:, None] == s_b[None, :]))
+        d_bias = [d.f_bias for d in directions]
+
+        def step(layer: int) -> _BiasStep:
+            # the variance before layer's bias is s + layer bf (tangent: layer dbf)
+            shifted = (s_a + layer * bias_variance, s_b + layer * bias_variance)
+            d_variances = [None if db == 0.0 else (layer * db, layer * db) for db in d_bias]
+            return _bias_step(shifted, bias_variance, d_variances, d_bias)
+
+        first = step(0)
+        d_rho = [_bias_tangent(rho, None, first, k, in_place) for k in range(len(directions))]
+        rho = _apply_bias(rho, first, in_place)
+        rho, d_rho = _set_ones(rho, d_rho, same, in_place)
+    if need_ntk:
+        ntk = xp.asarray(rho, copy=True) if in_place else rho
+        d_ntk = [None if d is None else xp.asarray(d, copy=True) for d in d_rho]
+    else:
+        ntk = None
+    tangents = any(d is not None for d in d_rho)
+    for layer in range(1, f_depth):
+        rho_next, kappa0 = dual_correlations(rho, negative_slope, need_kappa0=need_ntk or tangents)
+        d_next = [_times(d, kappa0) for d in d_rho]
         if need_ntk:
+            if tangents:
+                slope = _kappa0_slope(rho, negative_slope)
+                d_ntk = [
+                    _plus(_plus(_times(dn, kappa0), _times(dr, ntk * slope)), dx)
+                    for dn, dr, dx in zip(d_ntk, d_rho, d_next, strict=True)
+                ]
             ntk = _arrays.shift(_arrays.scale(ntk, kappa0, in_place), rho_next, in_place)
-        rho = rho_next
-    return rho, ntk
+        rho, d_rho = rho_next, d_next
+        if biased:
+            this = step(layer)
+            d_rho = [_bias_tangent(rho, d, this, k, in_place) for k, d in enumerate(d_rho)]
+            rho = _apply_bias(rho, this, in_place)
+            rho, d_rho = _set_ones(rho, d_rho, same, in_place)
+            if need_ntk:
+                d_ntk = [_bias_tangent(ntk, d, this, k, in_place) for k, d in enumerate(d_ntk)]
+                ntk = _apply_bias(ntk, this, in_place)
+    return MLPCorrelations(rho, ntk, d_rho, d_ntk if need_ntk else [None] * len(d_rho))
+
+
+def _g_variances(
+    sigma: Array,
+    e: Array,
+    g_depth: int,
+    bias_variance: float,
+    d_sigma: Sequence[float],
+    d_bias: Sequence[float],
+) -> list[tuple[Array, list]]:
+    """Row variances ``w_l`` of g's layers and their tangents, ``l = 0 .. H``.
+
+    ``w_0 = e``, ``w_l = sigma (w_{l-1} + bg)`` (``sigma``: f's output
+    variance; ``HyperNNGP(u, u) = w_H``). Tangents per direction from those
+    of ``sigma`` and ``bg`` (scalars), None where zero.
+    """
+    w, dw = e, [None] * len(d_sigma)
+    chain = [(w, dw)]
+    for _ in range(g_depth):
+        p = w + bias_variance
+        dw = [
+            _plus(None if ds == 0.0 else ds * p, _times(_plus(d, db or None), sigma))
+            for d, ds, db in zip(dw, d_sigma, d_bias, strict=True)
+        ]
+        w = sigma * p
+        chain.append((w, dw))
+    return chain
 
 
 class HyperCorrelations(NamedTuple):
@@ -222,8 +456,8 @@ class HyperCorrelations(NamedTuple):
 
     nngp: Array | None
     ntk_g: Array | None
-    nngp_tangent: Array | None
-    ntk_g_tangent: Array | None
+    nngp_tangents: list
+    ntk_g_tangents: list
 
 
 def hyper_correlations(
@@ -234,7 +468,11 @@ def hyper_correlations(
     *,
     need_nngp: bool = True,
     need_ntk: bool = True,
-    need_tangent: bool = False,
+    variances: tuple[Array, Array, Array, Array] | None = None,
+    bias_variance: float = 0.0,
+    rho_f_tangents: Sequence[Array | None] = (),
+    sigma_tangents: Sequence[float] = (),
+    directions: Sequence[Direction] = (),
 ) -> HyperCorrelations:
     """The primary network g's recursion on f's output correlation.
 
@@ -243,56 +481,311 @@ def hyper_correlations(
     rho_f : array of shape (n, m)
         Correlation of f's outputs (from :func:`mlp_correlations`).
     rho_z : array of shape (n, m)
-        Correlation of g's inputs, ``Sigma^0 / sqrt(e e')``.
+        Correlation of g's inputs, ``Sigma^0 / sqrt(e e')``; left unchanged.
     g_depth : int
         Number of weight matrices ``H`` of g.
     negative_slope : float, default=0.0
         Leaky ReLU slope.
     need_nngp, need_ntk : bool, default=True
         Which kernels to return.
-    need_tangent : bool, default=False
-        Also return the elementwise derivatives of both with respect to
-        ``rho_z`` (forward mode), used for hyperparameter gradients.
+    variances : tuple of 4 arrays, default=None
+        ``(sigma_a, sigma_b, e_a, e_b)``: f's output variance ``s + L bf``
+        and ``e = Sigma^0(z, z)`` of the rows and of the columns; needed when
+        ``bias_variance > 0``.
+    bias_variance : float, default=0.0
+        ``bg``, the variance of the biases f generates for g (docs/math.md,
+        "Biases"): ``Lambda^l = S_f (Sigma^{l-1} + bg)``.
+    rho_f_tangents : sequence of arrays or None, default=()
+        Tangents of ``rho_f`` along ``directions`` (None: zero; empty: all zero).
+    sigma_tangents : sequence of float, default=()
+        Tangents of ``sigma`` (``L dbf``) along ``directions``; empty: zero.
+    directions : sequence of Direction, default=()
+        Forward-mode tangents to carry: ``Direction.g_bias`` and
+        ``Direction.z`` (a unit tangent of ``rho_z``) enter here.
 
     Returns
     -------
     HyperCorrelations
-        ``nngp = Lambda^H / ((s s')^{H/2} (e e')^{1/2})`` and
-        ``ntk_g = K^g / ((s s')^{(H-1)/2} (e e')^{1/2})``, and their tangents;
-        entries not asked for are None.
+        ``nngp = Lambda^H / sqrt(w_H w_H')`` and
+        ``ntk_g = K^g / sqrt(p p')`` with ``p = w_{H-1} + bg`` (without
+        biases ``w_l = s^l e``), and their tangents, one per direction (None
+        where zero); kernels not asked for are None.
     """
     xp = array_namespace(rho_f, rho_z)
-    in_place = _arrays.in_place_allowed(rho_f, rho_z)
-    rho_sigma = rho_z  # correlation of Sigma^{l-1}
-    ntk = (xp.asarray(rho_z, copy=True) if in_place else rho_z) if need_ntk else None
-    d_sigma = xp.ones_like(rho_z) if need_tangent else None
-    d_ntk = xp.ones_like(rho_z) if (need_tangent and need_ntk) else None
-    for _ in range(g_depth - 1):
-        rho_lambda = rho_f * rho_sigma
-        need_kappa0 = need_ntk or need_tangent
-        rho_sigma, kappa0 = dual_correlations(rho_lambda, negative_slope, need_kappa0=need_kappa0)
-        if need_tangent:
-            d_lambda = rho_f * d_sigma
-            if need_ntk:
-                # d(ntk * rho_f * kappa0 + rho_sigma): the product rule on the
-                # backward factor; kappa0 is also d rho_sigma / d rho_lambda.
-                d_ntk = _arrays.scale(d_ntk, kappa0, in_place)
-                slope = _kappa0_slope(rho_lambda, negative_slope)
-                d_ntk = _arrays.shift(d_ntk, ntk * slope * d_lambda, in_place)
-                d_ntk = _arrays.scale(d_ntk, rho_f, in_place)
-                d_ntk = _arrays.shift(d_ntk, kappa0 * d_lambda, in_place)
-            d_sigma = kappa0 * d_lambda
+    in_place = _arrays.in_place_allowed(rho_f, rho_z, *(variances or ()))
+    n = len(directions)
+    d_f = list(rho_f_tangents) or [None] * n
+    d_sigma = list(sigma_tangents) or [0.0] * n
+    d_bias = [d.g_bias for d in directions]
+    ones = xp.ones_like(rho_z) if any(d.z for d in directions) else None
+    rho_p = rho_z  # correlation of Sigma^{l-1} + bg
+    d_p: list = [ones if d.z else None for d in directions]
+    biased = bias_variance > 0.0
+    same = None
+    if biased:
+        if variances is None:
+            raise ValueError("hyper_correlations needs the row variances when bias_variance > 0.")
+        sigma_a, sigma_b, e_a, e_b = variances
+        chains = [
+            _g_variances(sigma, e, g_depth - 1, bias_variance, d_sigma, d_bias)
+            for sigma, e in ((sigma_a, e_a), (sigma_b, e_b))
+        ]
+        same = _exact_ones(
+            (rho_f == 1.0)
+            & (rho_z == 1.0)
+            & (sigma_a[:, None] == sigma_b[None, :])
+            & (e_a[:, None] == e_b[None, :])
+        )
+
+        def step(layer: int) -> _BiasStep:
+            (w_a, dw_a), (w_b, dw_b) = chains[0][layer], chains[1][layer]
+            dv = [None if a is None else (a, b) for a, b in zip(dw_a, dw_b, strict=True)]
+            return _bias_step((w_a, w_b), bias_variance, dv, d_bias)
+
+        first = step(0)
+        d_p = [_bias_tangent(rho_p, d, first, k, False) for k, d in enumerate(d_p)]
+        rho_p = _apply_bias(rho_p, first, False)  # rho_z stays for the caller
+        rho_p, d_p = _set_ones(rho_p, d_p, same, in_place)
+    if need_ntk:
+        ntk = xp.asarray(rho_p, copy=True) if in_place else rho_p
+        d_ntk = [None if d is None else xp.asarray(d, copy=True) for d in d_p]
+    else:
+        ntk, d_ntk = None, [None] * n
+    for layer in range(1, g_depth):
+        rho_lambda = rho_f * rho_p
+        d_lambda = [
+            _plus(_times(df, rho_p), _times(dp, rho_f)) for df, dp in zip(d_f, d_p, strict=True)
+        ]
+        tangents = any(d is not None for d in d_lambda)
+        rho_p, kappa0 = dual_correlations(
+            rho_lambda, negative_slope, need_kappa0=need_ntk or tangents
+        )
         if need_ntk:
-            ntk = _arrays.shift(_arrays.scale(ntk, rho_f * kappa0, in_place), rho_sigma, in_place)
-    nngp = rho_f * rho_sigma if need_nngp else None
-    d_nngp = rho_f * d_sigma if (need_nngp and need_tangent) else None
+            if tangents:
+                # d(ntk rho_f kappa0 + rho_sigma): the product rule on the backward
+                # factor; kappa0 is also d rho_sigma / d rho_lambda
+                slope = _kappa0_slope(rho_lambda, negative_slope)
+                d_ntk = [
+                    _plus(
+                        _plus(_times(dn, rho_f * kappa0), _times(df, ntk * kappa0)),
+                        _times(dl, ntk * rho_f * slope + kappa0),
+                    )
+                    for dn, df, dl in zip(d_ntk, d_f, d_lambda, strict=True)
+                ]
+            ntk = _arrays.shift(_arrays.scale(ntk, rho_f * kappa0, in_place), rho_p, in_place)
+        d_p = [_times(dl, kappa0) for dl in d_lambda]
+        if biased:
+            this = step(layer)
+            d_p = [_bias_tangent(rho_p, d, this, k, in_place) for k, d in enumerate(d_p)]
+            rho_p = _apply_bias(rho_p, this, in_place)
+            rho_p, d_p = _set_ones(rho_p, d_p, same, in_place)
+            if need_ntk:
+                d_ntk = [_bias_tangent(ntk, d, this, k, in_place) for k, d in enumerate(d_ntk)]
+                ntk = _apply_bias(ntk, this, in_place)
+    if need_nngp:
+        nngp = rho_f * rho_p
+        d_nngp = [
+            _plus(_times(df, rho_p), _times(dp, rho_f)) for df, dp in zip(d_f, d_p, strict=True)
+        ]
+    else:
+        nngp, d_nngp = None, [None] * n
     return HyperCorrelations(nngp, ntk, d_nngp, d_ntk)
 
 
+def f_output_variance(s: Array, f_depth: int, f_bias_variance: float = 0.0) -> Array:
+    """``sigma = s + L bf``: the variance of f's outputs (``S_f(x, x)``)."""
+    return s + f_depth * f_bias_variance if f_bias_variance else s
+
+
+def hyper_scales(
+    s: Array,
+    e: Array,
+    f_depth: int,
+    g_depth: int,
+    f_bias_variance: float = 0.0,
+    g_bias_variance: float = 0.0,
+    directions: Sequence[Direction] = (),
+) -> tuple[Array, list]:
+    """Row scale ``sqrt(HyperNNGP(u, u))`` of both kernels, and its log-derivatives.
+
+    Parameters
+    ----------
+    s, e : arrays of shape (n,)
+        ``|x|^2 / n0`` and ``Sigma^0(z, z)`` per row.
+    f_depth, g_depth : int
+    f_bias_variance, g_bias_variance : float, default=0.0
+    directions : sequence of Direction, default=()
+
+    Returns
+    -------
+    scale : array of shape (n,)
+        ``sqrt(w_H)`` (:func:`_g_variances`); without g's biases the closed
+        form ``sigma^(H/2) sqrt(e)`` (``s^(H/2) sqrt(e)`` without any).
+    d_log_scale : list
+        Per direction, ``d log(scale)`` per row (an array, or None where 0).
+    """
+    xp = array_namespace(s, e)
+    sigma = f_output_variance(s, f_depth, f_bias_variance)
+    d_sigma = [f_depth * d.f_bias for d in directions]
+    if not g_bias_variance:
+        scale = sigma ** (g_depth / 2.0) * xp.sqrt(e)
+        inverse = _arrays.safe_inverse(sigma, xp)
+        return scale, [None if ds == 0.0 else (0.5 * g_depth * ds) * inverse for ds in d_sigma]
+    d_bias = [d.g_bias for d in directions]
+    w, dw = _g_variances(sigma, e, g_depth, g_bias_variance, d_sigma, d_bias)[-1]
+    inverse = _arrays.safe_inverse(w, xp)
+    return xp.sqrt(w), [_times(d, 0.5 * inverse) for d in dw]
+
+
+class HyperKernels(NamedTuple):
+    """Outputs of :func:`hyper_from_correlations` (see there)."""
+
+    nngp: Array | None
+    ntk: Array | None
+    nngp_tangents: list
+    ntk_tangents: list
+
+
+def hyper_from_correlations(
+    f: MLPCorrelations,
+    rho_z: Array,
+    rows: tuple[Array, Array, Array, Array],
+    f_depth: int,
+    g_depth: int,
+    negative_slope: float = 0.0,
+    *,
+    f_bias_variance: float = 0.0,
+    g_bias_variance: float = 0.0,
+    need_nngp: bool = True,
+    need_ntk: bool = True,
+    directions: Sequence[Direction] = (),
+) -> HyperKernels:
+    """Both kernels (and their tangents) from f's correlations and g's input correlations.
+
+    Parameters
+    ----------
+    f : MLPCorrelations
+        :func:`mlp_correlations` of the pairs, with the same ``directions``
+        (gathered to the rows and columns of ``rho_z``).
+    rho_z : array of shape (n, m)
+        From :func:`z_correlations`; left unchanged.
+    rows : tuple of 4 arrays
+        ``(s_a, s_b, e_a, e_b)``: ``|x|^2 / n0`` and ``Sigma^0(z, z)`` of the
+        rows (shape (n,)) and of the columns (shape (m,)).
+    f_depth, g_depth : int
+    negative_slope : float, default=0.0
+    f_bias_variance, g_bias_variance : float, default=0.0
+    need_nngp, need_ntk : bool, default=True
+    directions : sequence of Direction, default=()
+
+    Returns
+    -------
+    HyperKernels
+        ``nngp`` (``Lambda^H``) and ``ntk`` (``Theta^f K^g``) of shape
+        (n, m), None where not asked for, and their tangents along
+        ``directions`` (None where zero). The NTK is built in ``f.ntk``'s
+        memory where allowed.
+    """
+    s_a, s_b, e_a, e_b = rows
+    sigma_a = f_output_variance(s_a, f_depth, f_bias_variance)
+    sigma_b = f_output_variance(s_b, f_depth, f_bias_variance)
+    g = hyper_correlations(
+        f.rho,
+        rho_z,
+        g_depth,
+        negative_slope,
+        need_nngp=need_nngp,
+        need_ntk=need_ntk,
+        variances=(sigma_a, sigma_b, e_a, e_b),
+        bias_variance=g_bias_variance,
+        rho_f_tangents=f.rho_tangents,
+        sigma_tangents=[f_depth * d.f_bias for d in directions],
+        directions=directions,
+    )
+    biases = (f_depth, g_depth, f_bias_variance, g_bias_variance, directions)
+    scale_a, d_scale_a = hyper_scales(s_a, e_a, *biases)
+    scale_b, d_scale_b = hyper_scales(s_b, e_b, *biases)
+    in_place = _arrays.in_place_allowed(f.rho, rho_z, s_a, s_b, e_a, e_b)
+    # both sides' tangents are None together (the same direction moves every row)
+    d_scales = [
+        None if a is None else _sum_outer((a, b)) for a, b in zip(d_scale_a, d_scale_b, strict=True)
+    ]
+
+    def scaled(value: Array, tangents: list) -> tuple[Array, list]:
+        # K = scale scale' R: dK = scale scale' (dR + R (dls + dls'))
+        tangents = [_plus(t, _times(ds, value)) for t, ds in zip(tangents, d_scales, strict=True)]
+        for i, t in enumerate(tangents):
+            if t is not None:
+                t = _arrays.scale(t, scale_a[:, None], in_place)
+                tangents[i] = _arrays.scale(t, scale_b[None, :], in_place)
+        value = _arrays.scale(value, scale_a[:, None], in_place)
+        return _arrays.scale(value, scale_b[None, :], in_place), tangents
+
+    nngp, d_nngp = (None, [None] * len(directions))
+    if need_nngp:
+        nngp, d_nngp = scaled(g.nngp, g.nngp_tangents)
+    ntk, d_ntk = (None, [None] * len(directions))
+    if need_ntk:
+        d_ntk = [
+            _plus(_times(dt, g.ntk_g), _times(dg, f.ntk))
+            for dt, dg in zip(f.ntk_tangents, g.ntk_g_tangents, strict=True)
+        ]
+        ntk = _arrays.scale(g.ntk_g, f.ntk, in_place)
+        ntk, d_ntk = scaled(ntk, d_ntk)
+    return HyperKernels(nngp, ntk, d_nngp, d_ntk)
+
+
+def hyper_diagonal(
+    s: Array,
+    e: Array,
+    f_depth: int,
+    g_depth: int,
+    kind: str,
+    f_bias_variance: float = 0.0,
+    g_bias_variance: float = 0.0,
+) -> Array:
+    """The kernels at coincident rows, in closed form (every correlation is 1 there).
+
+    ``HyperNNGP(u, u) = w_H`` (:func:`hyper_scales` squared; ``s^H e``
+    without biases) and ``HyperKernel(u, u) = Theta^f(x, x) K^g(u, u)`` with
+    ``Theta^f(x, x) = L s + bf L (L + 1) / 2`` and ``K^g(u, u) = H sigma^(H-1)
+    e + bg sum_{i<H} (i + 1) sigma^i``, ``sigma = s + L bf``
+    (../shared/docs/biases.md, "Diagonals"); ``L H s^H e`` without biases.
+
+    Parameters
+    ----------
+    s, e : arrays of shape (n,)
+        ``|x|^2 / n0`` and ``Sigma^0(z, z)`` per row.
+    f_depth, g_depth : int
+    kind : {"nngp", "ntk"}
+    f_bias_variance, g_bias_variance : float, default=0.0
+
+    Returns
+    -------
+    array of shape (n,)
+    """
+    L, H, bf, bg = f_depth, g_depth, f_bias_variance, g_bias_variance
+    sigma = f_output_variance(s, L, bf)
+    if kind == "nngp":
+        return _g_variances(sigma, e, H, bg, (), ())[-1][0] if bg else sigma**H * e
+    if not (bf or bg):
+        return s**H * e * (L * H)
+    theta_f = L * s + bf * L * (L + 1) / 2.0
+    k_g = H * sigma ** (H - 1) * e
+    for i in range(H):
+        k_g = k_g + bg * (i + 1) * sigma**i
+    return theta_f * k_g
+
+
 def mlp_kernels(
-    x_a: Array, x_b: Array | None = None, depth: int = 3, negative_slope: float = 0.0
+    x_a: Array,
+    x_b: Array | None = None,
+    depth: int = 3,
+    negative_slope: float = 0.0,
+    *,
+    bias_variance: float = 0.0,
 ) -> tuple[Array, Array]:
-    """NNGP and NTK of a bias-free MLP in NTK parameterisation (the paper's f).
+    """NNGP and NTK of an MLP in NTK parameterisation (the paper's f), biases optional.
 
     Parameters
     ----------
@@ -302,6 +795,10 @@ def mlp_kernels(
         Number of weight matrices ``L``.
     negative_slope : float, default=0.0
         Leaky ReLU slope (0: ReLU).
+    bias_variance : float, default=0.0
+        Variance ``bf`` of every layer's bias, the output layer's included
+        (``S^0 = x.x'/n0 + bf``, ``S^l = kappa1(S^{l-1}) + bf``; docs/math.md,
+        "Biases"); 0 is the paper's bias-free f.
 
     Returns
     -------
@@ -318,13 +815,25 @@ def mlp_kernels(
     >>> nngp, ntk = mlp_kernels(x, depth=2)
     >>> np.round(ntk, 4).tolist()  # diagonal: depth * |x|^2 / n0
     [[1.0, 0.3183], [0.3183, 4.0]]
+    >>> nngp, ntk = mlp_kernels(x, depth=2, bias_variance=0.5)
+    >>> np.round(np.diag(ntk), 4).tolist()  # depth |x|^2 / n0 + bf depth (depth + 1) / 2
+    [2.5, 5.5]
     """
+    xp = array_namespace(x_a)
     x_b = x_a if x_b is None else x_b
     rho, norm_a, norm_b = _arrays.row_correlations(x_a, x_b)
     n0 = x_a.shape[1]
-    scale = (norm_a[:, None] * norm_b[None, :]) / n0
-    rho_f, ntk = mlp_correlations(rho, depth, negative_slope)
-    return scale * rho_f, scale * ntk
+    s_a, s_b = norm_a * norm_a / n0, norm_b * norm_b / n0
+    f = mlp_correlations(
+        rho, depth, negative_slope, variances=(s_a, s_b), bias_variance=bias_variance
+    )
+    if bias_variance:
+        sigma_a = f_output_variance(s_a, depth, bias_variance)
+        sigma_b = f_output_variance(s_b, depth, bias_variance)
+        scale = xp.sqrt(sigma_a)[:, None] * xp.sqrt(sigma_b)[None, :]
+    else:
+        scale = (norm_a[:, None] * norm_b[None, :]) / n0
+    return scale * f.rho, scale * f.ntk
 
 
 def length_scale_array(length_scale: float | Sequence[float] | Array, z_dim: int) -> np.ndarray:
@@ -447,6 +956,9 @@ def hyper_kernels(
     z_encoding: str = "linear",
     length_scale: float | Sequence[float] = 1.0,
     negative_slope: float = 0.0,
+    *,
+    f_bias_variance: float = 0.0,
+    g_bias_variance: float = 0.0,
 ) -> tuple[Array, Array]:
     """Hyper-NNGP ``Lambda^H`` and hyperkernel ``Theta^h`` on all pairs of rows.
 
@@ -467,6 +979,10 @@ def hyper_kernels(
     z_encoding : {"linear", "fourier"}, default="linear"
     length_scale : float or sequence of m0 floats, default=1.0
     negative_slope : float, default=0.0
+    f_bias_variance, g_bias_variance : float, default=0.0
+        Variances ``bf`` of f's biases and ``bg`` of the biases f generates
+        for g (docs/math.md, "Biases"); 0 and 0 is the paper's bias-free
+        hypernetwork.
 
     Returns
     -------
@@ -484,16 +1000,23 @@ def hyper_kernels(
     >>> np.round(ntk, 12).tolist()  # (x.x'/n0) (z.z'/m0)
     [[0.5, 0.0], [0.0, 0.5]]
     """
-    xp = array_namespace(x_a, z_a)
     x_b = x_a if x_b is None else x_b
     z_b = z_a if z_b is None else z_b
     rho_x, norm_xa, norm_xb = _arrays.row_correlations(x_a, x_b)
     rho_z, e_a, e_b = z_correlations(z_a, z_b, z_encoding, length_scale)
     n0 = x_a.shape[1]
     s_a, s_b = norm_xa * norm_xa / n0, norm_xb * norm_xb / n0
-    rho_f, ntk_f = mlp_correlations(rho_x, f_depth, negative_slope)
-    g = hyper_correlations(rho_f, rho_z, g_depth, negative_slope)
-    scale_a = s_a ** (g_depth / 2) * xp.sqrt(e_a)
-    scale_b = s_b ** (g_depth / 2) * xp.sqrt(e_b)
-    scale = scale_a[:, None] * scale_b[None, :]
-    return scale * g.nngp, scale * ntk_f * g.ntk_g
+    f = mlp_correlations(
+        rho_x, f_depth, negative_slope, variances=(s_a, s_b), bias_variance=f_bias_variance
+    )
+    kernels = hyper_from_correlations(
+        f,
+        rho_z,
+        (s_a, s_b, e_a, e_b),
+        f_depth,
+        g_depth,
+        negative_slope,
+        f_bias_variance=f_bias_variance,
+        g_bias_variance=g_bias_variance,
+    )
+    return kernels.nngp, kernels.ntk

@@ -165,3 +165,69 @@ def test_gram_matvec_rejects_bad_vectors(make_vectors):
     rows = kernel.factorize_rows(X)
     with pytest.raises(ValueError, match="vectors"):
         kernel.gram_matvec(rows, make_vectors(X.shape[0]))
+
+
+# ------------------------------------------------------------ biases on every path
+
+
+def _biased_rows() -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``[x | z]`` (4 x, 2 z) with a zero x, a zero z, equal rows, equal x, equal z."""
+    rng = np.random.default_rng(0)
+    U, V = rng.normal(size=(9, 6)), rng.normal(size=(5, 6))
+    U[1, :4] = 0.0
+    U[2, 4:] = 0.0
+    U[5] = U[4]
+    V[0] = U[0]
+    V[1, :4] = U[3, :4]
+    V[2, 4:] = U[6, 4:]
+    return U, V
+
+
+# float32: the recursions round to ~6e-8 per operation over a dozen layers' worth of
+# operations, and kappa0's slope near correlation 1 amplifies it; measured 6e-7 of the
+# largest entry on these rows (torch and numpy alike)
+BIAS_RTOL = {"float64": {"nngp": 1e-9, "ntk": 1e-7}, "float32": {"nngp": 4e-6, "ntk": 4e-6}}
+PLACEMENTS = {"numpy": (None, "float64"), "numpy-float32": (None, "float32")}
+PLACEMENTS.update({"torch-cpu": ("cpu", "float64"), "torch-cpu-float32": ("cpu", "float32")})
+
+
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+@pytest.mark.parametrize("f_bias,g_bias", [(0.1, 0.0), (0.0, 1.3), (1.3, 0.1), (0.1, 0.1)])
+@pytest.mark.parametrize("encoding", ["linear", "fourier"])
+@pytest.mark.parametrize("placement", list(PLACEMENTS))
+def test_biased_grams_on_every_path_equal_the_reference(kind, f_bias, g_bias, encoding, placement):
+    from reference import hyper_grams
+
+    device, dtype = PLACEMENTS[placement]
+    if device is not None:
+        pytest.importorskip("torch")
+    U, V = _biased_rows()
+    cls = HyperNNGP if kind == "nngp" else HyperKernel
+    config = dict(z_dim=2, f_depth=3, g_depth=2, z_encoding=encoding, length_scale=0.8)
+    config.update(activation="leaky_relu", negative_slope=0.2)
+    kernel = cls(**config, f_bias_variance=f_bias, g_bias_variance=g_bias, block_size=4)
+    kernel.set_params(device=device, dtype=dtype)
+    architecture = dict(f_depth=3, g_depth=2, z_encoding=encoding, length_scale=0.8)
+    architecture.update(negative_slope=0.2, f_bias_variance=f_bias, g_bias_variance=g_bias)
+    index = 0 if kind == "nngp" else 1
+    expected = hyper_grams(U[:, :4], U[:, 4:], **architecture)[index]
+    expected_cross = hyper_grams(U[:, :4], U[:, 4:], V[:, :4], V[:, 4:], **architecture)[index]
+    tolerance = BIAS_RTOL[dtype][kind] * np.abs(expected).max()
+    K = kernel(U)
+    np.testing.assert_allclose(K, expected, rtol=0, atol=tolerance)
+    np.testing.assert_array_equal(K, K.T)
+    np.testing.assert_allclose(kernel(U, V), expected_cross, rtol=0, atol=tolerance)
+    # the closed-form diagonal, and equal rows (U[5] = U[4], V[0] = U[0]) exactly on it
+    diagonal = kernel.diag(U)
+    np.testing.assert_allclose(diagonal, np.diag(expected), rtol=1e-13)
+    equal_rtol = 2e-15 if dtype == "float64" else 2e-6
+    np.testing.assert_allclose(K[4, 5], diagonal[4], rtol=equal_rtol)
+    np.testing.assert_allclose(kernel(U, V)[0, 0], diagonal[0], rtol=equal_rtol)
+    vectors = np.random.default_rng(1).normal(size=(9, 2))
+    product = kernel.gram_matvec(U, vectors)
+    np.testing.assert_allclose(product, expected @ vectors, rtol=0, atol=9 * tolerance * 3)
+    if f_bias == 0.0:  # x = 0 (row 1): exactly zero, whatever g's biases
+        np.testing.assert_array_equal(K[1], 0.0)
+    else:  # an ordinary input, except against z = 0 (row 2, linear) without g's biases
+        zero_z = encoding == "linear" and g_bias == 0.0
+        assert np.all(np.abs(np.delete(K[1], 2) if zero_z else K[1]) > 0)

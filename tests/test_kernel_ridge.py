@@ -96,6 +96,16 @@ PAPER = {"alpha_scale": "absolute", "normalize_x": False, "normalize_y": False}
 
 KERNEL_CASES = [
     pytest.param(
+        {"kernel": "ntk", "z_encoding": "linear", "f_bias_variance": 0.1, **PAPER},
+        HyperKernel(z_encoding="linear", f_bias_variance=0.1),
+        id="ntk-f-biases",
+    ),
+    pytest.param(
+        {"kernel": "nngp", "f_bias_variance": 0.1, "g_bias_variance": 1.3, **PAPER},
+        HyperNNGP(f_bias_variance=0.1, g_bias_variance=1.3),
+        id="nngp-biases",
+    ),
+    pytest.param(
         {"kernel": "ntk", "z_encoding": "linear", **PAPER},
         HyperKernel(z_encoding="linear"),
         id="ntk",
@@ -184,6 +194,18 @@ def test_predictions_equal_precomputed_kernel_ridge(regression_data, params, ker
     assert_allclose(
         model.predict(X_test), reference.predict(kernel(X_test, X)), rtol=1e-8, atol=1e-12
     )
+
+
+@pytest.mark.parametrize("name", ["f_bias_variance", "g_bias_variance"])
+def test_bias_variances_are_validated_in_fit_and_passed_to_the_kernel(regression_data, name):
+    X, y, _ = regression_data
+    model = HyperKernelRegressor(**{name: 0.4})
+    assert model.get_params()[name] == 0.4
+    assert getattr(model.fit(X, y).kernel_, name) == 0.4
+    other = "g_bias_variance" if name == "f_bias_variance" else "f_bias_variance"
+    assert getattr(model.kernel_, other) == 0.0
+    with pytest.raises(InvalidParameterError, match=name):
+        HyperKernelRegressor(**{name: -1.0}).fit(X, y)
 
 
 def test_fitted_attributes(regression_data):

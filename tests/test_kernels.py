@@ -322,8 +322,10 @@ def test_gradient_rejected_with_second_argument(build, z_dim, has_white):
 
 def test_compound_kernel_exposes_the_hyper_length_scale():
     kernel = ConstantKernel(2.0) * HyperNNGP(**CONFIGS["four-z2-L2H2-iso"]) + WhiteKernel(0.1)
-    names = [h.name for h in kernel.hyperparameters]
+    names = [h.name for h in kernel.hyperparameters if not h.fixed]
     assert names == ["k1__k1__constant_value", "k1__k2__length_scale", "k2__noise_level"]
+    fixed = [h.name for h in kernel.hyperparameters if h.fixed]  # bias variances of 0
+    assert fixed == ["k1__k2__f_bias_variance", "k1__k2__g_bias_variance"]
     assert_allclose(kernel.theta, np.log([2.0, 0.7, 0.1]))
     kernel.set_params(k1__k2__length_scale=0.3)
     assert_allclose(kernel.theta[1], np.log(0.3))
@@ -388,6 +390,10 @@ def test_get_params_set_params_round_trip(cls, name):
         "length_scale_bounds",
         "activation",
         "negative_slope",
+        "f_bias_variance",
+        "g_bias_variance",
+        "f_bias_variance_bounds",
+        "g_bias_variance_bounds",
         "normalize_x",
         "block_size",
         "n_jobs",
@@ -1002,3 +1008,114 @@ def test_gram_matvec_and_gram_factorized_accept_the_rows_themselves():
     np.testing.assert_allclose(kernel.gram_factorized(U), kernel(U), rtol=1e-12)
     with pytest.raises(ValueError, match="z_dim"):
         kernel.gram_matvec(U[:, :1], np.ones(9))
+
+
+# ---------------------------------------------------------------------------
+# Bias variances as hyperparameters (docs/math.md, "Biases")
+# ---------------------------------------------------------------------------
+
+
+def test_bias_variances_are_fixed_at_zero_and_learned_in_log_space():
+    plain = HyperKernel(z_encoding="fourier", length_scale=0.7)
+    assert plain.hyperparameter_f_bias_variance.fixed
+    assert plain.hyperparameter_g_bias_variance.fixed
+    assert_allclose(plain.theta, np.log([0.7]))
+    kernel = HyperNNGP(z_encoding="fourier", length_scale=0.7, f_bias_variance=0.1)
+    kernel.set_params(g_bias_variance=1.3, g_bias_variance_bounds=(1e-3, 10.0))
+    names = [h.name for h in kernel.hyperparameters]
+    assert names == ["f_bias_variance", "g_bias_variance", "length_scale"]  # sklearn's order
+    assert_allclose(kernel.theta, np.log([0.1, 1.3, 0.7]))
+    assert_allclose(kernel.bounds, np.log([[1e-5, 1e5], [1e-3, 10.0], [1e-5, 1e5]]))
+    moved = kernel.clone_with_theta(np.log([0.2, 0.5, 0.9]))
+    assert (moved.f_bias_variance, moved.g_bias_variance) == pytest.approx((0.2, 0.5))
+    assert clone(kernel).get_params() == kernel.get_params()
+    assert "f_bias_variance=0.1" in repr(kernel) and "g_bias_variance=1.3" in repr(kernel)
+    assert "bias" not in repr(plain)
+    fixed = HyperKernel(f_bias_variance=0.1, f_bias_variance_bounds="fixed")
+    assert fixed.hyperparameter_f_bias_variance.fixed
+    with pytest.raises(ValueError, match="f_bias_variance"):
+        HyperKernel(f_bias_variance=-0.1)(make_rows(0, 3, 2))
+    with pytest.raises(ValueError, match="g_bias_variance"):
+        HyperNNGP(g_bias_variance="big")(make_rows(0, 3, 2))
+
+
+@pytest.mark.parametrize("cls", KERNEL_CLASSES)
+@pytest.mark.parametrize("f_bias,g_bias", [(0.1, 0.0), (0.0, 1.3), (1.3, 0.1), (0.1, 0.1)])
+@pytest.mark.parametrize(
+    "encoding,length_scale", [("linear", 1.0), ("fourier", 0.8), ("fourier", [0.6, 1.7])]
+)
+def test_bias_and_length_scale_gradients_match_central_differences(
+    cls, f_bias, g_bias, encoding, length_scale
+):
+    X = make_rows(21, 7, 2)
+    X[1, :-2] = 0.0  # x = 0
+    X[3] = X[2]  # equal rows
+    kernel = cls(
+        z_dim=2,
+        f_depth=3,
+        g_depth=3,
+        z_encoding=encoding,
+        length_scale=length_scale,
+        activation="leaky_relu",
+        negative_slope=0.2,
+        f_bias_variance=f_bias,
+        g_bias_variance=g_bias,
+        block_size=3,
+    )
+    K, gradient = kernel(X, eval_gradient=True)
+    free = [h for h in kernel.hyperparameters if not h.fixed]
+    n_columns = sum(h.n_elements for h in free)
+    assert gradient.shape == (7, 7, n_columns) == (7, 7, kernel.theta.shape[0])
+    assert [h.name for h in free][: (f_bias > 0) + (g_bias > 0)] == [
+        name for name, value in (("f_bias_variance", f_bias), ("g_bias_variance", g_bias)) if value
+    ]
+    step = 1e-5
+    for j in range(n_columns):
+        up, down = kernel.theta.copy(), kernel.theta.copy()
+        up[j] += step
+        down[j] -= step
+        central = (kernel.clone_with_theta(up)(X) - kernel.clone_with_theta(down)(X)) / (2 * step)
+        assert np.abs(central).max() > 0
+        assert_allclose(gradient[..., j], central, rtol=0, atol=1e-7 * np.abs(central).max())
+    assert_array_equal(gradient, np.swapaxes(gradient, 0, 1))
+
+
+def test_bias_gradients_on_the_torch_placement_equal_numpy():
+    pytest.importorskip("torch")
+    X = make_rows(22, 8, 2)
+    config = dict(z_encoding="fourier", length_scale=[0.6, 1.7], f_bias_variance=0.3)
+    config.update(g_bias_variance=0.2, block_size=5)
+    for cls in KERNEL_CLASSES:
+        K, gradient = cls(**config)(X, eval_gradient=True)
+        K_torch, gradient_torch = cls(**config, device="cpu")(X, eval_gradient=True)
+        assert_allclose(K_torch, K, rtol=1e-13)
+        assert_allclose(gradient_torch, gradient, rtol=0, atol=1e-13 * np.abs(gradient).max())
+
+
+def _sdf_rows(n_shapes: int, per: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shape codes: x = a sphere's radius and centre, z = a 3-D point, y = signed distance."""
+    r = np.random.RandomState(seed)
+    radius, centre = r.uniform(0.3, 1.0, n_shapes), r.uniform(-0.5, 0.5, (n_shapes, 3))
+    index = np.repeat(np.arange(n_shapes), per)
+    z = r.uniform(-1.5, 1.5, (n_shapes * per, 3))
+    distance = np.linalg.norm(z - centre[index], axis=1) - radius[index]
+    return np.hstack([radius[index, None], centre[index], z]), distance
+
+
+def test_gaussian_process_learns_the_bias_variances_and_a_higher_likelihood():
+    U, y = _sdf_rows(12, 10, 11)
+
+    def fit(f_bias, g_bias):
+        inner = HyperNNGP(z_dim=3, f_bias_variance=f_bias, g_bias_variance=g_bias)
+        kernel = ConstantKernel() * inner + WhiteKernel()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the noise level reaches its bound
+            return GaussianProcessRegressor(kernel, normalize_y=True, random_state=0).fit(U, y)
+
+    biased, plain = fit(0.1, 0.1), fit(0.0, 0.0)
+    learned = biased.kernel_.k1.k2
+    assert learned.f_bias_variance != pytest.approx(0.1, rel=0.05)
+    assert learned.g_bias_variance != pytest.approx(0.1, rel=0.05)
+    assert plain.kernel_.k1.k2.f_bias_variance == 0.0  # fixed
+    # biases let the norm of the code (the radius) shift the distance: a far better fit
+    assert biased.log_marginal_likelihood_value_ > plain.log_marginal_likelihood_value_

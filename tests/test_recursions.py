@@ -444,11 +444,14 @@ def test_correlation_recursions_gradients_match_finite_differences(torch_module,
     rho, rho_f, rho_z = correlations(3, 4), correlations(3, 4), correlations(3, 4)
     gradcheck = torch_module.autograd.gradcheck
     assert gradcheck(lambda r: recursions.dual_correlations(r, slope), (rho,))
-    assert gradcheck(lambda r: recursions.mlp_correlations(r, 4, slope), (rho,))
-    assert gradcheck(
-        lambda f, z: tuple(recursions.hyper_correlations(f, z, 3, slope, need_tangent=True)),
-        (rho_f, rho_z),
-    )
+    assert gradcheck(lambda r: tuple(recursions.mlp_correlations(r, 4, slope)[:2]), (rho,))
+    z_direction = [recursions.Direction(z=True)]
+
+    def g_recursion(f, z):
+        g = recursions.hyper_correlations(f, z, 3, slope, directions=z_direction)
+        return g.nngp, g.ntk_g, *g.nngp_tangents, *g.ntk_g_tangents
+
+    assert gradcheck(g_recursion, (rho_f, rho_z))
     var_a, var_b = (
         torch_module.rand(n, generator=generator, dtype=torch_module.float64) + 0.5 for n in (3, 4)
     )
@@ -483,6 +486,162 @@ def test_duals_map_one_to_exactly_one(slope, dtype):
     kappa1, kappa0 = recursions.dual_correlations(np.ones((1, 3), dtype=dtype), slope)
     assert_array_equal(kappa1, 1.0)
     assert_array_equal(kappa0, 1.0)
-    rho_f, ntk = recursions.mlp_correlations(np.ones((2, 2), dtype=dtype), 5, slope)
+    rho_f, ntk, _, _ = recursions.mlp_correlations(np.ones((2, 2), dtype=dtype), 5, slope)
     assert_array_equal(rho_f, 1.0)
     assert_array_equal(ntk, 5.0)
+
+
+# ---------------------------------------------------------------------------
+# Biases of f and of g (docs/math.md, "Biases"; ../shared/docs/biases.md)
+# ---------------------------------------------------------------------------
+
+BIAS_VARIANCES = [0.0, 0.1, 1.3]
+
+
+def _bias_rows() -> tuple[np.ndarray, ...]:
+    """Rows with a zero x, a zero z, equal rows, equal x only and equal z only (4 x, 2 z)."""
+    rng = np.random.default_rng(11)
+    x_a, z_a = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))
+    x_b, z_b = rng.normal(size=(4, 4)), rng.normal(size=(4, 2))
+    x_a[1] = 0.0  # x = 0
+    z_a[2] = 0.0  # z = 0 (linear: an input of variance 0)
+    x_b[0], z_b[0] = x_a[0], z_a[0]  # an equal row
+    x_b[1] = x_a[3]  # equal x only
+    z_b[2] = z_a[4]  # equal z only
+    x_a[4] = x_a[0]  # equal x within one set of rows
+    return x_a, z_a, x_b, z_b
+
+
+@pytest.mark.parametrize("f_bias", BIAS_VARIANCES)
+@pytest.mark.parametrize("g_bias", BIAS_VARIANCES)
+@pytest.mark.parametrize("encoding", ["linear", "fourier"])
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_biased_kernels_equal_the_covariance_space_reference(f_bias, g_bias, encoding, slope):
+    x_a, z_a, x_b, z_b = _bias_rows()
+    for f_depth in (1, 2, 3):
+        for g_depth in (1, 2, 3):
+            architecture = dict(
+                f_depth=f_depth,
+                g_depth=g_depth,
+                z_encoding=encoding,
+                length_scale=0.8,
+                negative_slope=slope,
+                f_bias_variance=f_bias,
+                g_bias_variance=g_bias,
+            )
+            for rows in ((x_a, z_a, None, None), (x_a, z_a, x_b, z_b)):
+                nngp, ntk = hyper_kernels(*rows, **architecture)
+                expected_nngp, expected_ntk = hyper_grams(*rows, **architecture)
+                assert np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))
+                # relative to the largest entry: zero rows have exact zeros
+                assert_allclose(
+                    nngp, expected_nngp, rtol=0, atol=1e-9 * np.abs(expected_nngp).max()
+                )
+                assert_allclose(ntk, expected_ntk, rtol=0, atol=1e-7 * np.abs(expected_ntk).max())
+            # the diagonal: the closed forms of biases.md, "Diagonals"
+            s = np.sum(x_a * x_a, axis=1) / 4
+            e = np.sum(z_a * z_a, axis=1) / 2 if encoding == "linear" else np.ones(5)
+            for kind, i in (("nngp", 0), ("ntk", 1)):
+                closed = recursions.hyper_diagonal(s, e, f_depth, g_depth, kind, f_bias, g_bias)
+                reference = np.diag(hyper_grams(x_a, z_a, **architecture)[i])
+                assert_allclose(closed, reference, rtol=1e-13, atol=1e-300)
+                assert_allclose(np.diag(hyper_kernels(x_a, z_a, **architecture)[i]), closed, 1e-13)
+
+
+@pytest.mark.parametrize("g_bias", [0.1, 1.3])
+def test_zero_x_rows_are_zero_without_f_biases_even_with_g_biases(g_bias):
+    x_a, z_a, x_b, z_b = _bias_rows()
+    for rows in ((x_a, z_a, None, None), (x_a, z_a, x_b, z_b), (x_b, z_b, x_a, z_a)):
+        with no_floating_point_warnings():
+            grams = hyper_kernels(*rows, f_depth=3, g_depth=3, g_bias_variance=g_bias)
+        for gram in grams:
+            if rows[2] is None or rows[0] is x_a:
+                assert_array_equal(gram[1], 0.0)  # x_a[1] = 0: f(0) = 0 generates no bias
+            else:
+                assert_array_equal(gram[:, 1], 0.0)
+
+
+@pytest.mark.parametrize("f_bias,g_bias", [(0.1, 0.0), (1.3, 0.1), (0.1, 1.3)])
+def test_zero_x_is_an_ordinary_input_with_f_biases(f_bias, g_bias):
+    x_a, z_a, x_b, z_b = _bias_rows()
+    architecture = dict(f_depth=3, g_depth=2, f_bias_variance=f_bias, g_bias_variance=g_bias)
+    with no_floating_point_warnings():
+        nngp, ntk = hyper_kernels(x_a, z_a, x_b, z_b, **architecture)
+    expected_nngp, expected_ntk = hyper_grams(x_a, z_a, x_b, z_b, **architecture)
+    assert np.all(np.abs(ntk[1]) > 0) and np.all(np.abs(nngp[1]) > 0)
+    assert_allclose(nngp[1], expected_nngp[1], rtol=1e-12)
+    assert_allclose(ntk[1], expected_ntk[1], rtol=1e-12)
+    # it depends on x' only through |x'|: rotating the other rows' x changes nothing
+    rotation = np.linalg.qr(np.random.default_rng(3).normal(size=(4, 4)))[0]
+    _, rotated = hyper_kernels(x_a, z_a, x_b @ rotation, z_b, **architecture)
+    assert_allclose(rotated[1], ntk[1], rtol=1e-13)
+
+
+def test_zero_z_is_an_ordinary_input_with_g_biases():
+    x_a, z_a, x_b, z_b = _bias_rows()  # z_a[2] = 0
+    for f_bias in (0.0, 0.1):
+        architecture = dict(f_depth=2, g_depth=3, f_bias_variance=f_bias, g_bias_variance=0.1)
+        nngp, ntk = hyper_kernels(x_a, z_a, x_b, z_b, **architecture)
+        expected = hyper_grams(x_a, z_a, x_b, z_b, **architecture)
+        assert np.all(np.abs(ntk[2]) > 0)
+        assert_allclose(nngp[2], expected[0][2], rtol=1e-12)
+        assert_allclose(ntk[2], expected[1][2], rtol=1e-12)
+        # without g's biases the z = 0 row is exactly 0
+        plain = hyper_kernels(x_a, z_a, x_b, z_b, f_depth=2, g_depth=3, f_bias_variance=f_bias)
+        assert_array_equal(plain[1][2], 0.0)
+
+
+def test_biases_break_homogeneity_in_x():
+    x_a, z_a, x_b, z_b = _bias_rows()
+    plain = hyper_kernels(x_a, z_a, x_b, z_b, f_depth=3, g_depth=2)[1]
+    scaled = hyper_kernels(2.0 * x_a, z_a, x_b, z_b, f_depth=3, g_depth=2)[1]
+    # degree H = 2 without biases (x_b[1] = x_a[3] becomes parallel, not equal: rho_x = 1
+    # only up to rounding, which kappa0 turns into sqrt(ulp))
+    assert_allclose(scaled, 4.0 * plain, rtol=1e-7)
+    for f_bias, g_bias in ((0.1, 0.0), (0.0, 0.1)):
+        architecture = dict(f_depth=3, g_depth=2, f_bias_variance=f_bias, g_bias_variance=g_bias)
+        biased = hyper_kernels(x_a, z_a, x_b, z_b, **architecture)[1]
+        biased_scaled = hyper_kernels(2.0 * x_a, z_a, x_b, z_b, **architecture)[1]
+        assert np.max(np.abs(biased_scaled - 4.0 * biased)) > 1e-3 * np.abs(biased).max()
+
+
+def test_biased_mlp_kernels_equal_the_reference():
+    x_a, _, x_b, _ = _bias_rows()
+    for depth in (1, 2, 4):
+        S_f, theta_f = mlp_kernels(x_a, x_b, depth=depth, negative_slope=0.2, bias_variance=0.7)
+        for i in range(len(x_a)):
+            for j in range(len(x_b)):
+                S, theta = mlp_pair(x_a[i], x_b[j], depth, 0.2, bias_variance=0.7)
+                assert_allclose(S_f[i, j], S[2], rtol=1e-13)
+                assert_allclose(theta_f[i, j], theta, rtol=1e-13)
+
+
+def test_no_biases_are_the_bias_free_kernels_bitwise():
+    # values of the package before the biases existed (same rows, same calls)
+    rng = np.random.default_rng(5)
+    U, V = rng.normal(size=(3, 6)), rng.normal(size=(4, 6))
+    U[1, :4] = 0.0
+    V[0] = U[0]
+    from sklearn_hyperkernel import HyperKernel, HyperNNGP
+
+    before = {
+        "ntk": [
+            [2.6046550048739183, -0.0021442693723310725, 0.06896897775529721, 0.8585857089486236],
+            [0.0, 0.0, 0.0, 0.0],
+            [-0.038790887960673995, 0.2637237255716299, 0.25047261951698524, 0.254053330640014],
+        ],
+        "nngp": [
+            [0.18629102089845975, 0.013911949996563288, 0.019012771464223296, 0.19939537754409056],
+            [0.0, 0.0, 0.0, 0.0],
+            [0.02589754495086047, 0.18200558262742755, 0.11846750657828155, 0.27068744706246173],
+        ],
+        "gradient": [[0.0, 0.0], [0.0, 0.0], [0.04502429935835925, 0.010445685578029482]],
+    }
+    for zero in ({}, {"f_bias_variance": 0.0, "g_bias_variance": 0.0}):
+        ntk = HyperKernel(activation="leaky_relu", negative_slope=0.2, **zero)(U, V)
+        nngp = HyperNNGP(z_encoding="linear", f_depth=2, g_depth=3, **zero)(U, V)
+        kernel = HyperKernel(z_encoding="fourier", length_scale=[0.6, 1.3], **zero)
+        _, gradient = kernel(U, eval_gradient=True)
+        assert_array_equal(ntk, before["ntk"])
+        assert_array_equal(nngp, before["nngp"])
+        assert_array_equal(gradient[0], before["gradient"])
