@@ -34,11 +34,11 @@ class _HypernetworkKernel(Kernel):
         length_scale_bounds: tuple[float, float] | str = (1e-5, 1e5),
         activation: str = "relu",
         negative_slope: float = 0.01,
-        f_bias_variance: float = 0.0,
-        g_bias_variance: float = 0.0,
+        f_bias_variance: float = 1.0,
+        g_bias_variance: float = 0.1,
         f_bias_variance_bounds: tuple[float, float] | str = (1e-5, 1e5),
         g_bias_variance_bounds: tuple[float, float] | str = (1e-5, 1e5),
-        normalize_x: bool = False,
+        normalize_x: bool = True,
         block_size: int | None = None,
         n_jobs: int | None = None,
         device: str | None = None,
@@ -424,9 +424,16 @@ class HyperKernel(_HypernetworkKernel):
     -----
     f's quantities depend on x alone and are computed once per distinct x of
     each block, so rows that share an image (many pixel coordinates per image)
-    cost little more than the z part. ``HyperKernel(u, u) = L * H * s^H * e``
-    with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)``. Rows with x = 0, or
-    z = 0 under the linear encoding, have kernel 0 with every row.
+    cost little more than the z part. Without biases ``HyperKernel(u, u) = L *
+    H * s^H * e`` with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)``, and rows
+    with x = 0, or z = 0 under the linear encoding, have kernel 0 with every
+    row; with the default biases neither holds (docs/math.md, "Biases").
+    The defaults (x on the sphere, ``f_bias_variance=1``,
+    ``g_bias_variance=0.1``) make the kernel work as it is in any
+    scikit-learn tool that takes a kernel (``SVC``, ``SVR``,
+    ``GaussianProcessClassifier``, ``KernelPCA``, ``Nystroem``); the paper's
+    closed form of the raw rows is ``HyperKernel(normalize_x=False,
+    f_bias_variance=0, g_bias_variance=0)``.
 
     With numba installed (``pip install sklearn-hyperkernel[fast]``), Grams of
     at least 2^24 entries on the CPU run all layers of f and g in one compiled
@@ -468,8 +475,10 @@ class HyperNNGP(_HypernetworkKernel):
 
     Notes
     -----
-    ``HyperNNGP(u, u) = s^H * e`` with ``s = |x|^2 / n0`` and
-    ``e = Sigma^0(z, z)``.
+    Without biases ``HyperNNGP(u, u) = s^H * e`` with ``s = |x|^2 / n0`` and
+    ``e = Sigma^0(z, z)``. The paper's closed form of the raw rows is
+    ``HyperNNGP(normalize_x=False, f_bias_variance=0, g_bias_variance=0)``;
+    the defaults are :class:`HyperKernel`'s.
 
     Examples
     --------
