@@ -14,8 +14,11 @@ PIP_INSTALL_FLAGS ?= --quiet --progress-bar off
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV_PYTHON) examples/demo.py
 
+# Lint and format first (fail fast, nothing is rewritten), then the suite.
 # pytest's own exit codes are kept: 5 ("no tests collected") fails the target too.
 test: $(STAMP)
+	$(VENV_PYTHON) -m ruff check .
+	$(VENV_PYTHON) -m ruff format --check .
 	$(VENV_PYTHON) -m pytest
 
 install: $(STAMP)

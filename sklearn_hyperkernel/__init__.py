@@ -9,6 +9,12 @@
   network itself is :mod:`sklearn_hyperkernel.network`.
 * :class:`DeviceFallbackWarning` -- a model saved on a device this machine
   lacks was loaded on the CPU.
+* :class:`InconsistentVersionWarning` -- a kernel, estimator or network was
+  pickled by another version of the package (older pickles are upgraded, or
+  refused at load time naming both versions).
+* :func:`get_config`, :func:`set_config`, :func:`config_context` -- the
+  tuning constants (tile and block sizes, the fused-pass switch, solver
+  thresholds), as scikit-learn's configuration (:mod:`sklearn_hyperkernel.config`).
 
 Both are :class:`sklearn.gaussian_process.kernels.Kernel` objects over rows
 ``u = [x | z]`` (the last ``z_dim`` columns are z). The closed forms are in
@@ -17,6 +23,8 @@ Both are :class:`sklearn.gaussian_process.kernels.Kernel` objects over rows
 
 from ._device import DeviceFallbackWarning
 from ._version import __version__
+from ._versioning import InconsistentVersionWarning, install_removed_module_finder
+from .config import config_context, get_config, set_config
 from .hypernetwork import HypernetworkClassifier, HypernetworkRegressor
 from .kernel_ridge import HyperKernelRegressor
 from .kernels import HyperKernel, HyperNNGP
@@ -28,5 +36,13 @@ __all__ = [
     "HyperNNGP",
     "HypernetworkClassifier",
     "HypernetworkRegressor",
+    "InconsistentVersionWarning",
     "__version__",
+    "config_context",
+    "get_config",
+    "set_config",
 ]
+
+# an older pickle's class from a private module removed since fails at load
+# time naming both versions, not with a bare ModuleNotFoundError
+install_removed_module_finder()

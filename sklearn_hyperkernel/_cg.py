@@ -25,13 +25,10 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ._operator import GramOperator, check_finite_kernel
 from ._solvers import LowRankPreconditioner, conjugate_gradient, pivoted_cholesky
+from .config import get_config
 from .progress import log
 
 __all__ = ["CGFit", "fit_cg"]
-
-#: The preconditioner stops growing once the trace of ``K - L L^T`` is below
-#: this fraction of the smallest ridge: it is then as good as exact.
-PRECONDITIONER_TRACE_FRACTION = 1e-3
 
 
 @dataclass
@@ -130,7 +127,7 @@ def fit_cg(
         weighted_diagonal,
         weighted_column,
         rank,
-        stop_trace=PRECONDITIONER_TRACE_FRACTION * float(np.min(ridges)),
+        stop_trace=get_config()["cg_preconditioner_trace_fraction"] * float(np.min(ridges)),
     )
     preconditioner = LowRankPreconditioner(factor)
     del factor

@@ -16,7 +16,7 @@ on ``K``:
 
 Between attempts ``K`` is restored from its strictly lower triangle, which
 the factorisation leaves untouched. Above
-:data:`._linalg.ONE_BLAS_THREAD_ABOVE` rows LAPACK runs on one BLAS thread.
+``one_blas_thread_above`` rows (:mod:`sklearn_hyperkernel.config`) LAPACK runs on one BLAS thread.
 """
 
 from __future__ import annotations

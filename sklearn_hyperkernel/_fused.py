@@ -9,24 +9,38 @@ rows, ``fastmath`` off, cached on disk): each entry is read and written once.
 Scope: numpy arrays on the CPU, float64 (float32 inputs are computed in
 float64, stored in float32); the value of ``kind="ntk"`` (HyperKernel) and
 ``"nngp"`` (HyperNNGP), every depth, both activations (``negative_slope``),
-both z encodings, any number of z columns and length scales. Left to the numpy
-path: torch tensors (GPU) and the length-scale gradient.
+both z encodings, any number of z columns and length scales, and the bias
+variances of f and of g (``f_bias_variance``, ``g_bias_variance``). Left to
+the numpy path: torch tensors (GPU) and the gradients.
 
-The formulas are those of :func:`~.recursions.dual_correlations`,
+Without biases the formulas are those of :func:`~.recursions.dual_correlations`,
 :func:`~.recursions.mlp_correlations` and :func:`~.recursions.hyper_correlations`
 (docs/math.md, "correlation space") for one entry, the operations in the same
-order; tests/test_fused.py checks the two paths to 1e-12. numba would call the
-C library's scalar ``acos`` and ``exp`` (20 and 8 ns a value, against 2-3 ns in
-numpy's vector loops; the llvmlite wheels have no vector math library), so
+order, scaled by the rows' ``s^(H/2) sqrt(e)`` at the end; tests/test_fused.py
+checks the two paths to 1e-12. With biases the rows no longer factor out:
+each layer carries its covariance, and its dual sees the correlation, the
+covariance over ``sqrt`` of the product of the two rows' variances at that
+layer (docs/math.md, "Biases"; the variances ``v_l`` of f and ``w_l`` of g are
+computed once per row), a ``sqrt`` and a division more per entry and layer;
+tests/test_fused.py checks them against tests/reference.py's covariance-space
+recursions to 1e-12.
+
+numba would call the C library's scalar ``acos`` and ``exp`` (20 and 8 ns a
+value, against 2-3 ns in numpy's vector loops; the llvmlite wheels have no
+vector math library), so
 ``_acos`` and ``_exp`` follow fdlibm's ``e_acos.c`` and ``e_exp.c`` (Sun
 Microsystems: "Permission to use, copy, modify, and distribute this software
 is freely granted, provided that this notice is preserved"), written without
 branches so that LLVM vectorises them; both are within 1 ulp of numpy's, and
 exact where the kernel needs it: ``acos(1) = 0``, ``exp(0) = 1``, so coincident
 rows (x correlation set to exactly 1 by the caller, z correlation exactly 1
-here) give the closed form. Each row of a block is cut into tiles of
-``_TILE`` columns, every layer one vectorised loop over a tile whose buffers
-stay in the L1 cache. With few distinct x, f runs once per distinct pair.
+here) give the closed form; with biases too, since ``sqrt(v v) == v`` in
+binary floating point and each row's variances are rounded as an equal pair's
+covariances are. Each row of a block is cut into tiles of ``_TILE`` columns,
+every layer one vectorised loop over a tile whose buffers stay in the L1
+cache. With few distinct x, f runs once per distinct pair, into a table of
+f's output correlation and NTK (with biases: its output covariance ``S_f``,
+which is what g needs, and NTK).
 """
 
 from __future__ import annotations
@@ -39,7 +53,9 @@ from typing import Any
 
 import numpy as np
 
-try:  # optional: without numba the Gram engine keeps its numpy path
+from .config import get_config
+
+try:  # a core dependency; where it cannot be imported the engine keeps its numpy path
     import numba
 except ImportError:  # pragma: no cover - exercised where numba is absent
     numba = None
@@ -50,10 +66,6 @@ __all__ = ["available", "hyper_block"]
 _TILE = 256
 #: Rows a thread takes at a time (its buffers are allocated once per group).
 _ROW_GROUP = 8
-#: f goes through a table of distinct x pairs when the table has at most this
-#: fraction of the block's entries (filled on one thread; each entry then
-#: gathers two values instead of evaluating f_depth - 1 duals).
-_TABLE_FRACTION = 0.125
 
 # fdlibm e_acos.c: acos(x) = pi/2 - (x + x^3 R(x^2)) for |x| < 1/2, else
 # 2 asin(sqrt((1 - |x|) / 2)) (or pi minus it) with the same R = P / Q
@@ -88,7 +100,7 @@ _EXP_UNDERFLOW = -745.1332191019412  # exp(x) rounds to 0 below
 
 
 def available() -> bool:
-    """Whether :func:`hyper_block` can run (numba is installed)."""
+    """Whether :func:`hyper_block` can run (numba can be imported)."""
     return numba is not None
 
 
@@ -192,6 +204,70 @@ def _g_tile(rho_f, sigma, ntk, width, g_depth, slope):  # pragma: no cover - com
 
 
 @_jit()
+def _f_tile_biased(
+    rho, ntk, scratch, width, f_depth, slope, bf, v_a, i, v_b, j0
+):  # pragma: no cover - compiled
+    """f with bias variance ``bf``: ``rho[:width]`` (x correlation in, ``S_f`` out), ``ntk`` out.
+
+    ``v_a[l, i]`` and ``v_b[l, j0 + t]`` are the variances ``v_l = s + l bf``
+    (``v_0 = s``) of layer ``l``'s pre-activation, so that layer ``l``'s
+    covariance ``S^{l-1}`` has correlation ``cov / sqrt(v_l v_l')`` (0 where a
+    variance is 0); ``Theta^{l+1} = Theta^l kappa0 + S^l`` from ``Theta^1 = S^0``
+    (docs/math.md, "Biases"). ``scratch``: two rows of ``width`` or more.
+    Equal rows (correlation exactly 1, equal variances) keep correlation
+    exactly 1: ``sqrt(v v) == v`` and ``v_{l+1} = v_l + bf`` as rounded.
+    """
+    cov, root = scratch[0], scratch[1]
+    for t in range(width):
+        covariance = math.sqrt(v_a[0, i] * v_b[0, j0 + t]) * rho[t] + bf  # S^0
+        scale = math.sqrt(v_a[1, i] * v_b[1, j0 + t])
+        ntk[t] = covariance
+        cov[t] = covariance
+        root[t] = scale
+        rho[t] = covariance / scale if scale > 0.0 else 0.0
+    for layer in range(2, f_depth + 1):
+        for t in range(width):
+            kappa1, kappa0 = _dual(rho[t], slope)
+            covariance = root[t] * kappa1 + bf  # S^{layer - 1}
+            scale = math.sqrt(v_a[layer, i] * v_b[layer, j0 + t])
+            ntk[t] = ntk[t] * kappa0 + covariance
+            cov[t] = covariance
+            root[t] = scale
+            rho[t] = covariance / scale if scale > 0.0 else 0.0
+    for t in range(width):
+        rho[t] = cov[t]
+
+
+@_jit()
+def _g_tile_biased(
+    cov_f, sigma, ntk, width, g_depth, slope, bg, w_a, i, w_b, j0
+):  # pragma: no cover - compiled
+    """g with bias variance ``bg``: ``sigma`` (rho_z in, ``Lambda^H`` out), ``ntk`` (``K^H``) out.
+
+    ``cov_f`` is f's output covariance ``S_f``; ``w_a[l, i]``, ``w_b[l, j0 + t]``
+    the variances ``w_l = sigma (w_{l-1} + bg)``, ``w_0 = e``, of
+    ``Lambda^l`` and ``Sigma^l``. ``Lambda^l = S_f (Sigma^{l-1} + bg)``,
+    ``Sigma^l = kappa1``, and ``K^{l+1} = K^l S_f kappa0 + Sigma^l + bg`` from
+    ``K^1 = Sigma^0 + bg`` (docs/math.md, "Biases"), each dual on the
+    correlation ``Lambda^l / sqrt(w_l w_l')`` (0 where a variance is 0).
+    """
+    for t in range(width):
+        covariance = math.sqrt(w_a[0, i] * w_b[0, j0 + t]) * sigma[t]  # Sigma^0
+        ntk[t] = covariance + bg
+        sigma[t] = covariance
+    for layer in range(1, g_depth):
+        for t in range(width):
+            lam = cov_f[t] * (sigma[t] + bg)
+            scale = math.sqrt(w_a[layer, i] * w_b[layer, j0 + t])
+            kappa1, kappa0 = _dual(lam / scale if scale > 0.0 else 0.0, slope)
+            covariance = scale * kappa1  # Sigma^layer
+            ntk[t] = ntk[t] * (cov_f[t] * kappa0) + (covariance + bg)
+            sigma[t] = covariance
+    for t in range(width):
+        sigma[t] = cov_f[t] * (sigma[t] + bg)  # Lambda^H
+
+
+@_jit()
 def _z_tile(i, j0, width, rows, cols, fourier, rho_z, same):  # pragma: no cover - compiled
     """Correlation of g's inputs between row ``i`` and columns ``j0:j0 + width``.
 
@@ -224,13 +300,30 @@ def _z_tile(i, j0, width, rows, cols, fourier, rho_z, same):  # pragma: no cover
 
 
 @_jit()
-def _block_rows(first, step, out, x, rows, cols, arch):  # pragma: no cover - compiled
+def _biased_tile(
+    i, j0, width, out, rows, cols, arch, bias, buffers, same
+):  # pragma: no cover - compiled
+    """Entries ``(i, j0:j0 + width)`` with biases, from the x correlations (f per entry) or,
+    from f's table, its output covariances in ``buffers[0]`` (and NTK in ``buffers[1]``)."""
+    f_depth, g_depth, fourier, ntk_kind, slope, symmetric, tabled = arch
+    bf, bg, v_a, v_b, w_a, w_b = bias
+    rho_f, ntk_f, sigma, ntk_g = buffers[0], buffers[1], buffers[2], buffers[3]
+    if not tabled:  # rho_f becomes f's output covariance S_f
+        _f_tile_biased(rho_f, ntk_f, buffers[4:], width, f_depth, slope, bf, v_a, i, v_b, j0)
+    _z_tile(i, j0, width, rows, cols, fourier, sigma, same)
+    _g_tile_biased(rho_f, sigma, ntk_g, width, g_depth, slope, bg, w_a, i, w_b, j0)
+    for t in range(width):  # covariances: no row scales
+        out[i, j0 + t] = ntk_g[t] * ntk_f[t] if ntk_kind else sigma[t]
+
+
+@_jit()
+def _block_rows(first, step, out, x, rows, cols, arch, bias):  # pragma: no cover - compiled
     """Rows ``first, first + step, ...`` of a block (the arguments of :func:`_block_serial`)."""
     rho_x, ntk_x = x
     index_a, scale_a, index_b, scale_b = rows[0], rows[3], cols[0], cols[3]
     f_depth, g_depth, fourier, ntk_kind, slope, symmetric, tabled = arch
     m = out.shape[1]
-    buffers = np.empty((4, _TILE))
+    buffers = np.empty((6, _TILE))
     rho_f, ntk_f, sigma, ntk_g = buffers[0], buffers[1], buffers[2], buffers[3]
     same = np.empty(_TILE, dtype=np.bool_)
     for i in range(first, out.shape[0], step):
@@ -249,6 +342,11 @@ def _block_rows(first, step, out, x, rows, cols, arch):  # pragma: no cover - co
                 if tabled and ntk_kind:
                     for t in range(width):
                         ntk_f[t] = ntk_x[row, j0 + t]
+            # numba prunes this branch when compiling for bias=None: the bias-free
+            # pass does not compile the biased loops (a quarter more compile time)
+            if bias is not None:
+                _biased_tile(i, j0, width, out, rows, cols, arch, bias, buffers, same)
+                continue
             if not tabled:
                 _f_tile(rho_f, ntk_f, width, f_depth, slope)
             _z_tile(i, j0, width, rows, cols, fourier, sigma, same)
@@ -266,39 +364,52 @@ def _mirror_row(out, i):  # pragma: no cover - compiled
 
 
 @_jit()
-def _block_serial(out, x, rows, cols, arch):  # pragma: no cover - compiled
+def _block_serial(out, x, rows, cols, arch, bias):  # pragma: no cover - compiled
     """The block on the calling thread. ``x = (rho_x, ntk_x)``; ``rows = (x index,
     z, 1/|z|, scale)``, ``cols`` alike with z transposed (an empty index: the
-    identity); ``arch = (f_depth, g_depth, fourier, ntk_kind, slope, symmetric, tabled)``."""
-    _block_rows(0, 1, out, x, rows, cols, arch)
+    identity); ``arch = (f_depth, g_depth, fourier, ntk_kind, slope, symmetric,
+    tabled)``; ``bias``: None (the bias-free pass, with its row scales) or
+    ``(bf, bg, v_a, v_b, w_a, w_b)``, the variances of :func:`_f_tile_biased` and
+    :func:`_g_tile_biased` per row and column."""
+    _block_rows(0, 1, out, x, rows, cols, arch, bias)
     if arch[5]:
         for i in range(out.shape[0]):
             _mirror_row(out, i)
 
 
 @_jit(parallel=True)
-def _block_parallel(out, x, rows, cols, arch):  # pragma: no cover - compiled
+def _block_parallel(out, x, rows, cols, arch, bias):  # pragma: no cover - compiled
     """:func:`_block_serial` on numba's threads; group ``g`` takes rows ``g, g +
     n_groups, ...``, so that every thread gets rows of all of a triangle."""
     n_groups = (out.shape[0] + _ROW_GROUP - 1) // _ROW_GROUP
     for group in numba.prange(n_groups):
-        _block_rows(group, n_groups, out, x, rows, cols, arch)
+        _block_rows(group, n_groups, out, x, rows, cols, arch, bias)
     if arch[5]:
         for i in numba.prange(out.shape[0]):
             _mirror_row(out, i)
 
 
 @_jit()
-def _f_table(rho_x, ntk_x, f_depth, slope):  # pragma: no cover - compiled
-    """f's layers on every entry of ``rho_x``, in place, and ``ntk_x`` out."""
-    buffers = np.empty((2, _TILE))
+def _f_table(rho_x, ntk_x, f_depth, slope, bias):  # pragma: no cover - compiled
+    """f's layers on every entry of ``rho_x``, in place, and ``ntk_x`` out.
+
+    ``bias`` None: :func:`_f_tile` (``rho_x`` becomes f's output correlation);
+    else ``(bf, v_a, v_b)``: :func:`_f_tile_biased` with the variances
+    ``v_a[:, i]`` and ``v_b[:, j]`` of the distinct x (``rho_x`` becomes the
+    covariance ``S_f``, what g needs with biases).
+    """
+    buffers = np.empty((4, _TILE))
     rho, ntk = buffers[0], buffers[1]
     for i in range(rho_x.shape[0]):
         for j0 in range(0, rho_x.shape[1], _TILE):
             width = min(_TILE, rho_x.shape[1] - j0)
             for t in range(width):
                 rho[t] = rho_x[i, j0 + t]
-            _f_tile(rho, ntk, width, f_depth, slope)
+            if bias is not None:  # pruned when compiling for bias=None
+                bf, v_a, v_b = bias
+                _f_tile_biased(rho, ntk, buffers[2:], width, f_depth, slope, bf, v_a, i, v_b, j0)
+            else:
+                _f_tile(rho, ntk, width, f_depth, slope)
             for t in range(width):
                 rho_x[i, j0 + t] = rho[t]
                 ntk_x[i, j0 + t] = ntk[t]
@@ -321,8 +432,8 @@ def _side(
     scales: np.ndarray,
     g_depth: int,
     name: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x index, z, 1/|z|, scale)`` of the rows or the columns, as the loops read them.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x index, z, 1/|z|, scale, e)`` of the rows or the columns, as the loops read them.
 
     Fourier z are divided by the length scales (``e = 1``); linear z come with
     their inverse norms (0 for a zero row) and ``e = |z|^2 / m0``; the scale
@@ -348,7 +459,44 @@ def _side(
         inverse = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
         z, e = np.ascontiguousarray(z), norm * norm / z.shape[1]
     scale = s ** (g_depth / 2.0) * np.sqrt(e)
-    return index, z, inverse, scale
+    return index, z, inverse, scale, e
+
+
+def _f_variances(s: np.ndarray, f_depth: int, bf: float) -> np.ndarray:
+    """f's pre-activation variances ``v_l = s + l bf``, shape ``(f_depth + 1, len(s))``.
+
+    Row ``l`` is layer ``l``'s (``v_0 = s``, ``v_L`` f's output variance
+    ``sigma``; docs/math.md, "Biases"), summed one ``bf`` at a time as the
+    loops' covariances of equal rows are, so that their correlation is exactly 1.
+    """
+    v = np.empty((f_depth + 1, s.shape[0]))
+    v[0] = s
+    for layer in range(1, f_depth + 1):
+        v[layer] = v[layer - 1] + bf
+    return v
+
+
+def _g_variances(sigma: np.ndarray, e: np.ndarray, g_depth: int, bg: float) -> np.ndarray:
+    """g's variances ``w_l = sigma (w_{l-1} + bg)``, ``w_0 = e``, shape ``(g_depth, len(e))``.
+
+    Those of ``Lambda^l`` and ``Sigma^l`` (``l >= 1``) and of ``Sigma^0``
+    (``l = 0``), from f's output variance ``sigma`` (docs/math.md, "Biases"),
+    rounded as the loops' covariances of equal rows are.
+    """
+    w = np.empty((g_depth, e.shape[0]))
+    w[0] = e
+    for layer in range(1, g_depth):
+        w[layer] = sigma * (w[layer - 1] + bg)
+    return w
+
+
+def _distinct_variances(s: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
+    """``s`` of the distinct x (``size`` of them) from every row's (an empty index: identity)."""
+    if index.size == 0:
+        return s
+    distinct = np.zeros(size)
+    distinct[index] = s
+    return distinct
 
 
 _POOL_PROCESS: list[int] = []  # the process that started numba's thread pool
@@ -398,6 +546,8 @@ def hyper_block(
     symmetric: bool = False,
     out: np.ndarray | None = None,
     n_threads: int | None = None,
+    f_bias_variance: float = 0.0,
+    g_bias_variance: float = 0.0,
 ) -> np.ndarray:
     """A block of the hyperkernel (``kind="ntk"``) or hyper-NNGP (``"nngp"``) Gram.
 
@@ -445,6 +595,17 @@ def hyper_block(
         a thread other than the main one, or in a process forked after
         numba's OpenMP threads started, the block is computed on the calling
         thread whatever ``n_threads`` says.
+    f_bias_variance, g_bias_variance : float >= 0, default=0.0
+        Variances ``bf`` of f's biases and ``bg`` of the biases f generates
+        for g (docs/math.md, "Biases"). Both 0: the bias-free recursions in
+        correlation space with the row scales ``s^(H/2) sqrt(e)``, bit for bit
+        as before biases existed. Else each layer's correlation is formed
+        from the covariance and the per-row variances ``v_l = s + l bf`` of f
+        and ``w_l = sigma (w_{l-1} + bg)`` of g (``sigma = s + L bf``,
+        ``w_0 = e``). A row whose variance is 0 (x = 0 with ``bf = 0``) stays
+        exactly 0; x = 0 with ``bf > 0``, and linear z = 0 with ``bg > 0``,
+        are ordinary rows; equal rows still give correlation exactly 1 at every
+        layer.
 
     Returns
     -------
@@ -455,7 +616,8 @@ def hyper_block(
     ImportError
         Without numba (see :func:`available`).
     ValueError
-        If an argument has a wrong shape or value (named in the message).
+        If an argument has a wrong shape or value (named in the message), a
+        bias variance included (negative or not finite).
     """
     if numba is None:
         raise ImportError("hyper_block needs numba (pip install numba).")
@@ -482,9 +644,17 @@ def hyper_block(
         raise ValueError(f"negative_slope must be finite; got {negative_slope!r}.")
     if symmetric and n > m:
         raise ValueError(f"symmetric needs at least as many columns as rows; got {n} x {m}.")
-    rows = _side(x_index_a, z_a, s_a, rho_x.shape[0], z_encoding, scales, g_depth, "x_index_a")
-    cols = _side(x_index_b, z_b, s_b, rho_x.shape[1], z_encoding, scales, g_depth, "x_index_b")
-    cols = (cols[0], np.ascontiguousarray(cols[1].T), cols[2], cols[3])
+    for name, variance in (
+        ("f_bias_variance", f_bias_variance),
+        ("g_bias_variance", g_bias_variance),
+    ):
+        if not np.isfinite(variance) or variance < 0:
+            raise ValueError(f"{name} must be a finite number >= 0; got {variance!r}.")
+    bf, bg = float(f_bias_variance), float(g_bias_variance)
+    side_a = _side(x_index_a, z_a, s_a, rho_x.shape[0], z_encoding, scales, g_depth, "x_index_a")
+    side_b = _side(x_index_b, z_b, s_b, rho_x.shape[1], z_encoding, scales, g_depth, "x_index_b")
+    rows = side_a[:4]
+    cols = (side_b[0], np.ascontiguousarray(side_b[1].T), side_b[2], side_b[3])
     indexed = rows[0].size > 0 or cols[0].size > 0
     if out is None:
         out = np.empty((n, m), dtype=rho_x.dtype)
@@ -500,23 +670,36 @@ def hyper_block(
         return out
     slope = _relu_slope(float(negative_slope))
     entries = n * m / 2.0 if symmetric else float(n * m)
-    tabled = indexed and rho_x.size <= _TABLE_FRACTION * entries
+    tabled = indexed and rho_x.size <= get_config()["fused_table_fraction"] * entries
+    biased = bf != 0.0 or bg != 0.0
+    bias = None
+    if biased:
+        v_a, v_b = _f_variances(s_a, f_depth, bf), _f_variances(s_b, f_depth, bf)
+        w_a = _g_variances(v_a[f_depth], side_a[4], g_depth, bg)
+        w_b = _g_variances(v_b[f_depth], side_b[4], g_depth, bg)
+        bias = (bf, bg, v_a, v_b, w_a, w_b)
     x = (rho_x, np.empty((0, 0)))
     if tabled:
         x = (np.array(rho_x, dtype=np.float64, order="C"), np.empty(rho_x.shape))
-        _f_table(x[0], x[1], int(f_depth), slope)
+        f_bias = None
+        if biased:  # f's variances per distinct x (s is a function of x)
+            s_table_a = _distinct_variances(s_a, rows[0], rho_x.shape[0])
+            s_table_b = _distinct_variances(s_b, cols[0], rho_x.shape[1])
+            v_table = (_f_variances(s_table_a, f_depth, bf), _f_variances(s_table_b, f_depth, bf))
+            f_bias = (bf, *v_table)
+        _f_table(x[0], x[1], int(f_depth), slope, f_bias)
     elif rho_x.shape[1] > 1 and rho_x.strides[1] != rho_x.itemsize:
         x = (np.ascontiguousarray(rho_x), x[1])
     arch = (int(f_depth), int(g_depth), z_encoding == "fourier", kind == "ntk", slope)
     arch += (bool(symmetric), bool(tabled))
     if n_threads == 1 or not _threads_are_safe():
-        _block_serial(out, x, rows, cols, arch)
+        _block_serial(out, x, rows, cols, arch, bias)
         return out
     previous = numba.get_num_threads()
     if n_threads is not None:
         numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
     try:
-        _block_parallel(out, x, rows, cols, arch)
+        _block_parallel(out, x, rows, cols, arch, bias)
     finally:
         numba.set_num_threads(previous)
     return out

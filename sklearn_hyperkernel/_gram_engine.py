@@ -17,9 +17,9 @@ stays bounded (:mod:`._gram_tiles` evaluates one block, tile by tile).
   product ``K @ V`` (:func:`gram_matvec`) streams over the same triangle
   without ever holding ``K`` (:func:`._linalg.upper_block_product`);
 * on numpy, or torch tensors on a CPU or a GPU (:class:`._device.Placement`);
-* on numpy with numba installed, a large Gram's blocks run their recursions
-  in one compiled pass (:mod:`._fused`), unless the environment variable
-  ``SKLEARN_HYPERKERNEL_FUSED`` is "0" (:func:`._gram_tiles.fused_pass`);
+* on numpy where numba can be imported, a large Gram's blocks run their
+  recursions in one compiled pass (:mod:`._fused`), as the configuration's
+  ``fused`` and ``fused_min_entries`` say (:func:`._gram_tiles.fused_pass`);
 * blocks are independent tasks run by :func:`._scheduling.run_tasks`
   (sequentially, on threads, or on Dask); in this process each writes its
   part of the Gram itself, elsewhere (Dask) it returns it, so nothing
@@ -336,8 +336,9 @@ def gram(
         Rows per block (one task), and per tile; None chooses blocks for BLAS
         and tiles of about 2^17 entries for the elementwise recursions (one
         tile per block of 2^25 entries on a GPU; blocks of 2^20 entries, one
-        tile each, in the fused pass of :func:`._gram_tiles.fused_pass`).
-        Results do not depend on it.
+        tile each, in the fused pass of :func:`._gram_tiles.fused_pass`): the
+        defaults of :func:`sklearn_hyperkernel.set_config`, see
+        :func:`._gram_tiles.block_and_tile_rows`. Results do not depend on it.
     n_jobs : int or None
         joblib workers over blocks (see :func:`._scheduling.run_tasks`).
     placement : Placement

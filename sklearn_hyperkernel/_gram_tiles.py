@@ -13,14 +13,13 @@ needs, in *tiles* of rows, each one vectorised pass of the recursions
   :func:`coincidence_ids` (binary search in their sorted
   order, :func:`._rows.coincident_pairs`);
 * :func:`block_and_tile_rows` chooses the sizes;
-* with numba installed, a large Gram's blocks skip the tiles: each block's
+* where numba can be imported, a large Gram's blocks skip the tiles: each block's
   recursions run in one compiled pass (:func:`._fused.hyper_block`) when
   :func:`fused_pass` says so (numpy arrays, no gradient).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -32,6 +31,7 @@ from array_api_compat import device as array_device
 from ._arrays import squared_distances
 from ._device import Placement
 from ._rows import coincident_pairs, row_ids, set_where, sorted_ids
+from .config import fused_setting, get_config
 from .recursions import (
     Direction,
     MLPCorrelations,
@@ -53,35 +53,7 @@ __all__ = [
     "block_and_tile_rows",
     "fused_available",
     "fused_pass",
-    "FUSED_ENV",
-    "FUSED_MIN_ENTRIES",
 ]
-
-# Entries of one tile of the elementwise recursions: about 1 MB of float64 per
-# temporary, so the dozen temporaries of a tile stay near the CPU caches (and
-# are reused by the allocator instead of being page-faulted in afresh).
-_TILE_ELEMENTS = 1 << 17
-# Entries of one block of x correlations: BLAS needs a few hundred rows per
-# product to reach full speed.
-_BLOCK_ELEMENTS = 1 << 22
-_MIN_BLOCK_ROWS = 256
-# A GPU wants few, large kernels: one tile per block of 2^25 entries (256 MiB
-# of float64 per temporary), far from an H100's memory but long enough that
-# launch latency does not count.
-_GPU_BLOCK_ELEMENTS = 1 << 25
-# A block of the fused pass holds its x product, overwritten by its values
-# (8 MiB): one BLAS product of 256 rows or more, and little memory beside the
-# Gram.
-_FUSED_BLOCK_ELEMENTS = 1 << 20
-
-#: The environment variable that switches the fused pass: "0" off, "1" on
-#: for every Gram, anything else (or unset) on from :data:`FUSED_MIN_ENTRIES`.
-FUSED_ENV = "SKLEARN_HYPERKERNEL_FUSED"
-#: Entries of a Gram (n_a * n_b) from which the fused pass is used by default:
-#: the first fused call of a process loads numba's compiled code from its
-#: cache (about a second), or compiles it (about 15 s) the very first time;
-#: below this, a Gram takes well under a second on the numpy path.
-FUSED_MIN_ENTRIES = 1 << 24
 
 
 def fused_available() -> bool:
@@ -94,15 +66,16 @@ def fused_available() -> bool:
 def fused_pass(placement: Placement, need_gradient: bool, n_entries: int) -> bool:
     """Whether the blocks of a Gram of ``n_entries`` entries use the fused pass.
 
-    Read at each call from :data:`FUSED_ENV`: "0" never, "1" always, else
-    from :data:`FUSED_MIN_ENTRIES` entries on. Only numpy placements without
-    the gradient, and only with numba installed; the rest keeps the numpy
-    path (:func:`block_tiles`' tiles).
+    Read at each call from the configuration (:mod:`sklearn_hyperkernel.config`):
+    ``fused`` False never, True always, ``'auto'`` from ``fused_min_entries``
+    entries on (``'env'``, the default: as ``SKLEARN_HYPERKERNEL_FUSED`` says).
+    Only numpy placements without the gradient, and only with numba
+    installed; the rest keeps the numpy path (:func:`block_tiles`' tiles).
     """
-    setting = os.environ.get(FUSED_ENV, "").strip()
-    if setting == "0" or placement.uses_torch or need_gradient:
+    setting = fused_setting()
+    if setting is False or placement.uses_torch or need_gradient:
         return False
-    if setting != "1" and n_entries < FUSED_MIN_ENTRIES:
+    if setting is not True and n_entries < get_config()["fused_min_entries"]:
         return False
     return fused_available()
 
@@ -112,19 +85,24 @@ def block_and_tile_rows(
 ) -> tuple[int, int]:
     """Rows per block and per tile: ``block_size`` for both when given.
 
-    A block of the fused pass is one tile, of :data:`_FUSED_BLOCK_ELEMENTS`
-    entries (at least 256 rows).
+    The sizes are the configuration's (:mod:`sklearn_hyperkernel.config`):
+    blocks of ``gram_block_elements`` entries (``gpu_block_elements`` on a
+    GPU, one tile each) and at least ``gram_min_block_rows`` rows, tiles of
+    ``gram_tile_elements``; a block of the fused pass is one tile, of
+    ``fused_block_elements`` entries.
     """
     if block_size is not None:
         return max(1, int(block_size)), max(1, int(block_size))
+    config = get_config()
+    min_rows, n_cols = config["gram_min_block_rows"], max(n_cols, 1)
     if fused:
-        block = max(_MIN_BLOCK_ROWS, _FUSED_BLOCK_ELEMENTS // max(n_cols, 1))
+        block = max(min_rows, config["fused_block_elements"] // n_cols)
         return block, block
     if placement.on_gpu:
-        block = max(_MIN_BLOCK_ROWS, _GPU_BLOCK_ELEMENTS // max(n_cols, 1))
+        block = max(min_rows, config["gpu_block_elements"] // n_cols)
         return block, block
-    tile = max(1, _TILE_ELEMENTS // max(n_cols, 1))
-    block = max(_MIN_BLOCK_ROWS, _BLOCK_ELEMENTS // max(n_cols, 1))
+    tile = max(1, config["gram_tile_elements"] // n_cols)
+    block = max(min_rows, config["gram_block_elements"] // n_cols)
     return block, min(tile, block)
 
 
@@ -402,6 +380,8 @@ def _fused_block(
         x_index_b=local[1],
         symmetric=symmetric,
         out=out,
+        f_bias_variance=arch.f_bias_variance,
+        g_bias_variance=arch.g_bias_variance,
     )
 
 

@@ -71,7 +71,8 @@ KERNEL_DOCS = {
         ``K @ V``) that one task computes, against the columns it needs; the
         recursions then run on tiles of the same number of rows. None chooses
         blocks of about 2^22 entries (for BLAS) and tiles of about 2^17 (one
-        tile per block of 2^25 entries on a GPU). Results do not depend on
+        tile per block of 2^25 entries on a GPU; these sizes are set by
+        :func:`~sklearn_hyperkernel.set_config`). Results do not depend on
         it.""",
     "n_jobs": """\
     n_jobs : int, default=None

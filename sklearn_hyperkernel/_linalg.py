@@ -21,8 +21,9 @@ from array_api_compat import device as array_device
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
+from .config import get_config
+
 __all__ = [
-    "ONE_BLAS_THREAD_ABOVE",
     "blas_threads",
     "guarded_cholesky",
     "max_abs_row_sum",
@@ -32,29 +33,18 @@ __all__ = [
     "upper_block_product",
 ]
 
-#: Above this matrix size the dense factorisations run on one BLAS thread. The
-#: OpenBLAS bundled with the pinned numpy/scipy wheels (0.3.30/0.3.31) crashed
-#: the process (SIGSEGV) in multi-threaded ``dpotrf`` on every try from 16,000
-#: rows up on the 2-core development machine (15,000 passed; one thread passed
-#: at 20,000 in 53 s), and in a threaded ``a @ a.T`` of 20,000 x 200. A crash
-#: loses the caller's work; one thread costs about 1.5x the factorisation time
-#: there. The bound keeps a margin.
-ONE_BLAS_THREAD_ABOVE = 12_000
-
-#: Rows per chunk when a square matrix is swept (norms, triangle copies): no
-#: temporary larger than a chunk is made.
-_SWEEP_ROWS = 512
-
 
 def blas_threads(size: int, *, one_thread_up_to: int = 0) -> threadpool_limits:
     """Context that sets the BLAS threads of a dense factorisation of ``size`` rows.
 
-    One thread above :data:`ONE_BLAS_THREAD_ABOVE` (a crash guard) and up to
+    One thread above the configuration's ``one_blas_thread_above`` (a crash
+    guard: the bundled OpenBLAS crashed in threaded ``dpotrf`` from 16,000
+    rows up, see :mod:`sklearn_hyperkernel.config`) and up to
     ``one_thread_up_to`` (where threads are slower, see
     :func:`._nystrom_system.centre_space_threads`); the library's default
     otherwise.
     """
-    one = size > ONE_BLAS_THREAD_ABOVE or size <= one_thread_up_to
+    one = size > get_config()["one_blas_thread_above"] or size <= one_thread_up_to
     return threadpool_limits(limits=1 if one else None, user_api="blas")
 
 
@@ -137,9 +127,9 @@ def symmetrize(matrix: np.ndarray, filled: str = "lower") -> np.ndarray:
     ndarray
         ``matrix``.
     """
-    n = matrix.shape[0]
-    for start in range(0, n, _SWEEP_ROWS):
-        stop = min(start + _SWEEP_ROWS, n)
+    n, sweep = matrix.shape[0], get_config()["sweep_rows"]
+    for start in range(0, n, sweep):
+        stop = min(start + sweep, n)
         block = matrix[start:stop, start:stop]
         if filled == "upper":
             mirror_leading_square(matrix[start:stop, start:])
@@ -163,9 +153,9 @@ def mirror_below(matrix: np.ndarray, rows: slice) -> None:
 
 def max_abs_row_sum(matrix: np.ndarray) -> float:
     """Infinity norm ``max_i sum_j |A_ij|`` (the 1-norm of a symmetric ``A``), by chunks."""
-    norm = 0.0
-    for start in range(0, matrix.shape[0], _SWEEP_ROWS):
-        chunk = np.abs(matrix[start : start + _SWEEP_ROWS])
+    norm, sweep = 0.0, get_config()["sweep_rows"]
+    for start in range(0, matrix.shape[0], sweep):
+        chunk = np.abs(matrix[start : start + sweep])
         norm = max(norm, float(chunk.sum(axis=1).max()))
     return norm
 

@@ -41,15 +41,11 @@ from ._training import (
     torch_threads,
     warn_if_not_learned,
 )
+from ._versioning import NETWORK_ESTIMATOR_HISTORY, upgrade_state, versioned_state
+from .config import get_config
 from .progress import format_log_line, log
 
 __all__ = ["BaseHypernetwork", "TorchStateMixin", "store_parameters", "torch_device"]
-
-#: Most rows converted to tensors and evaluated at once by ``predict`` and friends.
-PREDICT_BLOCK_ROWS = 8192
-#: Bytes that one block's per-row generated weights of g may take at prediction
-#: (each row carries its own copy of g's weights: 2,080 values with the defaults).
-PREDICT_BLOCK_BYTES = 32 * 2**20
 
 
 def store_parameters(estimator: BaseEstimator, values: dict) -> None:
@@ -113,7 +109,7 @@ class TorchStateMixin:
         self.device_ = device
 
     def __getstate__(self) -> dict:
-        state = dict(super().__getstate__())
+        state = versioned_state(super().__getstate__())
         module = state.get("module_")
         if module is not None:
             on_cpu = all(t.device.type == "cpu" for t in module.state_dict().values())
@@ -126,7 +122,9 @@ class TorchStateMixin:
         return state
 
     def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
+        # an older pickle gains the parameters added since, at their old values,
+        # or is refused naming both versions (InconsistentVersionWarning either way)
+        super().__setstate__(upgrade_state(type(self), state, NETWORK_ESTIMATOR_HISTORY))
         self._optimizer = None
         device = getattr(self, "device_", None)
         if device is None or getattr(self, "module_", None) is None:
@@ -270,6 +268,8 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
             parameterization=self.parameterization,
             activation=self.activation,
             negative_slope=self.negative_slope,
+            f_bias_variance=self.f_bias_variance,
+            g_bias_variance=self.g_bias_variance,
             generator=torch.Generator().manual_seed(int(seed)),
             dtype=torch.float64 if self.dtype == "float64" else torch.float32,
             device=self.device_,
@@ -428,14 +428,17 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
         """Network outputs for validated rows, float64.
 
         Rows are converted to tensors and evaluated in blocks of at most
-        ``PREDICT_BLOCK_ROWS`` rows whose generated weights of g take at most
-        ``PREDICT_BLOCK_BYTES``, so memory does not grow with the number of
-        rows.
+        ``predict_block_rows`` rows whose generated weights of g take at most
+        ``predict_block_bytes`` (:mod:`sklearn_hyperkernel.config`), so memory
+        does not grow with the number of rows.
         """
         torch = import_torch()
         result = np.empty((X.shape[0], self.module_.n_outputs), dtype=np.float64)
         row_bytes = self.module_.n_generated * torch.finfo(self._torch_dtype()).bits // 8
-        block_rows = max(1, min(int(PREDICT_BLOCK_ROWS), PREDICT_BLOCK_BYTES // row_bytes))
+        config = get_config()
+        block_rows = max(
+            1, min(config["predict_block_rows"], config["predict_block_bytes"] // row_bytes)
+        )
         with torch_threads(self.n_jobs), torch.no_grad():
             for start in range(0, X.shape[0], block_rows):
                 stop = min(start + block_rows, X.shape[0])
@@ -450,9 +453,10 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
         """Empirical hyperkernel ``J J^T`` of the current network.
 
         ``J`` is the Jacobian of the network output with respect to ``f``'s
-        weights (the only trained weights). With ``parameterization="ntk"`` and
-        large widths it approaches :class:`~sklearn_hyperkernel.HyperKernel`
-        with the same depths, encoding, activation and ``normalize_x``. With
+        weights and biases (the only trained parameters). With
+        ``parameterization="ntk"`` and large widths it approaches
+        :class:`~sklearn_hyperkernel.HyperKernel` with the same depths,
+        encoding, activation, bias variances and ``normalize_x``. With
         several outputs (multi-output regression, classification) the
         per-output kernels are averaged. With ``normalize_y=True`` it is the
         kernel of the normalised output.

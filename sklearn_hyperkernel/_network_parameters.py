@@ -82,6 +82,8 @@ WARM_START_FIXED = (
     "parameterization",
     "activation",
     "negative_slope",
+    "f_bias_variance",
+    "g_bias_variance",
     "normalize_x",
     "normalize_y",
     "dtype",
@@ -138,6 +140,21 @@ _OWN_DOCS = {
         ``fan_in`` times less per layer, so SGD there needs a rate of order 1
         (MNIST pixel task: 0.93 x the mean predictor's error at 0.01, 0.75 at
         1.0).""",
+    "f_bias_variance": """\
+    f_bias_variance : float >= 0, default=0.0
+        Variance ``bf`` of the biases of ``f``'s layers, its output layer
+        included, trained with its weights. Under ``parameterization="ntk"``
+        ``y^l = W^l q^{l-1} / sqrt(n_{l-1}) + sqrt(bf) beta^l`` with
+        ``beta^l ~ N(0, 1)`` (the kernels' model, docs/math.md "Biases");
+        under ``"standard"`` the bias is drawn from ``N(0, bf)`` and added as
+        it is (the same function at initialisation). 0: no biases (the
+        paper's ``f``, whose output is zero at ``x = 0``).""",
+    "g_bias_variance": """\
+    g_bias_variance : float >= 0, default=0.0
+        Variance factor ``bg`` of the biases of ``g``'s layers, which ``f``
+        generates like ``g``'s weights: ``g^l = V^l a^{l-1} / sqrt(m_{l-1})
+        + sqrt(bg) c^l`` with ``c^l`` (``m_l`` numbers per layer and row)
+        further outputs of ``f``. 0: ``g`` is bias-free (the paper's).""",
     "normalize_x": """\
     normalize_x : bool, default=True
         Scale each ``x`` row to ``|x|^2 / n0 = 1`` (``n0`` its number of
@@ -181,8 +198,8 @@ _OWN_DOCS = {
         Momentum of ``"sgd"`` (the usual value); ignored by ``"adam"``.""",
     "weight_decay": """\
     weight_decay : float, default=0.0
-        L2 penalty of the optimizer on ``f``'s weights; none by default, as
-        in the paper.""",
+        L2 penalty of the optimizer on ``f``'s weights (and biases); none by
+        default, as in the paper.""",
     "early_stopping": """\
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows, stop when their score
@@ -257,6 +274,8 @@ _ORDER = (
     "parameterization",
     "activation",
     "negative_slope",
+    "f_bias_variance",
+    "g_bias_variance",
     "normalize_x",
     "normalize_y",
     "optimizer",

@@ -37,18 +37,10 @@ from ._nystrom_centers import select_centers
 from ._nystrom_system import Whitening, centre_space_threads, solve_normal_equations
 from ._operator import GramOperator, block_partition, check_finite_kernel, tiles
 from ._scheduling import run_tasks
+from .config import get_config
 from .progress import ProgressLog, format_log_line, log
 
-__all__ = ["MIN_BLOCKS", "NystromFit", "fit_nystrom", "normal_equations"]
-
-#: Fewest blocks (tasks) of rows when ``block_size`` is None: small problems
-#: run in parallel too (see :func:`._operator.block_partition`).
-MIN_BLOCKS = 8
-#: Bytes of a tile of ``K_nm`` when ``block_size`` is None: each tile's ``dsyrk``
-#: reads and writes the whole ``m x m`` sum, so fewer, taller tiles save passes
-#: over it (N = 20,000, m = 2,000: 1.12 s of dsyrk in tiles of 4,192 rows
-#: against 1.35 s in tiles of 1,048, one thread).
-NORMAL_EQUATIONS_TILE_BYTES = 64 * 2**20
+__all__ = ["NystromFit", "fit_nystrom", "kernel_scale", "normal_equations"]
 
 
 @dataclass
@@ -126,6 +118,11 @@ def fit_nystrom(
     symmetrize(centre_gram, "lower")  # exactly symmetric, whatever the kernel
     np.fill_diagonal(centre_gram, operator.diagonal[centre_index])
     check_finite_kernel(centre_gram)
+    # the normal equations square the kernel: solve them for K / scale, ridge / scale
+    # (beta is then scale times the coefficients), so that a kernel of 1e-180 or
+    # 1e180 neither underflows nor overflows in K_nm^T W K_nm
+    scale = kernel_scale(operator.diagonal)
+    centre_gram /= scale
     with centre_space_threads(m):
         whitening = Whitening.of(centre_gram)
     del centre_gram
@@ -135,6 +132,7 @@ def fit_nystrom(
         targets,
         sample_weight,
         block_size=block_size,
+        scale=scale,
         whitening=whitening if whitening.whiten_blocks else None,
         verbose=verbose if verbose >= 2 else 0,
         label=format_log_line(source, "Nystroem K_nm^T W K_nm"),
@@ -144,8 +142,9 @@ def fit_nystrom(
         log(source, f"K_nm^T W K_nm accumulated, {time.perf_counter() - started:.1f}s")
     with centre_space_threads(m):
         coef = solve_normal_equations(
-            whitening, gram, rhs, ridges, whitened=whitening.whiten_blocks
+            whitening, gram, rhs, ridges / scale, whitened=whitening.whiten_blocks
         )
+    coef /= scale
     if verbose:
         log(
             source,
@@ -166,16 +165,20 @@ def normal_equations(
     weights: np.ndarray | None,
     *,
     block_size: int | None,
+    scale: float = 1.0,
     whitening: Whitening | None = None,
     verbose: int = 0,
     label: str = "Nystroem K_nm^T W K_nm",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``K_nm^T W K_nm`` and ``K_nm^T W y``, streamed over blocks of rows.
 
+    With ``scale``, of ``K_nm / scale`` (each tile divided before it is used).
+
     Given ``whitening`` (``T``), ``T^-1 K_nm^T W K_nm T^-T`` and ``T^-1 K_nm^T W y``
     instead, each tile whitened before it is accumulated. The blocks of
-    :func:`._operator.block_partition` (at least :data:`MIN_BLOCKS`) are
-    parallel tasks over the kernel's ``n_jobs`` workers; each evaluates
+    :func:`._operator.block_partition` (at least the configuration's
+    ``nystrom_min_blocks``, in tiles of ``nystrom_tile_bytes``) are parallel
+    tasks over the kernel's ``n_jobs`` workers; each evaluates
     ``K(tile, centres)`` tile by tile with the operators' :meth:`sequential
     <._operator.GramOperator.sequential>` kernel.
 
@@ -186,6 +189,8 @@ def normal_equations(
     targets : ndarray of shape (n, n_targets)
     weights : ndarray of shape (n,) or None
     block_size : int or None
+    scale : float, default=1.0
+        Positive divisor of the kernel (:func:`kernel_scale`).
     whitening : Whitening or None, default=None
     verbose : int, default=0
         Progress of the blocks (:class:`sklearn_hyperkernel.progress.ProgressLog`).
@@ -202,14 +207,14 @@ def normal_equations(
         operator.n_rows,
         centres.n_rows,
         block_size,
-        min_blocks=MIN_BLOCKS,
-        tile_bytes=NORMAL_EQUATIONS_TILE_BYTES,
+        min_blocks=get_config()["nystrom_min_blocks"],
+        tile_bytes=get_config()["nystrom_tile_bytes"],
     )
     entries = operator.n_rows * centres.n_rows  # of K_nm, which the tiles make up
     task_rows = operator.sequential(stream_entries=entries)
     task_centres = centres.sequential(stream_entries=entries)
     calls = [
-        (task_rows, task_centres, block, tile_rows, targets, weights)
+        (task_rows, task_centres, block, tile_rows, targets, weights, scale)
         + ((None, None) if whitening is None else (whitening.kind, whitening.matrix))
         for block in blocks
     ]
@@ -249,6 +254,7 @@ def _normal_equations_task(
     tile_rows: int,
     targets: np.ndarray,
     weights: np.ndarray | None,
+    scale: float,
     whitening_kind: str | None,
     whitening_matrix: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -261,6 +267,7 @@ def _normal_equations_task(
     rhs = None
     for tile in tiles(block, tile_rows):
         K = np.ascontiguousarray(centres.cross(operator.take(tile)), dtype=np.float64)
+        K /= scale
         y = targets[tile]
         if weights is not None:
             root = np.sqrt(weights[tile])
@@ -268,6 +275,12 @@ def _normal_equations_task(
             y = y * root[:, None]
         gram, rhs = _accumulate(gram, rhs, K, y, whitening)
     return gram, rhs
+
+
+def kernel_scale(diagonal: np.ndarray) -> float:
+    """The mean of the positive finite entries of a Gram's diagonal, else 1."""
+    kept = diagonal[np.isfinite(diagonal) & (diagonal > 0)]
+    return float(np.mean(kept)) if kept.size else 1.0
 
 
 def _accumulate(

@@ -27,9 +27,9 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from ._linalg import blas_threads, guarded_cholesky, symmetrize
+from .config import get_config
 
 __all__ = [
-    "SINGLE_THREAD_SOLVE_MAX",
     "WHITEN_BLOCKS_BELOW_RCOND",
     "Whitening",
     "centre_space_threads",
@@ -40,14 +40,11 @@ __all__ = [
 #: are whitened before they are accumulated (see :class:`Whitening`).
 WHITEN_BLOCKS_BELOW_RCOND = 1e-6
 
-#: Up to this many centres, the m x m factorisations run on one BLAS thread
-#: (:func:`centre_space_threads`).
-SINGLE_THREAD_SOLVE_MAX = 4096
-
 
 def centre_space_threads(m: int) -> threadpool_limits:
     """BLAS threads for the ``m x m`` factorisations: one up to
-    ``SINGLE_THREAD_SOLVE_MAX`` centres, the library's default beyond.
+    ``nystrom_single_thread_solve_max`` centres (:mod:`sklearn_hyperkernel.config`),
+    the library's default beyond.
 
     On the two-core development machine OpenBLAS's threaded ``dpotrf`` and
     ``dsygst`` were 2.5 to 10 times *slower* than one thread at ``m`` = 1,000
@@ -55,9 +52,9 @@ def centre_space_threads(m: int) -> threadpool_limits:
     ``dsygst`` 0.53 s vs 0.27 s at ``m = 2000``), and up to 10 times under
     load; one thread takes at most a few seconds there. Larger ``m`` on more
     cores gains from threads, except above
-    :data:`._linalg.ONE_BLAS_THREAD_ABOVE` (a crash of the bundled OpenBLAS).
+    ``one_blas_thread_above`` (a crash of the bundled OpenBLAS).
     """
-    return blas_threads(m, one_thread_up_to=SINGLE_THREAD_SOLVE_MAX)
+    return blas_threads(m, one_thread_up_to=get_config()["nystrom_single_thread_solve_max"])
 
 
 @dataclasses.dataclass

@@ -44,6 +44,7 @@ estimator that keeps one predicts with its kernel's current settings (its
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -52,30 +53,17 @@ from sklearn.base import clone
 from ._device import resolve_device
 from ._linalg import upper_block_product
 from ._scheduling import run_tasks
+from .config import get_config
 from .progress import ProgressLog
 
 __all__ = [
+    "FactorizingKernel",
     "check_finite_kernel",
-    "MATVEC_BLOCK_BYTES",
-    "TILE_BYTES",
     "FactorizedGramOperator",
     "GramOperator",
     "block_partition",
     "gram_operator",
 ]
-
-#: Bytes that one block ``K[i:j, i:]`` of a :meth:`GramOperator.matvec` may take
-#: when ``block_size`` is None (the hypernetwork kernels choose their own).
-MATVEC_BLOCK_BYTES = 64 * 2**20
-
-#: Bytes of float64 that one tile of a cross-kernel ``K(rows, these rows)``
-#: (:meth:`GramOperator.cross_product`, the Nyström sums) may take when
-#: ``block_size`` is None.
-TILE_BYTES = 16 * 2**20
-#: Fewest rows per tile when ``block_size`` is None (BLAS wants a few hundred).
-_MIN_TILE_ROWS = 256
-#: Most tiles per block (one task) when ``block_size`` is None.
-_MAX_TILES_PER_BLOCK = 16
 
 
 def block_partition(
@@ -84,16 +72,19 @@ def block_partition(
     block_size: int | None,
     *,
     min_blocks: int = 1,
-    tile_bytes: int = TILE_BYTES,
+    tile_bytes: int | None = None,
 ) -> tuple[list[slice], int]:
     """Blocks of output rows (one task each) and the rows of their tiles (one kernel call each).
 
     ``block_size`` given: blocks of ``block_size`` rows, each one tile (the
-    rule of the Gram engine). None: tiles of at most ``tile_bytes`` of
-    ``n_cols`` float64 columns, and at most ``ceil(n_rows / min_blocks)`` rows
-    unless that is below 256; blocks of whole tiles, at least ``min_blocks``
-    of them while tiles allow and at most 16 tiles each. None of it depends
-    on the number of workers, so neither do sums over the blocks.
+    rule of the Gram engine). None: tiles of at most ``tile_bytes`` (None:
+    the configuration's ``operator_tile_bytes``, 16 MiB) of ``n_cols``
+    float64 columns, and at most ``ceil(n_rows / min_blocks)`` rows unless
+    that is below ``operator_min_tile_rows`` (256); blocks of whole tiles, at
+    least ``min_blocks`` of them while tiles allow and at most
+    ``operator_max_tiles_per_block`` (16) tiles each
+    (:mod:`sklearn_hyperkernel.config`). None of it depends on the number of
+    workers, so neither do sums over the blocks.
 
     Returns
     -------
@@ -104,10 +95,14 @@ def block_partition(
         tile_rows = int(block_size)
         tiles_per_block = 1
     else:
+        config = get_config()
+        tile_bytes = config["operator_tile_bytes"] if tile_bytes is None else tile_bytes
         by_bytes = max(1, tile_bytes // (8 * max(n_cols, 1)))
-        tile_rows = min(by_bytes, max(_MIN_TILE_ROWS, -(-n_rows // min_blocks)))
+        min_rows = config["operator_min_tile_rows"]
+        tile_rows = min(by_bytes, max(min_rows, -(-n_rows // min_blocks)))
         n_tiles = max(1, math.ceil(n_rows / tile_rows))
-        tiles_per_block = min(_MAX_TILES_PER_BLOCK, max(1, n_tiles // min_blocks))
+        most = config["operator_max_tiles_per_block"]
+        tiles_per_block = min(most, max(1, n_tiles // min_blocks))
     block_rows = tiles_per_block * tile_rows
     return _slices(slice(0, n_rows), block_rows), tile_rows
 
@@ -156,12 +151,35 @@ def gram_operator(kernel: Any, X: np.ndarray, *, block_size: int | None = None) 
         Validated float64 rows.
     block_size : int or None, default=None
         Rows per block of :meth:`GramOperator.matvec` for a kernel that does
-        not factorise rows (None: at most :data:`MATVEC_BLOCK_BYTES` per block).
+        not factorise rows (None: at most the configuration's
+        ``matvec_block_bytes`` per block).
         A factorising kernel uses its own ``block_size`` parameter.
     """
-    if all(hasattr(kernel, name) for name in ("factorize_rows", "gram_factorized", "gram_matvec")):
+    if isinstance(kernel, FactorizingKernel):
         return FactorizedGramOperator(kernel, kernel.factorize_rows(X), X, block_size=block_size)
     return GramOperator(kernel, X, block_size=block_size)
+
+
+class FactorizingKernel(ABC):
+    """What a kernel offers the operator when it factorises its rows (the hypernetwork kernels).
+
+    A kernel that derives from this class is wrapped in a :class:`FactorizedGramOperator`:
+    its rows are factorised once, and every block, column, cross block and product of the
+    operator is one of these three public calls. Any other scikit-learn kernel is wrapped in
+    a :class:`GramOperator`, which calls ``kernel(X, Y)``.
+    """
+
+    @abstractmethod
+    def factorize_rows(self, X: Any) -> Any:
+        """Validated rows, factorised once (their distinct x found)."""
+
+    @abstractmethod
+    def gram_factorized(self, rows_a: Any, rows_b: Any = None, *, stream_entries: Any = None):
+        """The kernel between two sets of factorised rows (``rows_b=None``: symmetric)."""
+
+    @abstractmethod
+    def gram_matvec(self, rows: Any, vectors: np.ndarray) -> np.ndarray:
+        """``K @ vectors`` for the Gram of ``rows``, without forming it."""
 
 
 class GramOperator:
@@ -328,7 +346,7 @@ class GramOperator:
     def _matvec_block_rows(self) -> int:
         if self.block_size is not None:
             return int(self.block_size)
-        return max(1, MATVEC_BLOCK_BYTES // (8 * max(self.n_rows, 1)))
+        return max(1, get_config()["matvec_block_bytes"] // (8 * max(self.n_rows, 1)))
 
     def cross_product(
         self, X: np.ndarray, coef: np.ndarray, *, block_size: int | None = None, min_blocks: int = 1
@@ -478,7 +496,7 @@ class FactorizedGramOperator(GramOperator):
 
     def _cross(self, rows: Any, cols: Any) -> np.ndarray:
         entries = getattr(self, "stream_entries", None)  # None in pickles of older versions
-        return self.kernel._gram_factorized(rows, cols, stream_entries=entries)
+        return self.kernel.gram_factorized(rows, cols, stream_entries=entries)
 
     def _subset(self, index: slice | np.ndarray) -> Any:
         return self.rows.take(index)

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
+from .config import get_config
+
 __all__ = [
     "FIND",
     "Coincidence",
@@ -49,7 +51,6 @@ Array = Any  # a numpy array or a torch tensor
 
 _HASH_MULTIPLIERS_SEED = 0x5EED
 _NEGATIVE_ZERO = np.uint64(1 << 63)
-_HASH_BLOCK_WORDS = 1 << 16
 
 
 @functools.lru_cache(maxsize=16)
@@ -80,7 +81,7 @@ def row_keys(rows: np.ndarray) -> np.ndarray:
     n_rows, n_columns = rows.shape
     multipliers = _hash_multipliers(n_columns)
     keys = np.empty(n_rows, dtype=np.uint64)
-    step = max(1, _HASH_BLOCK_WORDS // max(n_columns, 1))
+    step = max(1, get_config()["rows_hash_block_words"] // max(n_columns, 1))
     with np.errstate(over="ignore"):
         for start in range(0, n_rows, step):
             block = np.array(rows[start : start + step], dtype=np.float64, order="C")
@@ -89,10 +90,6 @@ def row_keys(rows: np.ndarray) -> np.ndarray:
             words ^= words >> np.uint64(32)
             keys[start : start + step] = words @ multipliers  # wraps modulo 2^64
     return keys
-
-
-#: Bytes of rows compared at once when :func:`row_ids` verifies its hash.
-_VERIFY_BYTES = 16 * 2**20
 
 
 def row_ids(*blocks: Array, keys: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
@@ -119,7 +116,7 @@ def row_ids(*blocks: Array, keys: Sequence[np.ndarray | None] | None = None) -> 
     # checked a slice of rows at a time, so the check holds two slices, not two
     # copies of every shared row (at a million pixel rows, gigabytes)
     shared = np.flatnonzero(np.bincount(ids)[ids] > 1)
-    step = max(1, _VERIFY_BYTES // (8 * max(hosts[0].shape[1], 1)))
+    step = max(1, get_config()["rows_verify_bytes"] // (8 * max(hosts[0].shape[1], 1)))
     if not all(
         np.array_equal(
             _gather_rows(hosts, offsets, part), _gather_rows(hosts, offsets, first[ids[part]])
@@ -149,10 +146,7 @@ def _gather_rows(
 
 # Where two sets of ids coincide: index arrays (i, j) when the pairs are few
 # (typical: one match per row at most), a boolean matrix when they are more
-# than this fraction of all pairs (a scatter per entry costs more than a
-# comparison of all of them).
-_DENSE_COINCIDENCE_FRACTION = 1.0 / 16.0
-
+# than the configuration's coincidence_dense_fraction of all pairs.
 Coincidence = Any  # None, a pair (i, j) of index arrays, or a boolean matrix
 #: default of the functions that take a Coincidence: find it from the rows
 FIND = "find"
@@ -186,7 +180,7 @@ def coincident_pairs(
     if total == 0:
         return None
     n_cols = stop - start
-    if total > _DENSE_COINCIDENCE_FRACTION * ids_a.shape[0] * n_cols:
+    if total > get_config()["coincidence_dense_fraction"] * ids_a.shape[0] * n_cols:
         return ids_a[:, None] == ids_b[None, start:stop]
     i = np.repeat(np.arange(ids_a.shape[0]), counts)
     first = np.cumsum(counts) - counts

@@ -20,6 +20,10 @@ joblib and hands every result to a ``consume`` callback:
   each task returns its result instead of writing to shared memory, so
   nothing assumes one machine.
 
+Every task runs with the package configuration (:mod:`sklearn_hyperkernel.config`)
+of the thread that called :func:`run_tasks`, on any backend, as scikit-learn's
+``delayed`` carries its configuration into joblib's workers.
+
 Interruption: an exception in ``consume`` or in ``progress.step`` (such as a
 ``KeyboardInterrupt``) closes joblib's result generator, which cancels the
 tasks that have not started; the tasks already running finish and are
@@ -40,6 +44,7 @@ from joblib._parallel_backends import SequentialBackend, ThreadingBackend
 from joblib.parallel import get_active_backend
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+from .config import config_context, get_config
 from .progress import ProgressLog
 
 __all__ = ["default_workers", "run_tasks", "runs_locally"]
@@ -224,7 +229,8 @@ def _consume_all(
     consume: Callable[[Any], None] | None,
     progress: ProgressLog | None,
 ) -> None:
-    outputs = parallel(delayed(task)(*call) for call in calls)
+    configured = _Configured(task, get_config())  # the caller's, for every worker
+    outputs = parallel(delayed(configured)(*call) for call in calls)
     try:
         for output in outputs:
             if consume is not None:
@@ -236,6 +242,21 @@ def _consume_all(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_UNUSED_RESULTS, category=UserWarning)
             outputs.close()
+
+
+class _Configured:
+    """``task`` called with the package configuration ``config``, in any thread or process.
+
+    Named as the task (joblib and Dask name a task after its function).
+    """
+
+    def __init__(self, task: Callable[..., Any], config: dict[str, Any]) -> None:
+        self.task, self.config = task, config
+        self.__name__ = getattr(task, "__name__", type(task).__name__)
+
+    def __call__(self, *call: Any) -> Any:
+        with config_context(**self.config):
+            return self.task(*call)
 
 
 def _consume_in_worker(

@@ -38,6 +38,7 @@ from joblib import effective_n_jobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from .config import get_config
 from .progress import ProgressLog, format_log_line
 
 __all__ = [
@@ -56,14 +57,9 @@ __all__ = [
 ]
 
 INSTALL_HINT = "pip install sklearn-hyperkernel[torch]"
-#: Training reuses f's output per distinct x when the training set has at most
-#: this fraction of distinct x rows (e.g. one image, many pixel coordinates).
-DEDUPLICATE_BELOW = 0.5
 #: A training loss this many times the first epoch's (or the constant
 #: predictor's) means the run diverged.
 DIVERGENCE_FACTOR = 1e8
-#: Lines (or bar updates) of the running loss per epoch at ``verbose >= 2``.
-RUNNING_LOSS_REPORTS = 10
 
 
 def import_torch():
@@ -99,9 +95,9 @@ def torch_threads(n_jobs: int | None):
 class TrainingRows:
     """Training rows as tensors: x, z, the targets, and the distinct x rows if worth it.
 
-    ``x_unique[x_index]`` equals ``x`` when the rows hold at most
-    :data:`DEDUPLICATE_BELOW` distinct x rows (then a batch runs ``f`` once
-    per distinct x of the batch); both are None otherwise.
+    ``x_unique[x_index]`` equals ``x`` when at most the configuration's
+    ``deduplicate_below`` fraction of the rows have distinct x (then a batch
+    runs ``f`` once per distinct x of the batch); both are None otherwise.
     """
 
     x: Any
@@ -116,7 +112,7 @@ class TrainingRows:
         from ._rows import distinct_rows
 
         x_unique, x_index = distinct_rows(x)
-        if x_unique.shape[0] > DEDUPLICATE_BELOW * x.shape[0]:
+        if x_unique.shape[0] > get_config()["deduplicate_below"] * x.shape[0]:
             return cls(x, z, target)
         return cls(x, z, target, x_unique, x_index)
 
@@ -161,7 +157,8 @@ def run_epoch(
         Rows per batch (the last batch may be smaller).
     report : callable, default=None
         ``report(batch_number, n_batches, running_loss)``, called
-        :data:`RUNNING_LOSS_REPORTS` times per epoch when given.
+        ``running_loss_reports`` times per epoch when given
+        (:mod:`sklearn_hyperkernel.config`).
 
     Returns
     -------
@@ -173,7 +170,8 @@ def run_epoch(
     batch_size = min(batch_size, n_rows)
     running = torch.zeros((), dtype=rows.z.dtype, device=rows.z.device)
     n_batches = (n_rows + batch_size - 1) // batch_size
-    report_every = max(1, n_batches // RUNNING_LOSS_REPORTS) if report is not None else 0
+    reports = get_config()["running_loss_reports"]
+    report_every = max(1, n_batches // reports) if report is not None else 0
     for batch_number, start in enumerate(range(0, n_rows, batch_size)):
         batch = order[start : start + batch_size]
         loss = loss_fn(rows.forward(module, batch), rows.target[batch])

@@ -68,8 +68,9 @@ _ROWS_DOC = """Each row ``u = [x | z]`` of ``X`` holds the input ``x`` of the hy
 class HypernetworkRegressor(MultiOutputMixin, RegressorMixin, BaseHypernetwork):
     __doc__ = f"""Finite hypernetwork ``h(x, z) = g(z; f(x))`` trained on the squared loss.
 
-    {_ROWS_DOC} Only ``f``'s weights are trained, by mini-batch Adam or SGD
-    on the mean squared error.
+    {_ROWS_DOC} Only ``f``'s weights (and biases, with
+    ``f_bias_variance > 0``) are trained, by mini-batch Adam or SGD on the
+    mean squared error.
 
     The defaults are chosen to learn out of the box (Adam, standard
     parameterisation, Fourier features of ``z``, normalised ``x`` and ``y``,
@@ -126,6 +127,8 @@ class HypernetworkRegressor(MultiOutputMixin, RegressorMixin, BaseHypernetwork):
         parameterization: str = "standard",
         activation: str = "relu",
         negative_slope: float = 0.01,
+        f_bias_variance: float = 0.0,
+        g_bias_variance: float = 0.0,
         normalize_x: bool = True,
         normalize_y: bool = True,
         optimizer: str = "adam",
@@ -225,8 +228,9 @@ class HypernetworkRegressor(MultiOutputMixin, RegressorMixin, BaseHypernetwork):
 class HypernetworkClassifier(ClassifierMixin, BaseHypernetwork):
     __doc__ = f"""Finite hypernetwork ``h(x, z) = g(z; f(x))`` trained on the cross-entropy.
 
-    {_ROWS_DOC} ``g`` outputs one logit per class; only ``f``'s weights are
-    trained, by mini-batch Adam or SGD on the cross-entropy. The paper's
+    {_ROWS_DOC} ``g`` outputs one logit per class; only ``f``'s weights
+    (and biases, with ``f_bias_variance > 0``) are trained, by mini-batch Adam
+    or SGD on the cross-entropy. The paper's
     rotation-prediction experiment (its Fig. 2) is such a task: ``x`` a
     rotated image, ``z`` a further rotation of it, the class the angle
     between them.
@@ -275,6 +279,8 @@ class HypernetworkClassifier(ClassifierMixin, BaseHypernetwork):
         parameterization: str = "standard",
         activation: str = "relu",
         negative_slope: float = 0.01,
+        f_bias_variance: float = 0.0,
+        g_bias_variance: float = 0.0,
         normalize_x: bool = True,
         optimizer: str = "adam",
         learning_rate: float = 1e-3,

@@ -22,21 +22,19 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._architecture import CONSTRAINTS, check_z_dim, parameters_doc
 from ._cg import fit_cg
 from ._dense_solver import solve_dense, training_gram
-from ._nystrom import MIN_BLOCKS, fit_nystrom
+from ._nystrom import fit_nystrom
 from ._nystrom_centers import NYSTROM_DEFAULT_COMPONENTS, RPCHOLESKY_POOL_FACTOR
 from ._operator import gram_operator
 from ._targets import alpha_per_target, check_sample_weight, target_scaling
+from ._versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
+from .config import get_config
 
 __all__ = [
-    "AUTO_CHOLESKY_MAX_GRAM_BYTES",
     "NYSTROM_DEFAULT_COMPONENTS",
     "RPCHOLESKY_POOL_FACTOR",
     "HyperKernelRegressor",
 ]
 
-#: ``solver="auto"`` uses Cholesky while the n x n float64 training Gram takes at most
-#: this many bytes (4 GiB: n <= 23,170), Nyström beyond (see docs/performance.md).
-AUTO_CHOLESKY_MAX_GRAM_BYTES = 4 * 2**30
 
 _INTRODUCTION = """Kernel ridge regression with the hyperkernel (the paper's Eq. 18).
 
@@ -75,7 +73,8 @@ _INTRODUCTION = """Kernel ridge regression with the hyperkernel (the paper's Eq.
         noisy targets (a ``GridSearchCV`` away). The paper uses 1e-9.
     alpha_scale : {"relative", "absolute"}, default="relative"
         ``"relative"``: the ridge is ``alpha`` times the mean diagonal of the
-        training Gram (neural-tangents' ``diag_reg_absolute_scale=False``):
+        training Gram, weighted by ``sample_weight`` (neural-tangents'
+        ``diag_reg_absolute_scale=False``):
         the hypernetwork kernels scale as ``(|x|^2 / n0)^g_depth`` (a diagonal
         of ``1e-5`` on unit-norm MNIST rows, ``~6`` on standard-normal rows),
         so no absolute ridge serves both. ``"absolute"``: ``alpha`` as it is,
@@ -140,9 +139,10 @@ _OWN_PARAMETERS = """\
         at ``m = 2000`` (fit in 1/20 of the time), 21 % at 4000 (1/5), 12 % at
         8000 (0.9 of it); it is the solver beyond the other two (a million rows
         in minutes), not below. ``"auto"``: ``"cholesky"`` while the Gram
-        takes at most ``AUTO_CHOLESKY_MAX_GRAM_BYTES`` (4 GiB, ``n <=
-        23170``), else ``"nystrom"`` (as ``PCA``'s turns randomized on large
-        data; CG, exact but slow on this kernel, only when asked).
+        takes at most the configuration's ``auto_cholesky_max_gram_bytes``
+        (4 GiB, ``n <= 23170``; :func:`~sklearn_hyperkernel.set_config`), else
+        ``"nystrom"`` (as ``PCA``'s turns randomized on large data; CG, exact
+        but slow on this kernel, only when asked).
     tol : float, default=1e-6
         CG stops when ``|y_j - (K + r_j I) c_j| <= tol * |y_j|`` for every
         target ``j`` (of the weighted system with ``sample_weight``); the
@@ -397,6 +397,15 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             self.kernel_.set_params(device=self.device)
         return self
 
+    def __getstate__(self) -> dict:
+        # the version that pickles it, checked by __setstate__
+        return versioned_state(super().__getstate__())
+
+    def __setstate__(self, state: dict) -> None:
+        # an older pickle gains the parameters added since, at their old values,
+        # or is refused naming both versions (InconsistentVersionWarning either way)
+        super().__setstate__(upgrade_state(type(self), state, REGRESSOR_HISTORY))
+
     # --------------------------------------------------------------- fitting
     def fit(self, X, y, sample_weight=None) -> HyperKernelRegressor:
         """Fit the kernel ridge regression: choose the solver, build the Gram operator, solve.
@@ -431,8 +440,13 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         operator = gram_operator(self.kernel_, self._scale_x(X), block_size=self.block_size)
         self.n_iter_, self.cg_residual_, self.cg_rank_ = 1, None, None
         self.n_components_ = self.components_ = self.component_indices_ = None
-        solve = getattr(self, f"_fit_{self.solver_}")
-        dual_coef = solve(operator, X, targets, alphas, weights) * scale
+        if self.solver_ == "cholesky":
+            dual_coef = self._fit_cholesky(operator, X, targets, alphas, weights)
+        elif self.solver_ == "cg":
+            dual_coef = self._fit_cg(operator, X, targets, alphas, weights)
+        else:
+            dual_coef = self._fit_nystrom(operator, X, targets, alphas, weights)
+        dual_coef = dual_coef * scale
         self.dual_coef_ = dual_coef.ravel() if y.ndim == 1 else dual_coef
         self.intercept_ = mean[0] if y.ndim == 1 else mean
         return self
@@ -441,7 +455,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """Resolve ``solver="auto"`` from the memory the Gram would take."""
         if self.solver != "auto":
             return self.solver
-        return "cholesky" if 8 * n_samples**2 <= AUTO_CHOLESKY_MAX_GRAM_BYTES else "nystrom"
+        most = get_config()["auto_cholesky_max_gram_bytes"]
+        return "cholesky" if 8 * n_samples**2 <= most else "nystrom"
 
     def _build_kernel(self) -> Kernel:
         """A fresh kernel: a clone of ``kernel``, or one built from the parameters.
@@ -488,17 +503,21 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         scaled[:, : X.shape[1] - int(self.z_dim)] /= x_scale
         return scaled
 
-    def _ridge(self, alphas: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
+    def _ridge(
+        self, alphas: np.ndarray, diagonal: np.ndarray, weights: np.ndarray | None
+    ) -> np.ndarray:
         """The ridge per target in the kernel's units (``ridge_``).
 
         ``alpha_scale="relative"`` multiplies ``alpha`` by the mean of the
         training Gram's diagonal (neural-tangents' ``diag_reg`` with
         ``diag_reg_absolute_scale=False``), so the same ``alpha`` smooths the
         same whatever the kernel's scale; a diagonal of zeros keeps ``alpha``.
+        The mean is weighted by ``sample_weight``, so that an integer weight
+        is the same as repeating the row (and a weight of 0 as dropping it).
         """
         if self.alpha_scale == "absolute":
             return alphas
-        scale = float(np.mean(diagonal)) if diagonal.size else 0.0
+        scale = float(np.average(diagonal, weights=weights)) if diagonal.size else 0.0
         if not (math.isfinite(scale) and scale > 0):
             return alphas
         return alphas * scale
@@ -506,12 +525,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     # each solver: set ridge_ and the fitted attributes, return the dual coefficients
     def _fit_cholesky(self, operator, X, targets, alphas, weights) -> np.ndarray:
         K = training_gram(operator)
-        self.ridge_ = self._ridge(alphas, np.diagonal(K))
+        self.ridge_ = self._ridge(alphas, np.diagonal(K), weights)
         self.X_fit_, self._operator = X, operator
         return solve_dense(K, targets, self.ridge_, weights)
 
     def _fit_cg(self, operator, X, targets, alphas, weights) -> np.ndarray:
-        self.ridge_ = self._ridge(alphas, operator.diagonal)
+        self.ridge_ = self._ridge(alphas, operator.diagonal, weights)
         self.X_fit_, self._operator = X, operator
         result = fit_cg(
             operator,
@@ -528,7 +547,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return result.dual_coef
 
     def _fit_nystrom(self, operator, X, targets, alphas, weights) -> np.ndarray:
-        self.ridge_ = self._ridge(alphas, operator.diagonal)
+        self.ridge_ = self._ridge(alphas, operator.diagonal, weights)
         result = fit_nystrom(
             operator,
             targets,
@@ -565,8 +584,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         X = self._scale_x(validate_data(self, X, dtype=np.float64, reset=False))
         dual_coef = self.dual_coef_
         coef = dual_coef.reshape(-1, 1) if dual_coef.ndim == 1 else dual_coef
-        # Nyström's blocks are cheap (m columns): at least MIN_BLOCKS of them
-        min_blocks = MIN_BLOCKS if self.solver_ == "nystrom" else 1
+        # Nyström's blocks are cheap (m columns): at least nystrom_min_blocks of them
+        min_blocks = get_config()["nystrom_min_blocks"] if self.solver_ == "nystrom" else 1
         y_pred = self._operator.cross_product(
             X, coef, block_size=self.block_size, min_blocks=min_blocks
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -14,12 +15,19 @@ from ._architecture import activation_slope, check_z_dim, validate_architecture
 from ._device import Placement, fallback_device, resolve_placement
 from ._gram_engine import Architecture, FactorizedRows, diagonal, factorize, gram, gram_matvec
 from ._kernel_parameters import KERNEL_PARAMETERS_DOC
+from ._operator import FactorizingKernel
+from ._versioning import KERNEL_HISTORY, upgrade_state, versioned_state
 from .recursions import length_scale_array
 
-__all__ = ["FactorizedRows", "HyperKernel", "HyperNNGP"]
+__all__ = ["MAX_LOG10_DIAGONAL", "MIN_LOG10_DIAGONAL", "FactorizedRows", "HyperKernel", "HyperNNGP"]
+
+#: The kernels refuse rows whose diagonal would be below 1e-300 or above 1e300 (float64
+#: holds 2.2e-308 to 1.8e308; the margin keeps sums and products of entries finite).
+MIN_LOG10_DIAGONAL = -300.0
+MAX_LOG10_DIAGONAL = 300.0
 
 
-class _HypernetworkKernel(Kernel):
+class _HypernetworkKernel(FactorizingKernel, Kernel):
     """Shared machinery of :class:`HyperKernel` and :class:`HyperNNGP`."""
 
     _kind: str = ""
@@ -201,13 +209,88 @@ class _HypernetworkKernel(Kernel):
         z_dim = int(self.z_dim)
         if X.shape[1] == z_dim:
             X = np.hstack([np.ones((X.shape[0], 1)), X])
+        self._check_scale(X)
         rows = factorize(X, z_dim, distinct=distinct)
         if self.normalize_x:
             rows = dataclasses.replace(rows, x_variance=(rows.x_variance > 0).astype(np.float64))
         return rows
 
+    def _check_scale(self, X: np.ndarray) -> None:
+        """Refuse rows whose kernel values float64 cannot hold (GPy #898, GPyTorch #623).
+
+        The kernels are positively homogeneous: the diagonal is of order
+        ``s^g_depth * e`` with ``s = |x|^2 / n0`` (1 with ``normalize_x``) and
+        ``e = |z|^2 / d`` with the linear encoding (1 with Fourier). Its
+        logarithm is computed here without forming it, from scale-safe norms;
+        when it is outside ``[MIN_LOG10_DIAGONAL, MAX_LOG10_DIAGONAL]`` the
+        kernel would underflow to 0 (and a regressor predict the training
+        mean) or overflow to infinity. A non-zero x whose squared norm
+        underflows is refused as well (it would be taken for x = 0).
+
+        Raises
+        ------
+        ValueError
+            Naming the columns, the order of magnitude reached and
+            ``normalize_x``.
+        """
+        z_dim = int(self.z_dim)
+        n_x = X.shape[1] - z_dim
+        f_bias, g_bias = float(self.f_bias_variance), float(self.g_bias_variance)
+        x_log_norm = _log10_row_norms(X[:, :n_x])
+        # with biases (docs/math.md, "Biases") the diagonal is of order
+        # sigma^H (e + bg) with sigma = s + L bf: a bias bounds it from below
+        log_sigma = np.zeros(X.shape[0])
+        if not self.normalize_x:
+            log_sigma = 2 * x_log_norm - math.log10(n_x)
+        if f_bias > 0:
+            log_sigma = np.logaddexp(
+                log_sigma * math.log(10), math.log(int(self.f_depth) * f_bias)
+            ) / math.log(10)
+        log_diagonal = int(self.g_depth) * log_sigma
+        if self.z_encoding == "linear":
+            log_e = 2 * _log10_row_norms(X[:, n_x:]) - math.log10(z_dim)
+            if g_bias > 0:
+                log_e = np.logaddexp(log_e * math.log(10), math.log(g_bias)) / math.log(10)
+            log_diagonal += log_e
+        finite = np.isfinite(log_diagonal)  # rows with x = 0 (or z = 0) are 0 exactly
+        outside = finite & (
+            (log_diagonal < MIN_LOG10_DIAGONAL) | (log_diagonal > MAX_LOG10_DIAGONAL)
+        )
+        if np.any(outside):
+            row = int(np.flatnonzero(outside)[0])
+            which = "underflow to 0" if log_diagonal[row] < 0 else "overflow to infinity"
+            parts = f"x (columns 0 to {n_x - 1})" if not self.normalize_x else ""
+            if self.z_encoding == "linear":
+                parts += (" and " if parts else "") + f"z (columns {n_x} to {X.shape[1] - 1})"
+            raise ValueError(
+                f"{type(self).__name__}: the kernel's values would {which} in float64: row "
+                f"{row} gives a diagonal of about 1e{log_diagonal[row]:.0f} from the scale of "
+                f"{parts} (normalize_x={bool(self.normalize_x)}, z_encoding="
+                f"{self.z_encoding!r}). Rescale these columns (for example with a "
+                "StandardScaler) or set normalize_x=True."
+            )
+        squared = np.einsum("ij,ij->i", X[:, :n_x], X[:, :n_x])
+        # an underflowing |x|^2 is harmless when a bias of f dominates it, unless x is
+        # put on the sphere
+        underflow_matters = bool(self.normalize_x) or f_bias == 0
+        lost = np.isfinite(x_log_norm) & (
+            ((squared == 0) & underflow_matters) | ~np.isfinite(squared)
+        )
+        if np.any(lost):
+            row = int(np.flatnonzero(lost)[0])
+            raise ValueError(
+                f"{type(self).__name__}: the squared norm of x (columns 0 to {n_x - 1}) of row "
+                f"{row}, about 1e{2 * x_log_norm[row]:.0f}, is outside float64's range, so x "
+                "cannot be put on the sphere. Rescale these columns (for example with a "
+                "StandardScaler)."
+            )
+
     def gram_factorized(
-        self, rows_a: FactorizedRows, rows_b: FactorizedRows | None = None
+        self,
+        rows_a: FactorizedRows,
+        rows_b: FactorizedRows | None = None,
+        *,
+        stream_entries: int | None = None,
     ) -> np.ndarray:
         """Kernel matrix between two sets of rows from :meth:`factorize_rows`.
 
@@ -217,17 +300,15 @@ class _HypernetworkKernel(Kernel):
             Rows factorised by :meth:`factorize_rows`, or the rows themselves
             (factorised here); ``rows_b=None`` gives the symmetric Gram of
             ``rows_a``.
+        stream_entries : int or None, default=None
+            Entries of the whole computation this Gram is one piece of (a tile
+            of a Nystroem ``K_nm``, of a prediction): the compiled fused pass is
+            chosen by that size instead of this Gram's own. None: this Gram's.
 
         Returns
         -------
         ndarray of shape (rows_a.n_rows, rows_b.n_rows)
         """
-        return self._gram_factorized(rows_a, rows_b)
-
-    def _gram_factorized(
-        self, rows_a, rows_b=None, *, stream_entries: int | None = None
-    ) -> np.ndarray:
-        """:meth:`gram_factorized`; ``stream_entries`` as :func:`._gram_engine.gram`'s."""
         rows_a = self._as_factorized(rows_a)
         rows_b = None if rows_b is None else self._as_factorized(rows_b)
         n_features = rows_a.x_distinct.shape[1] + rows_a.z.shape[1]
@@ -358,10 +439,34 @@ class _HypernetworkKernel(Kernel):
         arch = self._architecture(X.shape[1])
         return diagonal(arch, self._factorize(X, distinct=False))
 
+    def __getstate__(self) -> dict:
+        # the version that pickles it, checked by __setstate__
+        return versioned_state(self.__dict__)
+
     def __setstate__(self, state: dict) -> None:
+        # an older pickle gains the parameters added since, at their old values,
+        # or is refused naming both versions (InconsistentVersionWarning either way)
+        self.__dict__.update(upgrade_state(type(self), state, KERNEL_HISTORY))
         # a kernel saved with a GPU this machine lacks computes on the CPU
-        self.__dict__.update(state)
         self.device = fallback_device(getattr(self, "device", None), type(self).__name__)
+
+    def __eq__(self, other) -> bool:
+        """Same class and equal parameters, arrays compared by shape and values.
+
+        scikit-learn's ``Kernel.__eq__`` compares each parameter with ``!=``,
+        which raises for array parameters of different lengths (``length_scale=
+        [1, 2]`` against ``[1, 2, 3]``) or gives an ambiguous truth value,
+        depending on the hash seed's order of the parameters (scikit-learn
+        #31525). Here parameters of different shapes are simply different.
+        """
+        if type(self) is not type(other):
+            return False
+        mine, theirs = self.get_params(deep=False), other.get_params(deep=False)
+        return mine.keys() == theirs.keys() and all(
+            _same(mine[name], theirs[name]) for name in sorted(mine)
+        )
+
+    __hash__ = None  # as scikit-learn's kernels: mutable, so not hashable
 
     def __repr__(self) -> str:
         defaults = type(self)().get_params()
@@ -386,9 +491,31 @@ def _variance_hyperparameter(name: str, value, bounds) -> Hyperparameter:
     return Hyperparameter(name, "numeric", "fixed" if fixed else bounds)
 
 
+def _log10_row_norms(A: np.ndarray, chunk_rows: int = 4096) -> np.ndarray:
+    """``log10 |a|`` of each row, without under- or overflow (-inf for a zero row).
+
+    Each row is divided by its largest entry first; chunks of ``chunk_rows``
+    rows keep the temporaries small whatever the number of rows.
+    """
+    result = np.empty(A.shape[0])
+    for start in range(0, A.shape[0], chunk_rows):
+        block = A[start : start + chunk_rows]
+        largest = np.max(np.abs(block), axis=1, initial=0.0)
+        safe = np.where(largest > 0, largest, 1.0)
+        scaled = block / safe[:, None]
+        with np.errstate(divide="ignore"):
+            result[start : start + chunk_rows] = np.where(
+                largest > 0,
+                np.log10(safe) + 0.5 * np.log10(np.einsum("ij,ij->i", scaled, scaled)),
+                -np.inf,
+            )
+    return result
+
+
 def _same(a, b) -> bool:
+    """Whether two parameter values are equal: the same shape and equal entries."""
     try:
-        return bool(np.all(np.asarray(a) == np.asarray(b))) and np.shape(a) == np.shape(b)
+        return np.shape(a) == np.shape(b) and bool(np.all(np.asarray(a) == np.asarray(b)))
     except Exception:  # noqa: BLE001 - incomparable values are different
         return False
 
@@ -427,7 +554,10 @@ class HyperKernel(_HypernetworkKernel):
     cost little more than the z part. Without biases ``HyperKernel(u, u) = L *
     H * s^H * e`` with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)``, and rows
     with x = 0, or z = 0 under the linear encoding, have kernel 0 with every
-    row; with the default biases neither holds (docs/math.md, "Biases").
+    row; biases change both (docs/math.md, "Biases": x = 0 is an ordinary
+    input when ``f_bias_variance > 0``, z = 0 when ``g_bias_variance > 0``).
+    A bias variance of exactly 0 is a fixed hyperparameter, a positive one is
+    learned in log space like ``length_scale``.
     The defaults (x on the sphere, ``f_bias_variance=1``,
     ``g_bias_variance=0.1``) make the kernel work as it is in any
     scikit-learn tool that takes a kernel (``SVC``, ``SVR``,
@@ -435,11 +565,13 @@ class HyperKernel(_HypernetworkKernel):
     closed form of the raw rows is ``HyperKernel(normalize_x=False,
     f_bias_variance=0, g_bias_variance=0)``.
 
-    With numba installed (``pip install sklearn-hyperkernel[fast]``), Grams of
-    at least 2^24 entries on the CPU run all layers of f and g in one compiled
-    pass per entry (the same values to 1e-12); the environment variable
-    ``SKLEARN_HYPERKERNEL_FUSED=0`` turns it off, ``=1`` on for every size. The
-    first compiled call of a machine compiles for about 10 s (then cached).
+    With numba (a core dependency; the numpy path where it cannot be
+    imported), Grams of at least 2^24 entries on the CPU run all layers of f
+    and g in one compiled pass per entry (the same values to 1e-12):
+    ``sklearn_hyperkernel.set_config(fused=False)`` turns it off, ``True`` on
+    for every size (the environment variable ``SKLEARN_HYPERKERNEL_FUSED=0``
+    or ``1`` is the default). The first fused call of a machine compiles for
+    10-15 s; later processes load the cached code in about 0.2-0.6 s.
 
     Examples
     --------
@@ -476,9 +608,11 @@ class HyperNNGP(_HypernetworkKernel):
     Notes
     -----
     Without biases ``HyperNNGP(u, u) = s^H * e`` with ``s = |x|^2 / n0`` and
-    ``e = Sigma^0(z, z)``. The paper's closed form of the raw rows is
-    ``HyperNNGP(normalize_x=False, f_bias_variance=0, g_bias_variance=0)``;
-    the defaults are :class:`HyperKernel`'s.
+    ``e = Sigma^0(z, z)`` (with them, docs/math.md, "Biases"). A bias
+    variance of exactly 0 is a fixed hyperparameter, a positive one is
+    learned in log space like ``length_scale``. The paper's closed form of
+    the raw rows is ``HyperNNGP(normalize_x=False, f_bias_variance=0,
+    g_bias_variance=0)``; the defaults are :class:`HyperKernel`'s.
 
     Examples
     --------

@@ -8,23 +8,39 @@ estimators :class:`~sklearn_hyperkernel.HypernetworkRegressor` and
 compare its empirical hyperkernel (:func:`empirical_ntk`) with the closed
 form :class:`~sklearn_hyperkernel.HyperKernel` (the paper's Fig. 1).
 
-``h(u) = g(z; f(x))`` for rows ``u = (x, z)``: ``f`` is a bias-free fully
-connected network of ``f_depth`` weight matrices and hidden width ``f_width``
-whose output, of size ``n_L = sum_l m_l * m_{l-1}``, is cut into the weight
-matrices ``V^1, ..., V^H`` of the primary network ``g`` (bias-free,
-``g_depth`` matrices, hidden width ``g_width``), one set per row; ``g`` runs
-for the whole batch with batched matrix products. Only ``f``'s weights are
-trainable (the module's only parameters); the Fourier features of ``z`` are
-fixed buffers.
+``h(u) = g(z; f(x))`` for rows ``u = (x, z)``: ``f`` is a fully connected
+network of ``f_depth`` layers and hidden width ``f_width`` whose output, of size
+``n_L = sum_l m_l * m_{l-1}`` (plus ``sum_l m_l`` with g's biases), is cut into
+the weight matrices ``V^1, ..., V^H`` (and biases ``c^1, ..., c^H``) of the
+primary network ``g`` (``g_depth`` layers, hidden width ``g_width``), one set
+per row; ``g`` runs for the whole batch with batched matrix products. In the
+``"ntk"`` parameterisation, with ``bf = f_bias_variance`` and
+``bg = g_bias_variance`` (docs/math.md, "Biases")::
+
+    f:  y^l = W^l q^{l-1} / sqrt(n_{l-1}) + sqrt(bf) beta^l     l = 1..L
+    g:  g^l = V^l a^{l-1} / sqrt(m_{l-1}) + sqrt(bg) c^l        l = 1..H
+
+with ``q^0 = x``, ``q^l = phi(y^l)``, ``a^0`` the encoding of ``z``,
+``a^l = phi(g^l)``, ``h = g^H``; ``W^l`` and ``beta^l ~ N(0, 1)`` are f's
+trained parameters (f's output layer has biases too: neural-tangents'
+``Dense(b_std=sqrt(bf))``), ``V^l`` and ``c^l`` are outputs of ``f``. ``bf =
+bg = 0`` (the defaults) is the paper's bias-free network: f then has no bias
+parameters and does not output biases of g, and a seed draws exactly the
+weights it drew before biases existed (the biases are drawn last). Only ``f``'s
+weights and biases are trainable (the module's only parameters); the Fourier
+features of ``z`` are fixed buffers.
 
 Parameterisations: ``"ntk"`` (the one the kernels describe) draws every
 entry of ``f``'s weights from ``N(0, 1)`` and each layer computes
 ``y = W q / sqrt(fan_in)``; ``"standard"`` draws them from
 ``N(0, 1 / fan_in)`` and computes ``y = W q`` (with ``sqrt(2) * relu``, He
-initialisation). The network function at initialisation has the same
-distribution under both; only the gradients (hence the empirical NTK and the
-training dynamics) differ, by ``fan_in`` per layer. In both, ``g`` divides by
-``sqrt(m_{l-1})`` in layer ``l`` because its weights are generated.
+initialisation); f's biases are ``beta ~ N(0, 1)`` times ``sqrt(bf)`` under
+``"ntk"``, drawn from ``N(0, bf)`` and added as they are under ``"standard"``.
+The network function at initialisation has the same distribution under both
+(with one seed, the same function); only the gradients (hence the empirical
+NTK and the training dynamics) differ, by ``fan_in`` per layer (by ``bf`` for
+the biases). In both, ``g`` divides by ``sqrt(m_{l-1})`` in layer ``l`` (and
+multiplies its biases by ``sqrt(bg)``) because its weights are generated.
 
 Activation (of ``f`` and ``g``): ``"relu"`` is ``sqrt(2) * relu(s)``,
 ``"leaky_relu"`` is ``sqrt(2 / (1 + a^2)) * leaky_relu(s, a)`` with
@@ -49,17 +65,24 @@ from ._architecture import activation_gain, activation_slope
 from ._network_parameters import validate_network
 from ._rows import distinct_rows
 from ._training import import_torch
+from ._versioning import NETWORK_HISTORY, upgrade_state, versioned_state
+from .config import get_config
 
 torch = import_torch()  # an ImportError that says how to install it
 
 __all__ = ["Hypernetwork", "empirical_ntk"]
 
-# Upper bound on the elements of the backpropagated vectors held at once by empirical_ntk.
-_NTK_CHUNK_ELEMENTS = 2**24
-
 
 class Hypernetwork(torch.nn.Module):
     """Finite hypernetwork ``h(x, z) = g(z; f(x))`` with per-row generated weights.
+
+    In the ``"ntk"`` parameterisation (module text; docs/math.md, "Biases")::
+
+        f:  y^l = W^l q^{l-1} / sqrt(n_{l-1}) + sqrt(bf) beta^l     l = 1..L
+        g:  g^l = V^l a^{l-1} / sqrt(m_{l-1}) + sqrt(bg) c^l        l = 1..H
+
+    ``W^l`` and ``beta^l`` (entries ``N(0, 1)``) are trained; ``V^l`` and
+    ``c^l`` are cut from ``f``'s output, one set per row.
 
     The defaults are the paper's network (``"ntk"`` parameterisation, ``z``
     fed as it is), whose empirical hyperkernel (:func:`empirical_ntk`) tends
@@ -103,6 +126,14 @@ class Hypernetwork(torch.nn.Module):
         input.
     negative_slope : float, default=0.01
         Slope of the leaky relu for negative inputs; ignored by ``"relu"``.
+    f_bias_variance : float >= 0, default=0.0
+        ``bf``: variance of the biases of ``f``'s layers, its output layer
+        included; trained parameters ``beta^l`` of ``f`` (drawn after all
+        other random draws). 0: no bias parameters (the paper's ``f``).
+    g_bias_variance : float >= 0, default=0.0
+        ``bg``: ``g``'s layer ``l`` adds ``sqrt(bg) c^l``, where ``c^l`` (``m_l``
+        numbers per row) are further outputs of ``f``. 0: ``f`` outputs no
+        biases of ``g`` (the paper's ``g``).
     generator : torch.Generator or None, default=None
         CPU generator for all random draws (weights and Fourier features);
         ``None`` uses torch's global generator.
@@ -117,18 +148,23 @@ class Hypernetwork(torch.nn.Module):
     ----------
     f_weights : torch.nn.ParameterList
         The trainable weight matrices of ``f``, each of shape (fan_out, fan_in).
+    f_biases : torch.nn.ParameterList
+        The trainable biases of ``f``, each of shape (fan_out,) (``beta^l``,
+        or ``sqrt(bf) beta^l`` under ``"standard"``); empty when
+        ``f_bias_variance == 0``.
     g_layer_sizes : tuple of int
         ``(m_0, m_1, ..., m_H)``.
     f_layer_sizes : tuple of int
         ``(x_dim, f_width, ..., f_width, n_generated)``.
     n_generated : int
-        Number of weights of ``g`` that ``f`` outputs per row.
+        Number of weights (and biases) of ``g`` that ``f`` outputs per row.
 
     Raises
     ------
     ValueError
         Naming the parameter, when one is out of its range (a
-        scikit-learn ``InvalidParameterError``), or when ``length_scale``
+        scikit-learn ``InvalidParameterError``; a negative bias variance
+        included), or when ``length_scale``
         has neither 1 nor ``z_dim`` entries or is not positive and finite.
 
     Examples
@@ -143,6 +179,10 @@ class Hypernetwork(torch.nn.Module):
     >>> empirical_ntk(model, x, z).shape
     torch.Size([5, 5])
     """
+
+    # modules pickled before biases existed have none
+    f_bias_variance = g_bias_variance = 0.0
+    _g_bias_sizes: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -159,6 +199,8 @@ class Hypernetwork(torch.nn.Module):
         parameterization: str = "ntk",
         activation: str = "relu",
         negative_slope: float = 0.01,
+        f_bias_variance: float = 0.0,
+        g_bias_variance: float = 0.0,
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
@@ -177,11 +219,15 @@ class Hypernetwork(torch.nn.Module):
             "parameterization": parameterization,
             "activation": activation,
             "negative_slope": negative_slope,
+            "f_bias_variance": f_bias_variance,
+            "g_bias_variance": g_bias_variance,
         }
         validate_network(architecture, caller_name=type(self).__name__)
         for name, value in architecture.items():
             setattr(self, name, value)
         self.negative_slope = negative_slope = float(negative_slope)
+        self.f_bias_variance = f_bias_variance = float(f_bias_variance)
+        self.g_bias_variance = g_bias_variance = float(g_bias_variance)
         self._activation_gain = activation_gain(activation, negative_slope)
         self._slope = activation_slope(activation, negative_slope)
 
@@ -190,7 +236,11 @@ class Hypernetwork(torch.nn.Module):
         self._g_weight_shapes = [
             (self.g_layer_sizes[layer + 1], self.g_layer_sizes[layer]) for layer in range(g_depth)
         ]
-        self.n_generated = sum(rows * cols for rows, cols in self._g_weight_shapes)
+        # f's flat output: V^1, ..., V^H (row-major), then c^1, ..., c^H when bg > 0
+        self._g_bias_sizes = self.g_layer_sizes[1:] if g_bias_variance > 0 else ()
+        self.n_generated = sum(rows * cols for rows, cols in self._g_weight_shapes) + sum(
+            self._g_bias_sizes
+        )
         self.f_layer_sizes: tuple[int, ...] = (
             (x_dim,) + (f_width,) * (f_depth - 1) + (self.n_generated,)
         )
@@ -224,6 +274,17 @@ class Hypernetwork(torch.nn.Module):
             self.register_buffer("fourier_weight", normal(n_fourier_features, z_dim))
             phase = torch.rand(n_fourier_features, generator=generator, dtype=dtype)
             self.register_buffer("fourier_phase", (2.0 * phase - 1.0) * math.pi)
+        # f's biases come last, so that bf = 0 draws the bias-free network of the same seed
+        biases = []
+        if f_bias_variance > 0:
+            for fan_out in self.f_layer_sizes[1:]:
+                beta = normal(fan_out)
+                if parameterization == "standard":
+                    beta = beta * math.sqrt(f_bias_variance)
+                biases.append(torch.nn.Parameter(beta))
+        self.f_biases = torch.nn.ParameterList(biases)
+        # multiplier of each bias: y = c W q + b beta (sqrt(bf) under "ntk", 1 under "standard")
+        self._f_bias_multiplier = math.sqrt(f_bias_variance) if parameterization == "ntk" else 1.0
         if device is not None:
             self.to(device)
 
@@ -283,6 +344,8 @@ class Hypernetwork(torch.nn.Module):
         ):
             layer_inputs.append(q)
             y = (q @ weight.T) * multiplier if multiplier != 1.0 else q @ weight.T
+            if self.f_bias_variance > 0:
+                y = y + self.f_biases[index] * self._f_bias_multiplier
             preactivations.append(y)
             if index < self.f_depth - 1:
                 q = self._phi(y)
@@ -290,8 +353,13 @@ class Hypernetwork(torch.nn.Module):
             return y, layer_inputs, preactivations
         return y
 
-    def split_generated(self, flat_weights: torch.Tensor) -> list[torch.Tensor]:
-        """Cut ``f``'s flat output into the per-row weight matrices of ``g``.
+    def split_generated(
+        self, flat_weights: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Cut ``f``'s flat output into the per-row weights and biases of ``g``.
+
+        The flat output holds ``V^1, ..., V^H`` (each row-major), then, when
+        ``g_bias_variance > 0``, ``c^1, ..., c^H``.
 
         Parameters
         ----------
@@ -300,25 +368,38 @@ class Hypernetwork(torch.nn.Module):
 
         Returns
         -------
-        matrices : list of torch.Tensor
-            ``V^l`` of shape (n_rows, m_l, m_{l-1}), l = 1..H (views).
+        layers : list of (torch.Tensor, torch.Tensor or None)
+            ``(V^l, c^l)`` for l = 1..H (views): ``V^l`` of shape
+            (n_rows, m_l, m_{l-1}), ``c^l`` of shape (n_rows, m_l), or None
+            when ``g_bias_variance == 0``.
         """
         matrices, start = [], 0
         for rows, cols in self._g_weight_shapes:
             stop = start + rows * cols
             matrices.append(flat_weights[:, start:stop].reshape(-1, rows, cols))
             start = stop
-        return matrices
+        biases: list[torch.Tensor | None] = [None] * len(matrices)
+        for layer, size in enumerate(self._g_bias_sizes):
+            biases[layer] = flat_weights[:, start : start + size]
+            start += size
+        return list(zip(matrices, biases, strict=True))
 
     def g_forward(
-        self, generated: list[torch.Tensor], z: torch.Tensor, return_hidden: bool = False
+        self,
+        generated: list[tuple[torch.Tensor, torch.Tensor | None]],
+        z: torch.Tensor,
+        return_hidden: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Primary network ``g`` with per-row weights, evaluated batched.
+        """Primary network ``g`` with per-row weights and biases, evaluated batched.
+
+        Layer ``l`` computes ``V^l a^{l-1} / sqrt(m_{l-1}) + sqrt(bg) c^l``.
 
         Parameters
         ----------
-        generated : list of torch.Tensor
-            ``V^l`` of shape (n_rows, m_l, m_{l-1}) as from :meth:`split_generated`.
+        generated : list of (torch.Tensor, torch.Tensor or None)
+            ``(V^l, c^l)`` as from :meth:`split_generated`: ``V^l`` of shape
+            (n_rows, m_l, m_{l-1}), ``c^l`` of shape (n_rows, m_l) or None
+            (no bias).
         z : torch.Tensor of shape (n_rows, z_dim)
             The z columns of the rows (encoded by :meth:`encode_z`).
         return_hidden : bool, default=False
@@ -333,14 +414,27 @@ class Hypernetwork(torch.nn.Module):
         """
         activation = self.encode_z(z)
         layer_inputs = []
-        for index, matrix in enumerate(generated):
+        for index, (matrix, bias) in enumerate(generated):
             layer_inputs.append(activation)
             fan_in = matrix.shape[-1]
             pre = torch.bmm(matrix, activation.unsqueeze(-1)).squeeze(-1) / math.sqrt(fan_in)
+            if bias is not None:
+                pre = pre + bias * math.sqrt(self.g_bias_variance)
             activation = self._phi(pre) if index < self.g_depth - 1 else pre
         if return_hidden:
             return activation, layer_inputs
         return activation
+
+    def __getstate__(self) -> dict:
+        # the version that pickles it, checked by __setstate__
+        return versioned_state(super().__getstate__())
+
+    def __setstate__(self, state: dict) -> None:
+        # an older pickle gains the architecture arguments added since, at their
+        # old values, or is refused naming both versions
+        super().__setstate__(
+            upgrade_state(type(self), state, NETWORK_HISTORY, stores_all_parameters=False)
+        )
 
     def forward(
         self,
@@ -393,7 +487,8 @@ class Hypernetwork(torch.nn.Module):
             f"x_dim={self.x_dim}, z_dim={self.z_dim}, f_depth={self.f_depth}, "
             f"f_width={self.f_width}, g_depth={self.g_depth}, g_width={self.g_width}, "
             f"n_outputs={self.n_outputs}, z_encoding={self.z_encoding!r}, "
-            f"parameterization={self.parameterization!r}, activation={self.activation!r}"
+            f"parameterization={self.parameterization!r}, activation={self.activation!r}, "
+            f"f_bias_variance={self.f_bias_variance}, g_bias_variance={self.g_bias_variance}"
         )
 
 
@@ -438,12 +533,13 @@ def empirical_ntk(
     z2: torch.Tensor | None = None,
     reduce: str = "mean",
 ) -> torch.Tensor:
-    """Empirical hyperkernel ``J J^T`` with respect to ``f``'s weights.
+    """Empirical hyperkernel ``J J^T`` with respect to ``f``'s weights and biases.
 
-    For a bias-free layer ``y = c W q`` the gradient of ``h`` with respect to
-    ``W`` is ``c * delta q^T`` with ``delta = dh / dy``, so
-    ``<dh(u)/dW, dh(u')/dW> = c^2 (q . q') (delta . delta')``; the kernel is the
-    sum of these layer terms. This is exactly ``J J^T`` (tested against
+    For a layer ``y = c W q + b beta`` the gradient of ``h`` with respect to
+    ``W`` is ``c * delta q^T`` and with respect to ``beta`` is ``b * delta``,
+    with ``delta = dh / dy``, so the layer contributes
+    ``(c^2 (q . q') + b^2) (delta . delta')`` (``b = 0`` without biases); the
+    kernel is the sum of these layer terms. This is exactly ``J J^T`` (tested against
     ``torch.func.jacrev``) without ever forming ``J``.
 
     Parameters
@@ -486,7 +582,9 @@ def empirical_ntk(
     n2 = n1 if same else x2.shape[0]
     # Outputs are processed in chunks so the backpropagated vectors stay small.
     widest = max(model.f_layer_sizes[1:])
-    chunk = max(1, _NTK_CHUNK_ELEMENTS // max(1, (n1 + n2) * widest))
+    chunk = max(1, get_config()["ntk_chunk_elements"] // max(1, (n1 + n2) * widest))
+    # the squared multiplier of f's biases (0 without biases)
+    bias_square = model._f_bias_multiplier**2 if model.f_bias_variance > 0 else 0.0
     kernels = []
     for first in range(0, model.n_outputs, chunk):
         outputs = range(first, min(first + chunk, model.n_outputs))
@@ -499,7 +597,8 @@ def empirical_ntk(
                 q2 = q1 if same else inputs2[layer]
                 d1 = deltas1[layer]
                 d2 = d1 if same else deltas2[layer]
-                term = (c * c) * (q1 @ q2.T) * (d1 @ d2.transpose(1, 2))
+                inputs = (c * c) * (q1 @ q2.T) + bias_square
+                term = inputs * (d1 @ d2.transpose(1, 2))
                 kernel = term if kernel is None else kernel + term
         kernels.append(kernel.sum(dim=0) if reduce == "mean" else kernel)
     if reduce == "mean":

@@ -7,6 +7,7 @@ numpy arrays and, through the array API, for torch tensors.
 Everything is computed in *correlation space*. Because the dual of the
 (normalised) ReLU keeps the variance of its input, the diagonal of every layer
 is known in closed form: with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)``,
+without biases
 
 * every NNGP layer of f has variance ``s``;
 * layer ``l`` of the hyper-NNGP has variance ``s^l e``.
@@ -16,6 +17,14 @@ of the two input correlations ``rho_x = x.x' / (|x| |x'|)`` and
 ``rho_z = Sigma^0(z, z') / sqrt(e e')`` only. Working with correlations keeps
 every intermediate in ``[-1, 1]``, needs no per-layer norms and gives rows with
 ``x = 0`` or ``z = 0`` an exact zero instead of ``0 / 0``.
+
+With biases (``f_bias_variance``, ``g_bias_variance``; docs/math.md,
+"Biases") every layer's row variance is still known in closed form (f:
+``s + (l + 1) bf``; g: ``w_l = sigma (w_{l-1} + bg)``), and each layer's bias
+maps the correlation to ``rho alpha alpha' + b beta beta'`` with per-row
+factors (:class:`_BiasStep`); ``R`` then also depends on ``s`` and ``e``. The
+hyperparameter gradients are forward-mode tangents carried through the same
+loops (:class:`Direction`).
 
 Coincident rows: two rows with equal x (equal values, ``-0.0 == 0.0``) have
 ``rho_x = 1`` exactly, and two rows with equal z have ``rho_z = 1`` exactly,
@@ -382,7 +391,10 @@ def mlp_correlations(
             raise ValueError("mlp_correlations needs the row variances when bias_variance > 0.")
         s_a, s_b = variances
         rho = clip_correlations(rho, in_place)
-        same = _exact_ones((rho == 1.0) & (s_a[:, None] == s_b[None, :]))
+        # f(x) = f(x') exactly for equal rows, and for rows whose x carries no variance
+        # (x = 0, or |x|^2 / n0 below float64's range): only the biases reach f's output
+        no_x = (s_a == 0.0)[:, None] & (s_b == 0.0)[None, :]
+        same = _exact_ones(((rho == 1.0) & (s_a[:, None] == s_b[None, :])) | no_x)
         d_bias = [d.f_bias for d in directions]
 
         def step(layer: int) -> _BiasStep:

@@ -31,6 +31,18 @@ def blas_threads_restored():
     assert blas_threads() == before, "this test left BLAS with another number of threads"
 
 
+@pytest.fixture(autouse=True)
+def package_config_restored():
+    """Every test leaves the package configuration as it found it: a test may change it
+    with ``sklearn_hyperkernel.set_config`` (restored here, also when the test fails)."""
+    from sklearn_hyperkernel import config_context, get_config
+
+    before = get_config()
+    with config_context():
+        yield
+    assert get_config() == before
+
+
 @pytest.fixture(scope="session", autouse=True)
 def torch_on_one_thread():
     """torch on one intra-op thread for the whole suite, restored at the end.

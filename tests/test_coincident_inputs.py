@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from reference import hyper_pair
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP, _rows
+from sklearn_hyperkernel import HyperKernel, HyperNNGP, _rows, set_config
 from sklearn_hyperkernel.recursions import hyper_kernels, mlp_kernels, z_input_kernel
 
 mp = pytest.importorskip("mpmath")
@@ -276,7 +276,7 @@ def test_hash_collisions_fall_back_to_an_exact_comparison(monkeypatch, verify_ro
     A, B = coincident_rows()
     if verify_rows is not None:
         # the hash is verified a slice of rows at a time: a collision in any slice counts
-        monkeypatch.setattr(_rows, "_VERIFY_BYTES", 8 * A.shape[1] * verify_rows)
+        set_config(rows_verify_bytes=8 * A.shape[1] * verify_rows)
     x = np.vstack([A, B])[:, :-Z_DIM]
     expected = _rows.distinct_rows(x)
     kernel = make_kernel("HyperKernel", "linear", "leaky")

@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 from test_kernel_ridge import random_rows, regression_rows
 
-from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor
+from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, set_config
 from sklearn_hyperkernel._dense_solver import solve_dense, training_gram
 from sklearn_hyperkernel._operator import gram_operator
 
@@ -84,13 +84,11 @@ def test_eigen_fallback_is_the_least_squares_solve_on_the_positive_eigenspace():
 
 
 def test_large_dense_solves_run_lapack_on_one_blas_thread(monkeypatch):
-    """Above ONE_BLAS_THREAD_ABOVE rows the Cholesky runs on one BLAS thread: the pinned
+    """Above one_blas_thread_above rows the Cholesky runs on one BLAS thread: the pinned
     OpenBLAS crashed (SIGSEGV) in multi-threaded dpotrf from 16,000 rows on the development
     machine. The solution does not change."""
     from scipy.linalg import lapack
     from threadpoolctl import threadpool_info
-
-    from sklearn_hyperkernel import _linalg
 
     rng = np.random.default_rng(0)
     A = rng.normal(size=(60, 60))
@@ -104,12 +102,12 @@ def test_large_dense_solves_run_lapack_on_one_blas_thread(monkeypatch):
         return factorise(*args, **kwargs)
 
     monkeypatch.setattr(lapack, "dpotrf", spy)
-    monkeypatch.setattr(_linalg, "ONE_BLAS_THREAD_ABOVE", 50)
+    set_config(one_blas_thread_above=50)
     solution = solve_dense(K.copy(), y, np.array([0.1]), None)
     assert threads == [1]
     assert_allclose(solution, expected, rtol=1e-10)
     threads.clear()
-    monkeypatch.setattr(_linalg, "ONE_BLAS_THREAD_ABOVE", 100)
+    set_config(one_blas_thread_above=100)
     solve_dense(K.copy(), y, np.array([0.1]), None)
     assert threads and threads[0] == max(
         i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"

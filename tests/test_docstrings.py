@@ -12,6 +12,7 @@ MODULES = [
     "sklearn_hyperkernel.hypernetwork",
     "sklearn_hyperkernel.network",
     "sklearn_hyperkernel.datasets",
+    "sklearn_hyperkernel.config",
 ]
 
 

@@ -3,7 +3,9 @@
 References: :func:`~sklearn_hyperkernel.recursions.hyper_kernels` (the direct numpy evaluation
 on full matrices that the blocked Gram engine reproduces), :func:`~.recursions.dual_correlations`
 for the scalar form of the dual, numpy's ``arccos`` and ``exp`` for the two elementary functions
-written out for the compiled loop, and the closed-form diagonal where rows coincide.
+written out for the compiled loop, and the closed-form diagonal where rows coincide. With bias
+variances: ``reference.hyper_grams`` (tests/reference.py, the covariance-space recursions of
+../shared/docs/biases.md one pair at a time in float64) and the closed-form diagonals there.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from sklearn.base import clone
 
 numba = pytest.importorskip("numba")
 
+from reference import hyper_grams  # noqa: E402
+
 from sklearn_hyperkernel import (  # noqa: E402
     HyperKernel,
     HyperKernelRegressor,
     HyperNNGP,
     _fused,
+    _gram_engine,
     _gram_tiles,
+    config_context,
+    set_config,
 )
 from sklearn_hyperkernel._scheduling import default_workers  # noqa: E402
 from sklearn_hyperkernel.recursions import dual_correlations, hyper_kernels  # noqa: E402
@@ -233,7 +240,7 @@ def test_block_matches_numpy_path(rng, encoding, negative_slope, kind):
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 @pytest.mark.parametrize("kind", ["ntk", "nngp"])
-def test_tabled_x_matches_numpy_path(rng, encoding, kind, monkeypatch):
+def test_tabled_x_matches_numpy_path(rng, encoding, kind):
     """Few distinct x (images times pixels): f's layers on a table of distinct pairs."""
     A, B = rows(rng, 40, n_images=3), rows(rng, 700, n_images=4)
     options = dict(kind=kind, negative_slope=0.1, encoding=encoding, table=True)
@@ -241,7 +248,7 @@ def test_tabled_x_matches_numpy_path(rng, encoding, kind, monkeypatch):
     tabled = fused_gram(A, B, **options)
     assert_close(tabled, expected)
     # f on the table, or per entry from the gathered x correlation: the same operations
-    monkeypatch.setattr(_fused, "_TABLE_FRACTION", 0.0)
+    set_config(fused_table_fraction=0.0)
     np.testing.assert_array_equal(tabled, fused_gram(A, B, **options))
 
 
@@ -320,6 +327,173 @@ def test_coincident_rows_give_the_closed_form(rng, encoding, kind):
         kind=kind,
     )
     assert np.all(np.diag(exact) == (6.0 if kind == "ntk" else 1.0))
+
+
+# ------------------------------------------------------------------ bias variances
+
+# (f_bias_variance, g_bias_variance): every combination of {0, 0.1, 1.3} but (0, 0)
+BIASES = [(bf, bg) for bf in (0.0, 0.1, 1.3) for bg in (0.0, 0.1, 1.3) if bf or bg]
+BIAS_DEPTHS = [(1, 1), (1, 3), (2, 2), (3, 1), (3, 3)]
+BIAS_ENCODINGS = ["linear", "fourier-aniso"]
+BIAS_SLOPES = {"relu": 0.0, "leaky": 0.2}
+
+
+def biased_reference(A, B, kind, encoding, **architecture):
+    """``reference.hyper_grams`` of the rows ``[x | z]`` (float64, covariance space)."""
+    nngp, ntk = hyper_grams(
+        A[:, :-Z_DIM],
+        A[:, -Z_DIM:],
+        B[:, :-Z_DIM],
+        B[:, -Z_DIM:],
+        **ENCODINGS[encoding],
+        **architecture,
+    )
+    return ntk if kind == "ntk" else nngp
+
+
+def closed_form_diagonal(x, z, kind, f_depth, g_depth, bf, bg, encoding, length_scale=1.0):
+    """``HyperKernel(u, u)`` or ``HyperNNGP(u, u)`` of ../shared/docs/biases.md ("Diagonals")."""
+    s = float(np.dot(x, x)) / len(x)
+    e = float(np.dot(z, z)) / len(z) if encoding == "linear" else 1.0
+    sigma = s + f_depth * bf
+    w = e
+    for _ in range(g_depth):
+        w = sigma * (w + bg)
+    if kind == "nngp":
+        return w
+    theta_f = f_depth * s + bf * f_depth * (f_depth + 1) / 2
+    k_g = g_depth * sigma ** (g_depth - 1) * e + bg * sum(
+        (i + 1) * sigma**i for i in range(g_depth)
+    )
+    return theta_f * k_g
+
+
+@pytest.mark.parametrize("negative_slope", BIAS_SLOPES.values(), ids=BIAS_SLOPES.keys())
+@pytest.mark.parametrize("encoding", BIAS_ENCODINGS)
+@pytest.mark.parametrize("bf, bg", BIASES)
+def test_biases_match_the_reference(rng, bf, bg, encoding, negative_slope):
+    """Cross and symmetric blocks with bias variances against the covariance-space reference.
+
+    Rows with x = 0 (exactly 0 with ``bf = 0``, whatever ``bg``; ordinary with ``bf > 0``),
+    linear z = 0 (exactly 0 with ``bg = 0``), a row equal to one of the other side and one
+    sharing only x. Both kinds to 1e-12 of the largest entry (the two agree to ~1e-15).
+    """
+    A, B = rows(rng, 7), rows(rng, 6)
+    A[2, :-Z_DIM] = 0.0  # x = 0
+    A[4, -Z_DIM:] = 0.0  # z = 0
+    B[1] = A[3]  # coincident rows
+    B[5, :-Z_DIM] = A[5, :-Z_DIM]  # x only
+    biases = dict(f_bias_variance=bf, g_bias_variance=bg)
+    for f_depth, g_depth in BIAS_DEPTHS:
+        architecture = dict(f_depth=f_depth, g_depth=g_depth, negative_slope=negative_slope)
+        for kind in ("ntk", "nngp"):
+            options = dict(kind=kind, encoding=encoding, **architecture, **biases)
+            cross, symmetric = (
+                fused_gram(A, B, **options),
+                fused_gram(A, A, symmetric=True, **options),
+            )
+            assert_close(cross, biased_reference(A, B, **options))
+            assert_close(symmetric, biased_reference(A, A, **options))
+            np.testing.assert_array_equal(symmetric, symmetric.T)
+            assert np.all(cross[2] == 0.0) == (bf == 0.0)
+            if encoding == "linear":
+                assert np.all(cross[4] == 0.0) == (bg == 0.0)
+            diagonal = closed_form_diagonal(
+                A[3, :-Z_DIM], A[3, -Z_DIM:], kind, f_depth, g_depth, bf, bg, encoding
+            )
+            np.testing.assert_allclose(cross[3, 1], diagonal, rtol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["ntk", "nngp"])
+def test_biased_coincident_rows_exact(rng, kind):
+    """Equal rows keep correlation exactly 1 at every layer: with dyadic variances every
+    operation is exact, and the entry is exactly the closed form of ../shared/docs/biases.md
+    (a correlation off by one rounding would move it by ~1e-8)."""
+    x = np.array([[1.0, 1.0, 1.0, 1.0], [2.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0] * 4])
+    z = np.array([[3.0, 4.0], [2.0, 0.0], [0.0, -1.0], [0.0, 0.0]])  # |z| exact
+    for bf, bg in ((0.5, 0.25), (0.0, 0.25), (0.5, 0.0), (0.125, 1.5)):
+        for f_depth, g_depth in ((1, 1), (3, 2), (2, 3), (3, 3)):
+            for encoding in ("linear", "fourier"):
+                got = _fused.hyper_block(
+                    unit_correlations(x, x),
+                    z,
+                    z,
+                    (x**2).mean(axis=1),
+                    (x**2).mean(axis=1),
+                    f_depth=f_depth,
+                    g_depth=g_depth,
+                    z_encoding=encoding,
+                    length_scale=0.7,
+                    negative_slope=0.2,
+                    kind=kind,
+                    f_bias_variance=bf,
+                    g_bias_variance=bg,
+                )
+                expected = [
+                    closed_form_diagonal(x[i], z[i], kind, f_depth, g_depth, bf, bg, encoding)
+                    for i in range(4)
+                ]
+                np.testing.assert_array_equal(np.diag(got), expected)
+                assert (got[3, 3] == 0.0) == (bf == 0.0 or (bg == 0.0 and encoding == "linear"))
+
+
+@pytest.mark.parametrize("bf, bg", [(0.1, 1.3), (0.0, 0.1), (1.3, 0.0)])
+def test_biased_table_of_distinct_x(rng, monkeypatch, bf, bg):
+    """Few distinct x: f's layers on the table of distinct pairs carry f's output covariance
+    and Theta^f, what g needs with biases; equal to f per entry bit for bit, and to the
+    reference (columns over two tiles, repeated x rows coincident with x = 0 among them)."""
+    A, B = rows(rng, 6, n_images=2), rows(rng, 300, n_images=4)
+    A[1, :-Z_DIM] = 0.0
+    B[::7, :-Z_DIM] = 0.0  # a fifth distinct x, equal to A[1]'s
+    B[9] = A[4]
+    n_distinct = np.unique(B[:, :-Z_DIM], axis=0).shape[0]
+    tables = []
+    original = _fused._f_table
+
+    def counted(*args):
+        tables.append(None if args[-1] is None else args[-1][2].shape)
+        return original(*args)
+
+    monkeypatch.setattr(_fused, "_f_table", counted)
+    for kind in ("ntk", "nngp"):
+        options = dict(kind=kind, f_depth=3, g_depth=2, negative_slope=0.2, encoding="fourier-iso")
+        options.update(f_bias_variance=bf, g_bias_variance=bg)
+        tabled = fused_gram(A, B, table=True, **options)
+        assert tables and tables[-1] == (4, n_distinct)  # v_0..v_3 of the columns' distinct x
+        assert_close(tabled, biased_reference(A, B, **options))
+        assert np.all(tabled[1] == 0.0) == (bf == 0.0)
+        with config_context(fused_table_fraction=0.0):
+            count = len(tables)
+            per_entry = fused_gram(A, B, table=True, **options)
+            assert len(tables) == count
+        np.testing.assert_array_equal(tabled, per_entry)
+
+
+def test_zero_biases_are_the_bias_free_pass(rng):
+    """``f_bias_variance = g_bias_variance = 0`` is today's pass bit for bit (the same code
+    path: the biased loops round differently), and the numpy path's values to 1e-12."""
+    A, B = rows(rng, 23, n_images=5), rows(rng, 300)
+    A[3, :-Z_DIM] = 0.0
+    for table in (False, True):
+        for kind in ("ntk", "nngp"):
+            options = dict(kind=kind, negative_slope=0.1, encoding="linear", table=table)
+            default = fused_gram(A, B, **options)
+            zeros = fused_gram(A, B, f_bias_variance=0.0, g_bias_variance=0.0, **options)
+            np.testing.assert_array_equal(zeros, default)
+            assert_close(zeros, reference_gram(A, B, kind=kind, negative_slope=0.1))
+            tiny = fused_gram(A, B, f_bias_variance=1e-300, g_bias_variance=0.0, **options)
+            assert_close(tiny, default)  # the biased loops: the same values, other roundings
+            assert not np.array_equal(tiny, default)
+
+
+def test_biased_float32(rng):
+    A, B = rows(rng, 12, n_images=3), rows(rng, 40)
+    options = dict(kind="ntk", f_depth=3, g_depth=2, negative_slope=0.0, encoding="fourier-aniso")
+    options.update(f_bias_variance=0.1, g_bias_variance=1.3)
+    for table in (False, True):
+        got = fused_gram(A, B, table=table, dtype=np.float32, **options)
+        assert got.dtype == np.float32
+        assert_close(got, biased_reference(A, B, **options), FLOAT32_RTOL)
 
 
 # ------------------------------------------------------------------ layout, threads, dtype
@@ -452,6 +626,10 @@ def test_empty_blocks(rng):
         (dict(x_index_a=np.array([0, 1, 5])), "x_index_a"),
         (dict(s_a=np.ones(4)), "s_a"),
         (dict(out=np.empty((3, 5))), "out"),
+        (dict(f_bias_variance=-0.1), "f_bias_variance"),
+        (dict(f_bias_variance=np.nan), "f_bias_variance"),
+        (dict(g_bias_variance=np.inf), "g_bias_variance"),
+        (dict(g_bias_variance=-1e-300), "g_bias_variance"),
         (
             dict(symmetric=True, z_b=np.ones((2, Z_DIM)), s_b=np.ones(2), rho_x=np.ones((3, 2))),
             "symmetric",
@@ -596,11 +774,11 @@ def test_nystrom_and_prediction_tiles_choose_the_fused_pass_by_the_whole_product
     )
     monkeypatch.delenv(FUSED_ENV, raising=False)
     # K_nm: 300 x 40 = 12,000 entries, its tiles 50 x 40 = 2,000; predicting: 200 x 40
-    monkeypatch.setattr(_gram_tiles, "FUSED_MIN_ENTRIES", 8000)
+    set_config(fused_min_entries=8000)
     fused = model.fit(X, y).predict(X_test)
     assert len(fused_calls) >= 300 // 50 + 1
     coef = model.dual_coef_.copy()
-    monkeypatch.setattr(_gram_tiles, "FUSED_MIN_ENTRIES", 12001)  # above the fit's K_nm
+    set_config(fused_min_entries=12001)  # above the fit's K_nm
     fused_calls.clear()
     model.fit(X, y)
     assert not fused_calls
@@ -627,7 +805,7 @@ def test_engine_keeps_the_numpy_path_for_gradients_small_grams_and_torch(
     monkeypatch.delenv(FUSED_ENV)
     np.testing.assert_array_equal(kernel(A), small)  # 1600 entries: below the threshold
     assert not fused_calls
-    monkeypatch.setattr("sklearn_hyperkernel._gram_tiles.FUSED_MIN_ENTRIES", 40 * 40)
+    set_config(fused_min_entries=40 * 40)
     assert_close(kernel(A), small)
     assert len(fused_calls) == 1
     pytest.importorskip("torch")
@@ -646,3 +824,41 @@ def test_engine_without_numba_keeps_the_numpy_path(rng, monkeypatch, fused_calls
     monkeypatch.setattr(_fused, "numba", None)  # as if it were not installed
     np.testing.assert_array_equal(kernel(A), expected)
     assert not fused_calls
+
+
+@pytest.mark.parametrize("n_images", [None, 4], ids=["distinct-x", "shared-x"])
+@pytest.mark.parametrize("kind", ["ntk", "nngp"])
+@pytest.mark.parametrize("bf, bg", [(0.1, 1.3), (1.3, 0.0), (0.0, 0.1)])
+@pytest.mark.parametrize("block_size", [None, 7])
+def test_engine_fused_pass_with_biases(
+    rng, monkeypatch, fused_calls, n_images, kind, bf, bg, block_size
+):
+    """The Gram engine's fused pass (``SKLEARN_HYPERKERNEL_FUSED=1``) with an Architecture's
+    bias variances: symmetric and cross Grams against the reference (1e-12), x = 0 rows, and
+    coincident rows in the closed form (blocks of 7 rows: blocks start at their diagonal)."""
+    A, B = rows(rng, 30, n_images=n_images), rows(rng, 20, n_images=n_images)
+    A[3, :-Z_DIM] = 0.0
+    B[5] = A[8]
+    arch = _gram_tiles.Architecture(
+        f_depth=2,
+        g_depth=3,
+        z_encoding="linear",
+        length_scale=np.array([1.0]),
+        negative_slope=0.2,
+        kind=kind,
+        f_bias_variance=bf,
+        g_bias_variance=bg,
+    )
+    monkeypatch.setenv(FUSED_ENV, "1")
+    a, b = _gram_engine.factorize(A, Z_DIM), _gram_engine.factorize(B, Z_DIM)
+    symmetric, _ = _gram_engine.gram(arch, a, block_size=block_size)
+    cross, _ = _gram_engine.gram(arch, a, b, block_size=block_size)
+    assert len(fused_calls) == (2 if block_size is None else 5 + 5)  # blocks of the 30 rows
+    options = dict(kind=kind, f_depth=2, g_depth=3, negative_slope=0.2, encoding="linear")
+    options.update(f_bias_variance=bf, g_bias_variance=bg)
+    assert_close(symmetric, biased_reference(A, A, **options))
+    assert_close(cross, biased_reference(A, B, **options))
+    np.testing.assert_array_equal(symmetric, symmetric.T)
+    assert np.all(cross[3] == 0.0) == (bf == 0.0)
+    diagonal = closed_form_diagonal(A[8, :-Z_DIM], A[8, -Z_DIM:], kind, 2, 3, bf, bg, "linear")
+    np.testing.assert_allclose([symmetric[8, 8], cross[8, 5]], diagonal, rtol=1e-14)

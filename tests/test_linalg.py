@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from threadpoolctl import threadpool_info
 
-from sklearn_hyperkernel import _linalg
+from sklearn_hyperkernel import set_config
 from sklearn_hyperkernel._linalg import blas_threads, guarded_cholesky, max_abs_row_sum, symmetrize
 
 
@@ -70,9 +70,9 @@ def test_guarded_cholesky_refuses_matrices_that_are_not_numerically_positive_def
     assert rcond < matrix.shape[0] * np.finfo(float).eps
 
 
-def test_blas_threads_limits_large_and_small_factorisations(monkeypatch):
+def test_blas_threads_limits_large_and_small_factorisations():
     default = _blas_threads()
-    monkeypatch.setattr(_linalg, "ONE_BLAS_THREAD_ABOVE", 100)
+    set_config(one_blas_thread_above=100)
     with blas_threads(101):
         assert _blas_threads() == 1
     with blas_threads(100):

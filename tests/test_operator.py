@@ -14,9 +14,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.gaussian_process.kernels import RBF
 from test_kernel_ridge import random_rows
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP
+from sklearn_hyperkernel import HyperKernel, HyperNNGP, get_config
 from sklearn_hyperkernel._operator import (
-    TILE_BYTES,
     FactorizedGramOperator,
     GramOperator,
     block_partition,
@@ -150,12 +149,13 @@ def test_block_partition_covers_the_rows_in_whole_tiles(n_rows, n_cols, block_si
     if block_size is not None:  # the Gram engine's rule: blocks of block_size rows, one tile each
         assert tile_rows == block_size and max(sizes) == block_size
         return
-    assert 8 * n_cols * tile_rows <= max(TILE_BYTES, 8 * n_cols)  # a tile fits the budget
+    tile_bytes = get_config()["operator_tile_bytes"]
+    assert 8 * n_cols * tile_rows <= max(tile_bytes, 8 * n_cols)  # a tile fits the budget
     assert all(size % tile_rows == 0 for size in sizes[:-1])  # whole tiles
     assert max(sizes) <= 16 * tile_rows
     n_tiles = -(-n_rows // tile_rows)
     assert len(blocks) >= min(min_blocks, n_tiles)
-    at_least = min(256, TILE_BYTES // (8 * n_cols), -(-n_rows // min_blocks))
+    at_least = min(256, tile_bytes // (8 * n_cols), -(-n_rows // min_blocks))
     assert tile_rows >= max(at_least, 1)
 
 

@@ -1,0 +1,125 @@
+"""No silent wrong answer at extreme input scales (issue 21, fault class 2).
+
+x (or z, with the linear encoding) scaled by many orders of magnitude, with
+``normalize_x=False`` (GPy #898, GPyOpt #48, GPyTorch #623). Before the fix, x
+scaled by 1e-150 gave a kernel of exact zeros and regressors that predicted the
+training mean without a word (Nyström: a cryptic reshape error); 1e150 gave
+infinities; and Nyström's normal equations, which square the kernel, returned
+predictions off by 8e3 for x scaled by 1e-45 (a kernel of 1e-180). Now the
+kernels refuse values float64 cannot hold, naming the columns and
+``normalize_x``, and every solver gives the scale-free answer in between.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, HyperNNGP
+
+RNG = np.random.default_rng(0)
+U = RNG.normal(size=(40, 5))  # x: columns 0-2, z: columns 3-4
+Y = np.sin(U[:, 0]) + U[:, -1]
+SOLVERS = ["cholesky", "cg", "nystrom", "auto"]
+
+
+def scaled(scale: float, part: str) -> np.ndarray:
+    V = U.copy()
+    if part == "x":
+        V[:, :3] *= scale
+    else:
+        V[:, 3:] *= scale
+    return V
+
+
+# (part, encoding, scale): the kernel's diagonal, of order s^2 or e, leaves float64
+UNREPRESENTABLE = [
+    ("x", "fourier", 1e-150),
+    ("x", "fourier", 1e150),
+    ("x", "linear", 1e-150),
+    ("x", "linear", 1e150),
+    ("z", "linear", 1e-160),
+    ("z", "linear", 1e160),
+]
+
+
+@pytest.mark.parametrize(("part", "encoding", "scale"), UNREPRESENTABLE)
+@pytest.mark.parametrize("kernel_class", [HyperKernel, HyperNNGP])
+def test_kernels_refuse_values_float64_cannot_hold(part, encoding, scale, kernel_class):
+    kernel = kernel_class(z_encoding=encoding)
+    which = "underflow" if scale < 1 else "overflow"
+    columns = "x \\(columns 0 to 2\\)" if part == "x" else "z \\(columns 3 to 4\\)"
+    for call in (kernel, kernel.diag, kernel.factorize_rows, lambda V: kernel(U, V)):
+        with pytest.raises(ValueError, match=f"{which}.*{columns}.*normalize_x=False"):
+            call(scaled(scale, part))
+
+
+@pytest.mark.parametrize(("part", "encoding", "scale"), UNREPRESENTABLE)
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_regressors_refuse_them_on_every_solver(part, encoding, scale, solver):
+    model = HyperKernelRegressor(
+        z_encoding=encoding, normalize_x=False, solver=solver, random_state=0
+    )
+    with pytest.raises(ValueError, match="underflow|overflow"):
+        model.fit(scaled(scale, part), Y)
+    fitted = model.fit(U, Y)  # and at prediction
+    with pytest.raises(ValueError, match="normalize_x"):
+        fitted.predict(scaled(scale, part))
+
+
+def test_a_tiny_x_is_not_taken_for_zero_with_normalize_x():
+    # |x|^2 underflows to 0: before, the row silently had kernel 0 with every row
+    with pytest.raises(ValueError, match="cannot be put on the sphere"):
+        HyperKernel(normalize_x=True)(scaled(1e-170, "x"))
+    assert_allclose(
+        HyperKernel(normalize_x=True)(scaled(1e-100, "x")), HyperKernel(normalize_x=True)(U)
+    )
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e20])
+@pytest.mark.parametrize("kernel_class", [HyperKernel, HyperNNGP])
+@pytest.mark.parametrize("encoding", ["fourier", "linear"])
+def test_kernels_are_homogeneous_of_degree_2_g_depth_in_x(scale, kernel_class, encoding):
+    kernel = kernel_class(z_encoding=encoding, g_depth=2)
+    assert_allclose(kernel(scaled(scale, "x")), scale**4 * kernel(U), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("part", "encoding", "scale"),
+    [
+        ("x", "fourier", 1e-20),
+        ("x", "fourier", 1e-45),  # a kernel of 1e-180: Nystrom's squares underflowed
+        ("x", "linear", 1e45),
+        ("x", "fourier", 1e60),
+        ("z", "linear", 1e-60),
+        ("z", "linear", 1e70),
+    ],
+)
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_every_solver_gives_the_scale_free_answer(part, encoding, scale, solver):
+    # the relative ridge makes kernel ridge regression with a homogeneous kernel
+    # independent of the scale of x (and of z with the linear encoding)
+    params = dict(z_encoding=encoding, normalize_x=False, solver=solver, random_state=0, tol=1e-10)
+    reference = HyperKernelRegressor(**params).fit(U, Y).predict(U)
+    V = scaled(scale, part)
+    assert_allclose(HyperKernelRegressor(**params).fit(V, Y).predict(V), reference, atol=1e-8)
+
+
+@pytest.mark.parametrize("kernel_class", [HyperKernel, HyperNNGP])
+def test_a_bias_of_f_bounds_the_diagonal_from_below(kernel_class):
+    """With ``f_bias_variance > 0`` a tiny x is an ordinary input (its kernel is that of x = 0
+    to rounding), not an underflow; a huge x still overflows and is refused."""
+    rng = np.random.default_rng(3)
+    U = rng.normal(size=(7, 5))
+    kernel = kernel_class(f_bias_variance=0.5, g_bias_variance=0.2)
+    tiny, zero = U.copy(), U.copy()
+    tiny[:, :3] *= 1e-200
+    zero[:, :3] = 0.0
+    K = kernel(tiny)
+    assert np.all(np.isfinite(K)) and np.all(np.diag(K) > 0)
+    np.testing.assert_allclose(K, kernel(zero), rtol=1e-12)
+    huge = U.copy()
+    huge[:, :3] *= 1e200
+    with pytest.raises(ValueError, match="overflow"):
+        kernel(huge)
