@@ -102,7 +102,8 @@ _OWN_PARAMETERS = """\
     normalize_x : {"scale"} or bool, default="scale"
         How x is put to the kernel's scale before the kernel sees it.
         ``"scale"``: every x is divided by one number fitted on the training
-        rows, ``x_scale_ = sqrt(mean_i |x_i|^2 / n0)``, so that the training
+        rows, ``x_scale_ = sqrt(mean_i |x_i|^2 / n0)`` (weighted by
+        ``sample_weight``), so that the training
         rows' mean ``|x|^2 / n0`` is 1 (the scale the bias variances are
         measured against) while the norms keep their ratios: a shape code's
         size still reaches the model. On rows of one norm (the unit-norm
@@ -220,8 +221,8 @@ _OWN_PARAMETERS = """\
         of the rows with x divided by ``x_scale_``).
     x_scale_ : float
         The number every x is divided by before the kernel sees it:
-        ``sqrt(mean |x|^2 / n0)`` of the training rows with
-        ``normalize_x="scale"``, else 1.0.
+        ``sqrt(mean |x|^2 / n0)`` of the training rows (the mean weighted by
+        ``sample_weight``) with ``normalize_x="scale"``, else 1.0.
     intercept_ : float or ndarray of shape (n_targets,)
         The targets' (weighted) mean with ``normalize_y=True``, else 0.
     ridge_ : ndarray of shape (n_targets,)
@@ -436,7 +437,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         targets = (targets - mean) / scale
         self.solver_ = self._choose_solver(X.shape[0])
         self.kernel_ = self._build_kernel()
-        self.x_scale_ = self._fit_x_scale(X)
+        self.x_scale_ = self._fit_x_scale(X, weights)
         operator = gram_operator(self.kernel_, self._scale_x(X), block_size=self.block_size)
         self.n_iter_, self.cg_residual_, self.cg_rank_ = 1, None, None
         self.n_components_ = self.components_ = self.component_indices_ = None
@@ -480,19 +481,29 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             verbose=max(int(self.verbose) - 1, 0) if cg else int(self.verbose),
         )
 
-    def _fit_x_scale(self, X: np.ndarray) -> float:
+    def _fit_x_scale(self, X: np.ndarray, weights: np.ndarray | None) -> float:
         """``x_scale_``: ``sqrt(mean_i |x_i|^2 / n0)`` over the training rows for ``"scale"``.
 
-        1.0 (nothing done) for the other ``normalize_x``, for a given
-        ``Kernel`` object, for rows without x columns and for all-zero x.
+        The mean is weighted by ``sample_weight``, so that an integer weight is
+        the same as repeating the row and a weight of 0 as dropping it. It is
+        computed on ``x / max |x|`` (the largest over the rows of positive
+        weight), so that neither ``|x|^2`` of a tiny x underflows nor that of a
+        huge x overflows. 1.0 (nothing done) for the other ``normalize_x``,
+        for a given ``Kernel`` object, for rows without x columns and for an
+        all-zero x.
         """
         if self.normalize_x != "scale" or isinstance(self.kernel, Kernel):
             return 1.0
         x = X[:, : X.shape[1] - int(self.z_dim)]
-        if x.shape[1] == 0:
+        if weights is not None:
+            x, weights = x[weights > 0], weights[weights > 0]
+        if x.size == 0:
             return 1.0
-        mean_square = float(np.mean(x * x))
-        return math.sqrt(mean_square) if mean_square > 0 else 1.0
+        peak = float(np.max(np.abs(x)))
+        if not peak > 0:
+            return 1.0
+        mean_square = np.average(np.mean((x / peak) ** 2, axis=1), weights=weights)
+        return peak * math.sqrt(float(mean_square))
 
     def _scale_x(self, X: np.ndarray) -> np.ndarray:
         """``X`` with its x columns divided by ``x_scale_`` (``X`` itself when it is 1)."""
