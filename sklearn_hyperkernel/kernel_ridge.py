@@ -11,6 +11,8 @@ Nyström's approximation (:mod:`._nystrom`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -438,7 +440,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.solver_ = self._choose_solver(X.shape[0])
         self.kernel_ = self._build_kernel()
         self.x_scale_ = self._fit_x_scale(X, weights)
-        operator = gram_operator(self.kernel_, self._scale_x(X), block_size=self.block_size)
+        divide = self._x_divider()
+        X_kernel = X if divide is None else divide(X)  # the rows the kernel sees
+        operator = gram_operator(self.kernel_, X_kernel, block_size=self.block_size)
         self.n_iter_, self.cg_residual_, self.cg_rank_ = 1, None, None
         self.n_components_ = self.components_ = self.component_indices_ = None
         if self.solver_ == "cholesky":
@@ -505,14 +509,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         mean_square = np.average(np.mean((x / peak) ** 2, axis=1), weights=weights)
         return peak * math.sqrt(float(mean_square))
 
-    def _scale_x(self, X: np.ndarray) -> np.ndarray:
-        """``X`` with its x columns divided by ``x_scale_`` (``X`` itself when it is 1)."""
+    def _x_divider(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The division of rows' x columns by ``x_scale_`` (``None`` when it is 1)."""
         x_scale = getattr(self, "x_scale_", 1.0)  # models saved before it existed
         if x_scale == 1.0:
-            return X
-        scaled = X.copy()
-        scaled[:, : X.shape[1] - int(self.z_dim)] /= x_scale
-        return scaled
+            return None
+        return partial(_divide_x, n_x=self.n_features_in_ - int(self.z_dim), x_scale=x_scale)
 
     def _ridge(
         self, alphas: np.ndarray, diagonal: np.ndarray, weights: np.ndarray | None
@@ -592,13 +594,13 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             Predicted values.
         """
         check_is_fitted(self)
-        X = self._scale_x(validate_data(self, X, dtype=np.float64, reset=False))
+        X = validate_data(self, X, dtype=np.float64, reset=False)
         dual_coef = self.dual_coef_
         coef = dual_coef.reshape(-1, 1) if dual_coef.ndim == 1 else dual_coef
         # Nyström's blocks are cheap (m columns): at least nystrom_min_blocks of them
         min_blocks = get_config()["nystrom_min_blocks"] if self.solver_ == "nystrom" else 1
         y_pred = self._operator.cross_product(
-            X, coef, block_size=self.block_size, min_blocks=min_blocks
+            X, coef, block_size=self.block_size, min_blocks=min_blocks, prepare=self._x_divider()
         )
         y_pred += self.intercept_
         if not np.all(np.isfinite(y_pred)):
@@ -607,3 +609,10 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 "values on X; check the scale of X."
             )
         return y_pred.ravel() if dual_coef.ndim == 1 else y_pred
+
+
+def _divide_x(X: np.ndarray, n_x: int, x_scale: float) -> np.ndarray:
+    """A copy of ``X`` with its first ``n_x`` (x) columns divided by ``x_scale``."""
+    divided = X.copy()
+    divided[:, :n_x] /= x_scale
+    return divided

@@ -18,9 +18,9 @@ import functools
 
 import numpy as np
 import pytest
+from conftest import PAPER_KERNEL
 from reference import hyper_pair
 
-from conftest import PAPER_KERNEL
 from sklearn_hyperkernel import HyperKernel, HyperNNGP, _rows, set_config
 from sklearn_hyperkernel.recursions import hyper_kernels, mlp_kernels, z_input_kernel
 

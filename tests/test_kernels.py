@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import no_floating_point_warnings, PAPER_KERNEL
+from conftest import PAPER_KERNEL, no_floating_point_warnings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import no_floating_point_warnings, PAPER_KERNEL
+from conftest import PAPER_KERNEL, no_floating_point_warnings
 from numpy.testing import assert_allclose, assert_array_equal
 from reference import duals, hyper_grams, mlp_pair
 
