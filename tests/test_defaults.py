@@ -9,6 +9,7 @@ are what they are") and leave room for rounding only.
 
 import numpy as np
 import pytest
+from conftest import PAPER_KERNEL
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.decomposition import KernelPCA
 from sklearn.gaussian_process import GaussianProcessClassifier
@@ -23,7 +24,7 @@ from sklearn.svm import SVC, SVR
 from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, HyperNNGP
 from sklearn_hyperkernel.datasets import make_sdf_shapes, pixel_regression
 
-PAPER = {"normalize_x": False, "f_bias_variance": 0.0, "g_bias_variance": 0.0}
+PAPER = PAPER_KERNEL  # the paper's raw-row closed forms
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +127,31 @@ def test_default_regressor_on_shape_codes_is_within_2x_of_a_tuned_rbf():
     sphere = ratio(HyperKernelRegressor(z_dim=3, normalize_x=True))
     assert ours <= 2.0 * rbf, (ours, rbf)
     assert ours < 0.5 * sphere  # on the sphere a code loses its radius
+
+
+def test_the_fitted_x_scale_is_weighted_and_applied_in_predict():
+    """x_scale_ is the root of the weighted mean of |x|^2 / n0: an integer weight is a
+    repeated row, a weight of 0 a dropped one (however large its x); predict divides x by
+    it, so the model is the regressor of x / x_scale_ with normalize_x=False."""
+    U, y = make_sdf_shapes(12, 5, "box", random_state=3)
+    U_test, _ = make_sdf_shapes(4, 5, "box", random_state=4)
+    n_x = U.shape[1] - 3
+    weights = np.random.default_rng(0).integers(0, 4, size=len(y))
+    weights[0] = 0
+    U[0, :n_x] *= 1e6  # dropped by its weight
+    weighted = HyperKernelRegressor(z_dim=3).fit(U, y, sample_weight=weights)
+    repeated = HyperKernelRegressor(z_dim=3).fit(
+        np.repeat(U, weights, axis=0), np.repeat(y, weights)
+    )
+    kept = np.repeat(U, weights, axis=0)[:, :n_x]
+    np.testing.assert_allclose(weighted.x_scale_, np.sqrt(np.mean(kept**2)), rtol=1e-13)
+    np.testing.assert_allclose(weighted.x_scale_, repeated.x_scale_, rtol=1e-13)
+    np.testing.assert_allclose(weighted.predict(U_test), repeated.predict(U_test), rtol=1e-7)
+    # predict applies x_scale_: the same model as dividing x by hand with normalize_x=False
+    divided, divided_test = U.copy(), U_test.copy()
+    divided[:, :n_x] /= weighted.x_scale_
+    divided_test[:, :n_x] /= weighted.x_scale_
+    by_hand = HyperKernelRegressor(z_dim=3, normalize_x=False)
+    by_hand.fit(divided, y, sample_weight=weights)
+    np.testing.assert_allclose(weighted.predict(U_test), by_hand.predict(divided_test), rtol=1e-10)
+    assert weighted.x_scale_ != 1.0 and by_hand.x_scale_ == 1.0
