@@ -116,7 +116,13 @@ BIAS_PARAMETERS = (
     AddedParameter("g_bias_variance", "0.2.0", 0.0),
 )
 #: :class:`~sklearn_hyperkernel.HyperKernel`, :class:`~sklearn_hyperkernel.HyperNNGP`.
-KERNEL_HISTORY = (AddedParameter("normalize_x", "0.1.0", False), *BIAS_PARAMETERS)
+#: The bias variances' bounds came with them (moot while a variance is 0: it is fixed).
+KERNEL_HISTORY = (
+    AddedParameter("normalize_x", "0.1.0", False),
+    *BIAS_PARAMETERS,
+    AddedParameter("f_bias_variance_bounds", "0.2.0", (1e-5, 1e5)),
+    AddedParameter("g_bias_variance_bounds", "0.2.0", (1e-5, 1e5)),
+)
 #: :class:`~sklearn_hyperkernel.HyperKernelRegressor` (before these: an absolute
 #: ridge, raw x and raw targets; every row a centre is moot without Nyström).
 REGRESSOR_HISTORY = (
