@@ -20,7 +20,16 @@ downloaded) at a size that takes a few minutes on two cores:
 It prints the markdown MSE table with the paper's Table 1 numbers for the same
 N under it, and writes ``table1.md``, ``table1.json`` and the Fig. 3-style
 reconstruction picture ``table1_reconstructions.png`` into the output
-directory (default ``./results``). The full-size experiment is
+directory (default ``./results``). The picture shows, for four held-out
+images per task, the ground truth, the input of f, and what each model
+predicts for all 784 pixels: the mean predictor, both kernels at the paper's
+settings, each distinct selected model (selections that predicted the same are
+one column naming them all; at depth (1, 1) the two kernels are one kernel)
+and the hypernetwork, each titled with its test MSE and its ratio to the mean
+predictor's, on one colour scale with its colour bar. At these sizes (20
+pixels of each of at most 200 images) a reconstruction is a blurred digit;
+the MSEs say how much better than the mean it is. The table's note column
+marks rows with the same values as an earlier row. The full-size experiment is
 ``python -m sklearn_hyperkernel.experiments table1`` (see docs/results.md).
 
 Run: ``make demo`` (or ``python examples/demo.py [output directory]``).

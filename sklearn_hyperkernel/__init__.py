@@ -21,9 +21,9 @@ Both are :class:`sklearn.gaussian_process.kernels.Kernel` objects over rows
 :mod:`sklearn_hyperkernel.recursions`, which knows nothing of scikit-learn.
 """
 
-from ._device import DeviceFallbackWarning
+from ._utils.device import DeviceFallbackWarning
+from ._utils.versioning import InconsistentVersionWarning, install_removed_module_finder
 from ._version import __version__
-from ._versioning import InconsistentVersionWarning, install_removed_module_finder
 from .config import config_context, get_config, set_config
 from .hypernetwork import HypernetworkClassifier, HypernetworkRegressor
 from .kernel_ridge import HyperKernelRegressor

@@ -7,7 +7,7 @@ differs between them (targets, loss, score, prediction). Its :meth:`fit`
 has skorch's shape: validate, initialise (or continue a warm start), then
 :meth:`_fit_loop`, which runs epochs of small overridable steps
 (:meth:`_run_epoch`, :meth:`_end_epoch`) built from the pieces of
-:mod:`sklearn_hyperkernel._training`. :class:`TorchStateMixin` moves the torch
+:mod:`sklearn_hyperkernel._training.loop`. :class:`TorchStateMixin` moves the torch
 state between devices and through pickling.
 
 torch is imported only when an estimator is fitted or used.
@@ -24,10 +24,9 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._architecture import check_z_dim, x_width
-from ._device import fallback_device, resolve_device
-from ._network_parameters import ESTIMATOR_CONSTRAINTS, WARM_START_FIXED
-from ._training import (
+from ._params.architecture import check_z_dim, x_width
+from ._params.network_parameters import ESTIMATOR_CONSTRAINTS, WARM_START_FIXED
+from ._training.loop import (
     Plateau,
     TrainingRows,
     batch_reporter,
@@ -41,7 +40,8 @@ from ._training import (
     torch_threads,
     warn_if_not_learned,
 )
-from ._versioning import NETWORK_ESTIMATOR_HISTORY, upgrade_state, versioned_state
+from ._utils.device import fallback_device, resolve_device
+from ._utils.versioning import NETWORK_ESTIMATOR_HISTORY, upgrade_state, versioned_state
 from .config import get_config
 from .progress import format_log_line, log
 

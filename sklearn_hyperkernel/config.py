@@ -21,7 +21,7 @@ at each call, never at import.
 Constants that define what a model is (the Nystroem centres' defaults, the
 Cholesky jitter ladder, the divergence rule of training) stay with the code
 they define; so do the compiled loop sizes of the fused pass (``_TILE`` and
-``_ROW_GROUP`` in ``_fused.py``, constants of the machine code numba caches).
+``_ROW_GROUP`` in ``_gram/fused.py``, constants of the machine code numba caches).
 
 Examples
 --------
@@ -61,7 +61,7 @@ class _Entry:
 
 
 _ENTRIES: dict[str, _Entry] = {
-    # the Gram engine of the hypernetwork kernels (_gram_tiles, _gram_engine)
+    # the Gram engine of the hypernetwork kernels (_gram/tiles.py, _gram/engine.py)
     "gram_tile_elements": _Entry(
         2**17,
         "int",

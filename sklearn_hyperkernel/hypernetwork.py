@@ -32,9 +32,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from ._network_estimator import BaseHypernetwork, store_parameters
-from ._network_parameters import estimator_parameters_doc
-from ._targets import target_scaling
-from ._training import import_torch
+from ._params.network_parameters import estimator_parameters_doc
+from ._training.loop import import_torch
+from ._utils.targets import target_scaling
 
 __all__ = ["HypernetworkClassifier", "HypernetworkRegressor"]
 
@@ -134,7 +134,7 @@ class HypernetworkRegressor(MultiOutputMixin, RegressorMixin, BaseHypernetwork):
         optimizer: str = "adam",
         learning_rate: float = 1e-3,
         batch_size: int = 100,
-        max_epochs: int = 20,
+        max_epochs: int = 200,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         early_stopping: bool = False,
@@ -285,7 +285,7 @@ class HypernetworkClassifier(ClassifierMixin, BaseHypernetwork):
         optimizer: str = "adam",
         learning_rate: float = 1e-3,
         batch_size: int = 100,
-        max_epochs: int = 20,
+        max_epochs: int = 200,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         early_stopping: bool = False,

@@ -3,14 +3,15 @@
 :class:`HyperKernelRegressor` is the paper's predictor (its Eq. 18) ``y(u) = K(u, U)
 (K(U, U) + eps I)^-1 Y`` as a scikit-learn estimator, like
 :class:`sklearn.kernel_ridge.KernelRidge` with ``alpha`` as ``eps``. It chooses a
-solver, builds the training rows' Gram operator (:mod:`._operator`) and solves:
-densely (:mod:`._dense_solver`), by conjugate gradients (:mod:`._cg`) or by
-Nyström's approximation (:mod:`._nystrom`).
+solver, builds the training rows' Gram operator (:mod:`._operator.gram_operator`) and solves:
+densely (:mod:`._solvers.dense`), by conjugate gradients (:mod:`._solvers.cg`) or by
+Nyström's approximation (:mod:`._solvers.nystrom`).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from functools import partial
 from numbers import Integral, Real
@@ -21,15 +22,16 @@ from sklearn.gaussian_process.kernels import Kernel
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._architecture import CONSTRAINTS, check_z_dim, parameters_doc
-from ._cg import fit_cg
-from ._dense_solver import solve_dense, training_gram
-from ._nystrom import fit_nystrom
-from ._nystrom_centers import NYSTROM_DEFAULT_COMPONENTS, RPCHOLESKY_POOL_FACTOR
-from ._operator import gram_operator
-from ._targets import alpha_per_target, check_sample_weight, target_scaling
-from ._versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
+from ._operator.gram_operator import gram_operator
+from ._params.architecture import CONSTRAINTS, check_z_dim, parameters_doc
+from ._solvers.cg import fit_cg
+from ._solvers.dense import solve_dense, training_gram
+from ._solvers.nystrom import fit_nystrom
+from ._solvers.nystrom_components import NYSTROM_DEFAULT_COMPONENTS, RPCHOLESKY_POOL_FACTOR
+from ._utils.targets import alpha_per_target, check_sample_weight, target_scaling
+from ._utils.versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
 from .config import get_config
+from .progress import log
 
 __all__ = [
     "NYSTROM_DEFAULT_COMPONENTS",
@@ -146,6 +148,9 @@ _OWN_PARAMETERS = """\
         (4 GiB, ``n <= 23170``; :func:`~sklearn_hyperkernel.set_config`), else
         ``"nystrom"`` (as ``PCA``'s turns randomized on large data; CG, exact
         but slow on this kernel, only when asked).
+        The choice is ``solver_``; ``verbose >= 1`` prints it with its reason,
+        e.g. ``[HyperKernelRegressor] solver='auto' chose 'nystrom' for 30000
+        rows, an approximation on n_components=2000 centres: ...``.
     tol : float, default=1e-6
         CG stops when ``|y_j - (K + r_j I) c_j| <= tol * |y_j|`` for every
         target ``j`` (of the weighted system with ``sample_weight``); the
@@ -181,10 +186,13 @@ _OWN_PARAMETERS = """\
     random_state : int, RandomState instance or None, default=None
         Draws the centres of ``solver="nystrom"``.
     verbose : int, default=0
-        1: progress lines every few seconds while the Cholesky Gram is
-        computed; with CG one when the preconditioner is built and every 10
-        iterations; with Nyström one per step. 2: also every CG iteration and
-        the progress of each ``K @ V`` and of Nyström's blocks.
+        1: the solver ``solver="auto"`` chose and why (``solver_``); progress
+        with the time left while the Cholesky Gram is computed, then a line
+        when it is factorised; with CG a line when the preconditioner is
+        built and every 10 iterations; with Nyström a line per step and the
+        progress of ``K_nm``'s blocks with the time left. Progress is a bar
+        on a terminal, else a line every few seconds. 2: also every CG
+        iteration, each block, and the progress of each ``K @ V``.
     n_jobs : int, default=None
         Workers (joblib) of the constructed kernel (Gram blocks, CG products)
         and of the blocks of Nyström and :meth:`predict`: ``None`` is as many
@@ -457,11 +465,23 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         return self
 
     def _choose_solver(self, n_samples: int) -> str:
-        """Resolve ``solver="auto"`` from the memory the Gram would take."""
+        """Resolve ``solver="auto"`` from the memory the Gram would take; logged at verbose >= 1."""
         if self.solver != "auto":
             return self.solver
-        most = get_config()["auto_cholesky_max_gram_bytes"]
-        return "cholesky" if 8 * n_samples**2 <= most else "nystrom"
+        gib = 8 * n_samples**2 / 2**30
+        limit = get_config()["auto_cholesky_max_gram_bytes"] / 2**30
+        if gib <= limit:
+            chosen, why = "cholesky", f"the exact solve: its Gram takes {gib:.3g} GiB <= {limit:g}"
+        else:
+            chosen = "nystrom"
+            m = min(n_samples, self.n_components or NYSTROM_DEFAULT_COMPONENTS)
+            why = (
+                f"an approximation on n_components={m} centres: the exact Gram would take "
+                f"{gib:.3g} GiB > {limit:g} (solver='cholesky' or 'cg' to solve exactly)"
+            )
+        if self.verbose:
+            log(type(self).__name__, f"solver='auto' chose {chosen!r} for {n_samples} rows, {why}")
+        return chosen
 
     def _build_kernel(self) -> Kernel:
         """A fresh kernel: a clone of ``kernel``, or one built from the parameters.
@@ -540,7 +560,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         K = training_gram(operator)
         self.ridge_ = self._ridge(alphas, np.diagonal(K), weights)
         self.X_fit_, self._operator = X, operator
-        return solve_dense(K, targets, self.ridge_, weights)
+        started = time.perf_counter()
+        dual_coef = solve_dense(K, targets, self.ridge_, weights)
+        if self.verbose:
+            seconds = time.perf_counter() - started
+            log(type(self).__name__, f"Gram {K.shape[0]} x {K.shape[0]} solved in {seconds:.1f} s")
+        return dual_coef
 
     def _fit_cg(self, operator, X, targets, alphas, weights) -> np.ndarray:
         self.ridge_ = self._ridge(alphas, operator.diagonal, weights)

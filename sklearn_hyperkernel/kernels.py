@@ -11,12 +11,12 @@ import numpy as np
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 from sklearn.utils.validation import check_array
 
-from ._architecture import activation_slope, check_z_dim, validate_architecture
-from ._device import Placement, fallback_device, resolve_placement
-from ._gram_engine import Architecture, FactorizedRows, diagonal, factorize, gram, gram_matvec
-from ._kernel_parameters import KERNEL_PARAMETERS_DOC
-from ._operator import FactorizingKernel
-from ._versioning import KERNEL_HISTORY, upgrade_state, versioned_state
+from ._gram.engine import Architecture, FactorizedRows, diagonal, factorize, gram, gram_matvec
+from ._operator.gram_operator import FactorizingKernel
+from ._params.architecture import activation_slope, check_z_dim, validate_architecture
+from ._params.kernel_parameters import KERNEL_PARAMETERS_DOC
+from ._utils.device import Placement, fallback_device, resolve_placement
+from ._utils.versioning import KERNEL_HISTORY, upgrade_state, versioned_state
 from .recursions import length_scale_array
 
 __all__ = ["MAX_LOG10_DIAGONAL", "MIN_LOG10_DIAGONAL", "FactorizedRows", "HyperKernel", "HyperNNGP"]

@@ -61,11 +61,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ._architecture import activation_gain, activation_slope
-from ._network_parameters import validate_network
-from ._rows import distinct_rows
-from ._training import import_torch
-from ._versioning import NETWORK_HISTORY, upgrade_state, versioned_state
+from ._params.architecture import activation_gain, activation_slope
+from ._params.network_parameters import validate_network
+from ._training.loop import import_torch
+from ._utils.rows import distinct_rows
+from ._utils.versioning import NETWORK_HISTORY, upgrade_state, versioned_state
 from .config import get_config
 
 torch = import_torch()  # an ImportError that says how to install it

@@ -63,7 +63,10 @@ class ProgressLog:
     nothing (no bar, no line), so many small Grams (the blocks of a
     prediction) stay quiet; ``verbose >= 2`` shows every step. The bar closes
     itself at the last step; :meth:`close` (or a ``with`` block) closes it
-    earlier, e.g. when the computation stops before ``total``.
+    earlier, e.g. when the computation stops before ``total``. Every loop of
+    the package holds its progress in a ``with`` block, so an exception
+    (Ctrl-C included) closes the bar even while a REPL keeps the traceback,
+    and the next bar starts at the top line.
 
     Parameters
     ----------

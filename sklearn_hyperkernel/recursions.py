@@ -29,7 +29,7 @@ loops (:class:`Direction`).
 Coincident rows: two rows with equal x (equal values, ``-0.0 == 0.0``) have
 ``rho_x = 1`` exactly, and two rows with equal z have ``rho_z = 1`` exactly,
 whether they are one row or rows of two arrays; equal rows are found exactly
-(:mod:`._rows`), and the blocked evaluation of
+(:mod:`._utils.rows`), and the blocked evaluation of
 :class:`~sklearn_hyperkernel.HyperKernel` uses the same rule. On torch tensors
 the functions are differentiable with ``torch.autograd``: while gradients are
 recorded every operation is out of place, otherwise temporaries are
@@ -46,9 +46,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _arrays
-from ._arrays import DIFFERENCE_COLUMNS, clip_correlations, squared_distances
-from ._rows import FIND, Coincidence, find_coincidence, set_where
+from ._utils import arrays as _arrays
+from ._utils.arrays import DIFFERENCE_COLUMNS, clip_correlations, squared_distances
+from ._utils.rows import FIND, Coincidence, find_coincidence, set_where
 
 __all__ = [
     "relu_duals",
@@ -231,7 +231,7 @@ class _BiasStep(NamedTuple):
     A pair of variances ``(v, v')`` and correlation ``rho`` plus a bias of
     variance ``b`` has correlation ``rho alpha alpha' + b beta beta'`` with
     ``alpha = sqrt(v / (v + b))`` and ``beta = 1 / sqrt(v + b)`` per row
-    (``../shared/docs/biases.md``). ``d_alpha`` and ``d_beta`` are the
+    (docs/math.md, "Biases"). ``d_alpha`` and ``d_beta`` are the
     log-derivatives of the factors per direction (pairs of row vectors, None
     where zero), ``d_bias`` the tangent of ``b``.
     """
@@ -314,7 +314,7 @@ def _bias_tangent(
 
 
 def _exact_ones(mask: Array) -> tuple:
-    """Indices of the entries of a boolean ``mask`` (for :func:`._rows.set_where`)."""
+    """Indices of the entries of a boolean ``mask`` (for :func:`._utils.rows.set_where`)."""
     xp = array_namespace(mask)
     return tuple(xp.nonzero(mask))
 
@@ -762,7 +762,7 @@ def hyper_diagonal(
     without biases) and ``HyperKernel(u, u) = Theta^f(x, x) K^g(u, u)`` with
     ``Theta^f(x, x) = L s + bf L (L + 1) / 2`` and ``K^g(u, u) = H sigma^(H-1)
     e + bg sum_{i<H} (i + 1) sigma^i``, ``sigma = s + L bf``
-    (../shared/docs/biases.md, "Diagonals"); ``L H s^H e`` without biases.
+    (docs/math.md, "Biases"); ``L H s^H e`` without biases.
 
     Parameters
     ----------
@@ -880,7 +880,7 @@ def z_correlations(
     length_scale : float or array of shape (1,) or (m0,)
         Used by the Fourier encoding only.
     coincident : optional
-        Where rows are equal (:func:`._rows.coincident_pairs`; None: nowhere,
+        Where rows are equal (:func:`._utils.rows.coincident_pairs`; None: nowhere,
         allowed where :func:`z_needs_coincidence` is False); found by default.
 
     Returns

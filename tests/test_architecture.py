@@ -4,14 +4,18 @@
   offers the others is its public names;
 * the experiments, examples and benchmarks use only the public API: no
   ``sklearn_hyperkernel._private`` module and no private name;
-* the layers point one way: ``recursions`` (pure array functions) imports
-  nothing of scikit-learn, and nothing below the estimators imports them.
+* the layers point one way (:data:`LAYERS`): every module belongs to a layer and
+  imports only lower layers; ``recursions`` (pure array functions) imports
+  nothing of scikit-learn;
+* the names docs/architecture.md cites exist.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import pathlib
+import re
 
 import pytest
 
@@ -92,12 +96,130 @@ def test_recursions_are_pure_array_functions():
     assert not imported & {"sklearn", "torch", "joblib", "scipy"}, imported
 
 
-@pytest.mark.parametrize(
-    "lower", ["recursions", "_rows", "_arrays", "_gram_tiles", "_gram_engine", "_operator"]
-)
-def test_lower_layers_do_not_import_the_estimators(lower):
-    estimators = {"kernel_ridge", "hypernetwork", "_network_estimator", "_cg", "_nystrom"}
-    for node in ast.walk(_tree(PACKAGE / f"{lower}.py")):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            names = {node.module or ""} | {alias.name for alias in node.names}
-            assert not names & estimators, f"{lower} imports {names & estimators}"
+# The layers, bottom to top (docs/architecture.md): a unit (a subpackage or a top-level
+# module of the package) may import units of a lower rank, or itself, never one above it.
+LAYERS = {
+    # the foundations: what everything may read
+    "_version": 0,
+    "config": 0,
+    "progress": 0,
+    "datasets": 0,
+    "_utils": 1,
+    "_params": 1,
+    # pure array recursions (no scikit-learn); the finite network's training loop
+    "recursions": 2,
+    "_training": 2,
+    # the Gram engine (distinct x, blocks, the fused pass); the torch network
+    "_gram": 3,
+    "network": 3,
+    # the one Gram operator; the network estimators' shared base
+    "_operator": 4,
+    "_network_estimator": 4,
+    # scikit-learn kernels; the network estimators
+    "kernels": 5,
+    "hypernetwork": 5,
+    # solvers over the operator
+    "_solvers": 6,
+    # the kernel estimator
+    "kernel_ridge": 7,
+    # the public face and the experiments on top of it
+    "__init__": 8,
+    "experiments": 8,
+}
+
+
+def _unit(parts: tuple[str, ...]) -> str:
+    return parts[0].removesuffix(".py") if parts else "__init__"
+
+
+def _imported_units(path: pathlib.Path, source: str | None = None) -> list[tuple[int, str]]:
+    """``(line, unit)`` of every import of the package's own modules in ``path`` (or in
+    ``source`` read as if it were that module)."""
+    here = path.relative_to(PACKAGE).parent.parts  # the package path of this module
+    tree = _tree(path) if source is None else ast.parse(source)
+    found = []
+    for node in ast.walk(tree):
+        targets: list[tuple[str, ...]] = []
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - (node.level - 1)]
+                module = tuple((node.module or "").split(".")) if node.module else ()
+                full = (*base, *module)
+                # ``from . import x`` / ``from .. import x``: the names may be modules
+                targets = [full] if full else [(alias.name,) for alias in node.names]
+            elif node.module and node.module.split(".")[0] == "sklearn_hyperkernel":
+                full = tuple(node.module.split(".")[1:])
+                targets = [full] if full else [(alias.name,) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "sklearn_hyperkernel" and len(parts) > 1:
+                    targets.append(tuple(parts[1:]))
+        found += [(node.lineno, _unit(target)) for target in targets]
+    return found
+
+
+def test_every_unit_of_the_package_has_a_layer():
+    units = {_unit(path.relative_to(PACKAGE).parts) for path in MODULES}
+    assert units <= set(LAYERS), f"units without a layer: {sorted(units - set(LAYERS))}"
+    assert {"_utils", "_gram", "_operator", "_solvers", "_training"} <= units
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_imports_point_down_the_layers(path):
+    unit = _unit(path.relative_to(PACKAGE).parts)
+    for line, target in _imported_units(path):
+        if target == unit or target not in LAYERS:
+            continue
+        assert LAYERS[target] < LAYERS[unit], (
+            f"{_name(path)}:{line}: {unit} (layer {LAYERS[unit]}) imports {target} "
+            f"(layer {LAYERS[target]})"
+        )
+
+
+def test_the_layer_check_sees_an_upward_import():
+    # the check itself can fail: these imports in a module of _gram are read as such
+    source = (
+        "from ..kernels import HyperKernel\n"
+        "from . import tiles\n"
+        "import sklearn_hyperkernel._solvers.cg\n"
+    )
+    units = _imported_units(PACKAGE / "_gram" / "engine.py", source)
+    assert units == [(1, "kernels"), (2, "_gram"), (3, "_solvers")]
+    assert LAYERS["kernels"] > LAYERS["_gram"] and LAYERS["_solvers"] > LAYERS["_gram"]
+
+
+def _resolve(dotted: str) -> bool:
+    """Whether ``sklearn_hyperkernel.<dotted>`` names a module or an attribute of one."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module("sklearn_hyperkernel." + ".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(target, name):
+                return False
+            target = getattr(target, name)
+        return True
+    return False
+
+
+def test_the_architecture_page_cites_names_that_exist():
+    """Every dotted name of the package that docs/architecture.md cites in backticks (the
+    path of one call, where each concern lives) exists: a module, or an attribute of one."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    files = set(re.findall(r"`([\w/]+\.py)`", text))
+    missing_files = sorted(
+        name
+        for name in files
+        if not any((base / name).exists() for base in (PACKAGE, ROOT, ROOT / "tests"))
+    )
+    assert len(files) >= 10 and not missing_files, missing_files
+    cited = set(re.findall(r"`([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+)`", text)) - files
+    units = set(LAYERS) - {"__init__"}
+    ours = sorted(name for name in cited if name.split(".")[0] in units)
+    assert len(ours) >= 20, ours  # the page does cite the code
+    missing = [name for name in ours if not _resolve(name)]
+    assert not missing, f"docs/architecture.md cites names that do not exist: {missing}"
+    assert not _resolve("_gram.engine.no_such_function")

@@ -19,9 +19,13 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel
 from test_kernel_ridge import KERNEL_CASES, PAPER, regression_rows
 
 from sklearn_hyperkernel import HyperKernelRegressor
-from sklearn_hyperkernel._cg import fit_cg
-from sklearn_hyperkernel._operator import gram_operator
-from sklearn_hyperkernel._solvers import LowRankPreconditioner, conjugate_gradient, pivoted_cholesky
+from sklearn_hyperkernel._operator.gram_operator import gram_operator
+from sklearn_hyperkernel._solvers.cg import fit_cg
+from sklearn_hyperkernel._solvers.iterative import (
+    LowRankPreconditioner,
+    conjugate_gradient,
+    pivoted_cholesky,
+)
 from sklearn_hyperkernel.datasets import pixel_regression
 
 PIXEL_PARAMS = {"z_encoding": "fourier", "length_scale": 0.5, **PAPER}

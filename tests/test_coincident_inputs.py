@@ -21,7 +21,8 @@ import pytest
 from conftest import PAPER_KERNEL
 from reference import hyper_pair
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP, _rows, set_config
+from sklearn_hyperkernel import HyperKernel, HyperNNGP, set_config
+from sklearn_hyperkernel._utils import rows as _rows
 from sklearn_hyperkernel.recursions import hyper_kernels, mlp_kernels, z_input_kernel
 
 mp = pytest.importorskip("mpmath")

@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 
 import sklearn_hyperkernel
-from sklearn_hyperkernel import (
-    HyperKernel,
-    HyperNNGP,
-    _fused,
-    _gram_tiles,
-    _scheduling,
-    config_context,
-    get_config,
-    set_config,
-)
-from sklearn_hyperkernel._device import Placement
+from sklearn_hyperkernel import HyperKernel, HyperNNGP, config_context, get_config, set_config
+from sklearn_hyperkernel._gram import fused as _fused
+from sklearn_hyperkernel._gram import tiles as _gram_tiles
+from sklearn_hyperkernel._utils import scheduling as _scheduling
+from sklearn_hyperkernel._utils.device import Placement
 from sklearn_hyperkernel.config import FUSED_ENV, fused_setting
 
 Z_DIM = 2

@@ -3,7 +3,7 @@
 * torch (CPU, and CUDA where there is a GPU) gives the numpy values: float64 to
   1e-10 relative, float32 to 1e-4, for both kernels, both encodings and both
   activations, on rows that share images and on all-distinct rows;
-* the device rule (:func:`sklearn_hyperkernel._device.resolve_placement`):
+* the device rule (:func:`sklearn_hyperkernel._utils.device.resolve_placement`):
   ``"auto"``, a missing GPU or torch, bad ``device`` / ``dtype`` values are
   clear errors at call time.
 
@@ -28,7 +28,7 @@ from conftest import (
 from sklearn.base import clone
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP
-from sklearn_hyperkernel._device import Placement, resolve_placement
+from sklearn_hyperkernel._utils.device import Placement, resolve_placement
 
 KERNEL_CLASSES = [HyperKernel, HyperNNGP]
 ENCODINGS = {

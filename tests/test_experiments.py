@@ -295,3 +295,55 @@ def test_interpolation_endpoints_are_the_kernel_reconstructions():
         interpolation.run(interpolation._parser().parse_args(["--steps", "1"]))
     with pytest.raises(SystemExit):  # argparse reports a malformed pair
         interpolation._parser().parse_args(["--pairs", "7"])
+
+
+def _depth_one_results():
+    """Results of one task at N = 10 where every selection chose depth (1, 1), so the three
+    selected predictions (and rows) are the same, unlike the paper-setting kernels."""
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(size=(2, 28, 28))
+    shared = rng.uniform(size=truth.size)
+    pictures = {
+        "test_images": truth,
+        ("representation", "mean predictor"): np.full(truth.size, 0.1),
+    }
+    errors = {"representation|mean-predictor|-|10": [0.1]}
+    for kernel, value in (("hyperkernel", 0.06), ("hyper-nngp", 0.05)):
+        pictures[("representation", kernel)] = rng.uniform(size=truth.size)
+        errors[f"representation|{kernel}|fourier|10"] = [value]
+    chosen = {"f_depth": 1, "g_depth": 1, "length_scale": 2.0, "ridge": 0.1}
+    selected = {}
+    for kernel, method in (("hyperkernel", "cv"), ("hyper-nngp", "cv"), ("hyper-nngp", "ml")):
+        pictures[("representation", f"{kernel}, selected-{method}")] = shared
+        errors[f"representation|{kernel}|selected-{method}|10"] = [0.04]
+        selected[f"representation|{kernel}|selected-{method}|10"] = [chosen]
+    return {"pictures": pictures, "errors": errors, "selected_params": selected, "seconds": 1.0}
+
+
+def test_table1_picture_merges_identical_selections_and_labels_the_table(tmp_path):
+    results = _depth_one_results()
+    columns = table1._picture_columns(results, "representation", 10)
+    titles = [title for title, _, _ in columns]
+    assert titles[0] == "mean predictor" and [mse for _, _, mse in columns] == [
+        0.1,
+        0.06,
+        0.05,
+        0.04,
+    ]
+    assert titles[3].splitlines() == [
+        "hyperkernel CV-selected",
+        "(1, 1, 2, 0.1)",
+        "(depth 1: both kernels equal)",
+        "= hyper-nngp CV-selected",
+        "= hyper-nngp ML-selected",
+    ]
+    args = table1._parser().parse_args(["--sizes", "10", "--tasks", "representation"])
+    args.n_test, args.encodings = 2, ["fourier"]
+    table = table1.markdown_table(results, args)
+    same = "= hyperkernel selected-cv (all chose depth (1, 1), where the two kernels are one)"
+    assert f"| hyper-nngp | selected-cv | 0.0400 | {same}" in table
+    assert f"| hyper-nngp | selected-ml | 0.0400 | {same}" in table
+    assert "| hyperkernel | selected-cv | 0.0400 |  |" in table
+    assert "| hyper-nngp | fourier | 0.0500 |  |" in table
+    table1.plot_reconstructions(results, args, str(tmp_path / "picture.png"), n_show=2)
+    assert _png_ok(tmp_path / "picture.png")

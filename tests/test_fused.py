@@ -21,17 +21,11 @@ numba = pytest.importorskip("numba")
 from conftest import PAPER_KERNEL  # noqa: E402
 from reference import hyper_grams  # noqa: E402
 
-from sklearn_hyperkernel import (  # noqa: E402
-    HyperKernel,
-    HyperKernelRegressor,
-    HyperNNGP,
-    _fused,
-    _gram_engine,
-    _gram_tiles,
-    config_context,
-    set_config,
-)
-from sklearn_hyperkernel._scheduling import default_workers  # noqa: E402
+from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, HyperNNGP, set_config  # noqa: E402
+from sklearn_hyperkernel._gram import engine as _gram_engine  # noqa: E402
+from sklearn_hyperkernel._gram import fused as _fused  # noqa: E402
+from sklearn_hyperkernel._gram import tiles as _gram_tiles  # noqa: E402
+from sklearn_hyperkernel._utils.scheduling import default_workers  # noqa: E402
 from sklearn_hyperkernel.recursions import dual_correlations, hyper_kernels  # noqa: E402
 
 Z_DIM = 2
@@ -69,12 +63,15 @@ def fused_gram(
     encoding="linear",
     table=False,
     dtype=np.float64,
+    unused_rows=0,
     **options,
 ):
     """The Gram between rows ``[x | z]`` of A and B through :func:`_fused.hyper_block`.
 
     ``table``: x through its distinct rows and an index per row (the layout of images times
-    pixels), else one x correlation per entry. ``options`` override the encoding's.
+    pixels), else one x correlation per entry. ``unused_rows``: rows of zeros appended to the
+    x correlations, which no row uses (a table that large is not filled: f runs per entry).
+    ``options`` override the encoding's.
     """
     x_a, z_a, x_b, z_b = A[:, :-Z_DIM], A[:, -Z_DIM:], B[:, :-Z_DIM], B[:, -Z_DIM:]
     n0 = x_a.shape[1]
@@ -85,6 +82,7 @@ def fused_gram(
         x_b, index_b = np.unique(x_b, axis=0, return_inverse=True)
         index_a, index_b = index_a.reshape(-1), index_b.reshape(-1)
     rho_x = unit_correlations(x_a, x_b).astype(dtype)
+    rho_x = np.vstack([rho_x, np.zeros((unused_rows, rho_x.shape[1]), dtype=dtype)])
     return _fused.hyper_block(
         rho_x,
         z_a.astype(dtype),
@@ -463,10 +461,9 @@ def test_biased_table_of_distinct_x(rng, monkeypatch, bf, bg):
         assert tables and tables[-1] == (4, n_distinct)  # v_0..v_3 of the columns' distinct x
         assert_close(tabled, biased_reference(A, B, **options))
         assert np.all(tabled[1] == 0.0) == (bf == 0.0)
-        with config_context(fused_table_fraction=0.0):
-            count = len(tables)
-            per_entry = fused_gram(A, B, table=True, **options)
-            assert len(tables) == count
+        count = len(tables)
+        per_entry = fused_gram(A, B, table=True, unused_rows=300, **options)
+        assert len(tables) == count  # f per entry, from the gathered x correlations
         np.testing.assert_array_equal(tabled, per_entry)
 
 
@@ -680,6 +677,20 @@ def test_available():
     assert _fused.available()
 
 
+def test_numba_disable_jit_keeps_the_numpy_path():
+    """``NUMBA_DISABLE_JIT=1`` would run the fused loops as Python: not available then."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from sklearn_hyperkernel import _fused; print(_fused.available())"
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "False", done.stderr
+
+
 # ------------------------------------------------------------------ in the Gram engine
 
 FUSED_ENV = "SKLEARN_HYPERKERNEL_FUSED"
@@ -863,3 +874,139 @@ def test_engine_fused_pass_with_biases(
     assert np.all(cross[3] == 0.0) == (bf == 0.0)
     diagonal = closed_form_diagonal(A[8, :-Z_DIM], A[8, -Z_DIM:], kind, 2, 3, bf, bg, "linear")
     np.testing.assert_allclose([symmetric[8, 8], cross[8, 5]], diagonal, rtol=1e-14)
+
+
+@pytest.mark.parametrize("n_images", [None, 6], ids=["distinct-x", "shared-x"])
+@pytest.mark.parametrize("cls", [HyperKernel, HyperNNGP])
+@pytest.mark.parametrize("bf, bg", [(0.1, 1.3), (0.0, 0.1), (1.3, 0.0)])
+@pytest.mark.parametrize("block_size", [None, 7])
+def test_kernels_with_biases_fused_match_their_numpy_path(
+    rng, monkeypatch, fused_calls, n_images, cls, bf, bg, block_size
+):
+    """The kernels' bias variances through the engine: symmetric and cross Grams and ``K @ V``,
+    fused against the numpy path (1e-12), with an x = 0 row and a coincident pair of rows
+    (the kernel's closed-form diagonal, to rounding)."""
+    A, B = rows(rng, 45, n_images=n_images), rows(rng, 31, n_images=n_images)
+    A[3, :-Z_DIM] = 0.0
+    B[5] = A[8]
+    V = rng.normal(size=(45, 2))
+    kernel = cls(
+        z_dim=Z_DIM,
+        f_depth=3,
+        g_depth=2,
+        negative_slope=0.1,
+        f_bias_variance=bf,
+        g_bias_variance=bg,
+        block_size=block_size,
+        **ENCODINGS["fourier-aniso"],
+    )
+    factorized = kernel.factorize_rows(A)
+
+    def compute():
+        return kernel(A), kernel(A, B), kernel.gram_matvec(factorized, V)
+
+    expected, got = numpy_and_fused(monkeypatch, fused_calls, compute)
+    for value, reference in zip(got, expected, strict=True):
+        assert_close(value, reference)
+    np.testing.assert_array_equal(got[0], got[0].T)
+    assert np.all(got[1][3] == 0.0) == (bf == 0.0)
+    np.testing.assert_allclose(got[1][8, 5], kernel.diag(A[8:9])[0], rtol=1e-14)
+
+
+# ------------------------------------------------------------------ forked processes
+
+# A script run in a fresh interpreter: numba's pool is started by ``START``, then a process
+# forked with multiprocessing computes a fused Gram, which must equal its parent's (numba
+# kills a child that runs a parallel loop on a GNU OpenMP pool its parent started).
+_FORK_SCRIPT = """
+import multiprocessing, os, sys, warnings
+import numpy as np
+os.environ["SKLEARN_HYPERKERNEL_FUSED"] = "1"
+import numba
+
+@numba.njit(parallel=True)
+def user_sum(a):
+    total = 0.0
+    for i in numba.prange(a.shape[0]):
+        total += a[i]
+    return total
+
+start = sys.argv[1]
+if start == "user-before-import":
+    user_sum(np.ones(100))
+from sklearn_hyperkernel import HyperKernel
+
+U = np.random.default_rng(0).normal(size=(300, 5))
+def gram(_=None):
+    return HyperKernel(z_dim=2)(U)
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    parent = gram() if start in ("package", "user-before-import") else None
+    if start == "user":
+        user_sum(np.ones(100))
+    elif start == "get_num_threads":
+        numba.get_num_threads()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(gram).get(timeout=90)
+    parent = gram() if parent is None else parent
+print([str(w.message).split(" (")[0] for w in caught])
+assert np.array_equal(child, parent), np.abs(child - parent).max()
+print("same Gram")
+"""
+
+
+def _run_fork_script(start: str, layer: str) -> str:
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, start],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=str(pathlib.Path(__file__).resolve().parents[1]),  # this checkout's package
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "same Gram" in done.stdout
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    "start, layer",
+    [
+        ("package", "default"),
+        ("user", "default"),
+        ("get_num_threads", "default"),
+        ("user-before-import", "default"),
+        ("user", "workqueue"),
+    ],
+)
+def test_a_forked_child_computes_its_parents_gram(start, layer):
+    """Whoever started numba's pool before the fork (this package, the user's parallel code
+    before or after importing it, ``numba.get_num_threads``), under the default layer (GNU
+    OpenMP here when TBB is missing) and the fork-safe workqueue, the child is not killed
+    and its Gram equals the parent's exactly (numba issues #7872, #5983)."""
+    out = _run_fork_script(start, layer)
+    assert "could not be loaded" not in out
+
+
+def test_a_threading_layer_that_cannot_load_leaves_the_fused_pass_on_one_thread():
+    """``NUMBA_THREADING_LAYER=tbb`` without TBB: numba raises at its first parallel call;
+    the Gram is computed on one thread with a warning, in the parent and in a forked child."""
+    from numba.np.ufunc import parallel
+
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401
+
+        parallel._check_tbb_version_compatible()
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TBB is installed here: the layer loads")
+    out = _run_fork_script("package", "tbb")
+    assert "numba's threading layer 'tbb' could not be loaded" in out

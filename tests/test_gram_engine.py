@@ -21,7 +21,7 @@ from conftest import DATASETS, assert_close, shared_image_rows
 from sklearn.base import clone
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP
-from sklearn_hyperkernel._linalg import mirror_leading_square, upper_block_product
+from sklearn_hyperkernel._utils.linalg import mirror_leading_square, upper_block_product
 from sklearn_hyperkernel.kernels import FactorizedRows
 
 # ------------------------------------------------------------ FactorizedRows

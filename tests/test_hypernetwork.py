@@ -137,6 +137,21 @@ def test_regression_on_digit_pixels_beats_the_mean():
     assert model.score(U[~train], y[~train]) > 0.4
 
 
+def test_the_default_fit_stops_by_its_own_rule_without_a_warning():
+    """The README's data (200 rows): the default network stops when its training loss
+    levels off (n_iter_no_change epochs without a tol improvement), well within
+    max_epochs, so it does not warn (with max_epochs=20 every default fit warned)."""
+    rng = np.random.default_rng(0)
+    U = rng.normal(size=(400, 5))
+    y = np.sin(U[:, 0]) * np.cos(2 * U[:, 3]) + 0.05 * rng.normal(size=400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = HypernetworkRegressor(random_state=0, device="cpu").fit(U[:200], y[:200])
+    assert model.n_iter_ < model.max_epochs
+    mse = np.mean((model.predict(U[200:]) - y[200:]) ** 2)
+    assert mse < 0.5 * np.mean((y[:200].mean() - y[200:]) ** 2)  # measured: 0.42
+
+
 def test_rotation_classification_beats_the_majority_class():
     X, y = rotation_task(1000)
     model = HypernetworkClassifier(
@@ -322,7 +337,7 @@ def test_verbose_prints_the_running_loss_and_default_is_silent(capsys, monkeypat
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     HypernetworkRegressor(**{**SMALL, "max_epochs": 2}, random_state=0, verbose=1).fit(U, y)
     out = capsys.readouterr().out
-    assert "[HypernetworkRegressor] fit" in out and "2/2" in out and "epochs" in out
+    assert "[HypernetworkRegressor] fit, up to" in out and "2/2" in out and "epochs" in out
     assert "Epoch 1" not in out
 
 

@@ -30,7 +30,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP, set_config
-from sklearn_hyperkernel._targets import target_scaling
+from sklearn_hyperkernel._utils.targets import target_scaling
 from sklearn_hyperkernel.datasets import pixel_regression
 from sklearn_hyperkernel.kernel_ridge import HyperKernelRegressor
 
@@ -701,6 +701,27 @@ def test_auto_solver_follows_the_memory_budget(regression_data):
     # the budget is the Gram's size: 8 n^2 bytes
     set_config(auto_cholesky_max_gram_bytes=8 * 120**2)
     assert HyperKernelRegressor().fit(X, y).solver_ == "cholesky"
+
+
+def test_auto_solver_says_what_it_chose_at_verbose_1(regression_data, monkeypatch, capsys):
+    """The automatic choice is a line at verbose >= 1 (with the Gram's size and, for
+    Nystroem, its m), nothing at verbose=0; the Cholesky solve reports its end."""
+    X, y, _ = regression_data
+    HyperKernelRegressor().fit(X, y)
+    assert capsys.readouterr().out == ""
+    HyperKernelRegressor(verbose=1).fit(X, y)
+    out = capsys.readouterr().out
+    gib = 8 * 120**2 / 2**30
+    assert "[HyperKernelRegressor] solver='auto' chose 'cholesky' for 120 rows" in out
+    assert f"its Gram takes {gib:.3g} GiB <= 4" in out
+    assert "[HyperKernelRegressor] Gram 120 x 120 solved in" in out
+    set_config(auto_cholesky_max_gram_bytes=2**16)  # restored after the test (conftest)
+    HyperKernelRegressor(verbose=1, n_components=50).fit(X, y)
+    out = capsys.readouterr().out
+    assert "solver='auto' chose 'nystrom' for 120 rows, an approximation on n_components=50" in out
+    assert f"{gib:.3g} GiB > {2**16 / 2**30:g}" in out
+    HyperKernelRegressor(solver="cholesky", verbose=1).fit(X, y)
+    assert "solver='auto'" not in capsys.readouterr().out  # only the automatic choice
 
 
 @pytest.mark.parametrize(

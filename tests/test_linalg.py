@@ -8,7 +8,12 @@ from numpy.testing import assert_allclose, assert_array_equal
 from threadpoolctl import threadpool_info
 
 from sklearn_hyperkernel import set_config
-from sklearn_hyperkernel._linalg import blas_threads, guarded_cholesky, max_abs_row_sum, symmetrize
+from sklearn_hyperkernel._utils.linalg import (
+    blas_threads,
+    guarded_cholesky,
+    max_abs_row_sum,
+    symmetrize,
+)
 
 
 def _blas_threads() -> int:

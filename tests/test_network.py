@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sklearn_hyperkernel import set_config  # noqa: E402
-from sklearn_hyperkernel._rows import distinct_rows  # noqa: E402
+from sklearn_hyperkernel._utils.rows import distinct_rows  # noqa: E402
 from sklearn_hyperkernel.network import Hypernetwork, empirical_ntk  # noqa: E402
 
 DTYPE = torch.float64

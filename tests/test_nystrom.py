@@ -23,8 +23,9 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP, _nystrom
-from sklearn_hyperkernel._nystrom_centers import rpcholesky_centers
+from sklearn_hyperkernel import HyperKernel, HyperNNGP
+from sklearn_hyperkernel._solvers import nystrom as _nystrom
+from sklearn_hyperkernel._solvers.nystrom_components import rpcholesky_centers
 from sklearn_hyperkernel.kernel_ridge import HyperKernelRegressor
 
 # ----------------------------------------------------------------------------- data

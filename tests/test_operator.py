@@ -15,7 +15,7 @@ from sklearn.gaussian_process.kernels import RBF, DotProduct
 from test_kernel_ridge import random_rows
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP, get_config
-from sklearn_hyperkernel._operator import (
+from sklearn_hyperkernel._operator.gram_operator import (
     FactorizedGramOperator,
     GramOperator,
     block_partition,

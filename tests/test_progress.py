@@ -189,3 +189,118 @@ def test_verbose_0_shows_no_bar_and_no_line(capsys, monkeypatch):
             progress.step(status="s", line="l")
         assert progress.done == 4
     assert capsys.readouterr().out == ""
+
+
+# ------------------------------------------------------------ interrupted computations
+
+
+def _blas_and_torch_threads() -> tuple:
+    """BLAS's thread counts (threadpoolctl), torch's and numba's where they are loaded."""
+    from threadpoolctl import threadpool_info
+
+    counts = [tuple(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")]
+    for name in ("torch", "numba"):
+        module = sys.modules.get(name)
+        if module is not None:
+            counts.append(module.get_num_threads())
+    return tuple(counts)
+
+
+def _interrupted(kind: str):
+    """The call of ``kind`` on small rows (every step of it shows a bar at ``verbose=2``)."""
+    from sklearn_hyperkernel import HyperKernelRegressor
+
+    X = distinct_rows(n_rows=40)
+    y = np.sin(X[:, 0])
+    kernel = HyperKernel(verbose=2, block_size=5, n_jobs=2)
+    if kind == "gram":
+        return lambda: kernel(X)
+    if kind == "gram_matvec":
+        rows = kernel.factorize_rows(X)
+        return lambda: kernel.gram_matvec(rows, np.ones(40))
+    if kind == "network":
+        pytest.importorskip("torch")
+        from sklearn_hyperkernel import HypernetworkRegressor
+
+        net = HypernetworkRegressor(max_epochs=5, verbose=2, random_state=0, f_width=8, g_width=8)
+        return lambda: net.fit(X, y)
+    if kind == "predict":
+        model = HyperKernelRegressor(block_size=5, n_jobs=2, verbose=2).fit(X, y)
+        return lambda: model.predict(X)
+    if kind == "cholesky":  # a Gram of several blocks
+        model = HyperKernelRegressor(kernel=kernel)
+        return lambda: model.fit(X, y)
+    options = {"n_components": 10} if kind == "nystrom" else {}
+    model = HyperKernelRegressor(solver=kind, block_size=5, n_jobs=2, verbose=2, **options)
+    return lambda: model.fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "kind", ["gram", "gram_matvec", "cholesky", "cg", "nystrom", "predict", "network"]
+)
+def test_an_interrupted_computation_closes_its_bar_and_restores_thread_limits(
+    capsys, monkeypatch, kind
+):
+    """Ctrl-C (a KeyboardInterrupt from inside the loop) while the traceback is kept, as a
+    REPL or IPython keeps it: no tqdm bar is left open, the next one starts at position 0,
+    and BLAS's, torch's and numba's thread counts are those from before (tqdm #1345, #1025)."""
+    call = _interrupted(kind)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    before = _blas_and_torch_threads()
+    original = progress_module.ProgressLog.step
+    steps = []
+
+    def interrupting_step(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        steps.append(self)
+        if self.shows_bar:  # Ctrl-C while a bar is open
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress_module.ProgressLog, "step", interrupting_step)
+    with pytest.raises(KeyboardInterrupt) as kept:  # the traceback stays referenced
+        call()
+    assert steps and kept.traceback
+    assert len(progress_module.tqdm._instances) == 0, "a bar was left open"
+    assert _blas_and_torch_threads() == before
+    with progress_module.tqdm(total=1, file=sys.stdout) as bar:
+        assert bar.pos == 0
+    capsys.readouterr()
+
+
+def test_nystrom_at_verbose_1_shows_its_blocks_with_the_time_left(capsys, monkeypatch):
+    """The long step of a Nystroem fit, K_nm's blocks, reports at verbose=1 (a line every
+    two seconds with the time left), not only at verbose=2."""
+    from sklearn_hyperkernel import HyperKernelRegressor
+
+    X = distinct_rows(n_rows=80)
+    _fake_clock(monkeypatch, step=0.9)
+    model = HyperKernelRegressor(solver="nystrom", n_components=20, block_size=4, verbose=1)
+    model.fit(X, np.sin(X[:, 0]))
+    lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("[HyperKernelRegressor] Nystroem K_nm^T W K_nm: ")
+    ]
+    assert 2 <= len(lines) < 20  # 20 blocks, at most a line per 2 s of the fake clock
+    assert "20/20 blocks (100%)" in lines[-1]
+    assert all("s left" in line for line in lines[:-1])
+
+
+def test_a_gaussian_process_fit_shows_progress_through_its_kernels_verbose(capsys):
+    """GaussianProcessRegressor has no verbose: the kernel's own reports each Gram (with its
+    gradient) that the optimiser asks for, as the user guide says."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import ConstantKernel, WhiteKernel
+
+    X = distinct_rows(n_rows=30)
+    kernel = ConstantKernel() * HyperNNGP(normalize_x=True, verbose=2, block_size=10)
+    noise = WhiteKernel(noise_level_bounds=(1e-10, 1.0))
+    gp = GaussianProcessRegressor(kernel + noise, normalize_y=True, random_state=0)
+    gp.fit(X, np.sin(X[:, 0]))
+    finished = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("[HyperNNGP] Gram 30 x 30: 3/3 blocks (100%)")
+    ]
+    # one Gram with its gradient per evaluation of the marginal likelihood, and the last
+    assert len(finished) >= 3

@@ -1,4 +1,4 @@
-"""Exact row identity (:mod:`sklearn_hyperkernel._rows`) on numpy arrays and torch tensors.
+"""Exact row identity (:mod:`sklearn_hyperkernel._utils.rows`) on numpy arrays and torch tensors.
 
 ``distinct_rows`` is the package's one de-duplication of rows: the Gram engine factorises
 x with it and the finite network finds its distinct x with it. Its results are checked
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sklearn_hyperkernel import _rows
+from sklearn_hyperkernel._utils import rows as _rows
 
 
 def _rows_with_repeats() -> np.ndarray:

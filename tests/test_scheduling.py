@@ -27,8 +27,9 @@ from conftest import (
 from joblib import parallel_config
 from threadpoolctl import threadpool_limits
 
-from sklearn_hyperkernel import HyperKernel, HyperNNGP, _gram_engine, progress
-from sklearn_hyperkernel._scheduling import default_workers, run_tasks
+from sklearn_hyperkernel import HyperKernel, HyperNNGP, progress
+from sklearn_hyperkernel._gram import engine as _gram_engine
+from sklearn_hyperkernel._utils.scheduling import default_workers, run_tasks
 
 
 def _square_after(delay: float, value: int) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The pieces of the finite networks' training loop (:mod:`sklearn_hyperkernel._training`)."""
+"""The pieces of the finite networks' training loop (:mod:`sklearn_hyperkernel._training.loop`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 torch = pytest.importorskip("torch")
 
-from sklearn_hyperkernel import _training  # noqa: E402
-from sklearn_hyperkernel._training import (  # noqa: E402
+from sklearn_hyperkernel._training import loop as _training  # noqa: E402
+from sklearn_hyperkernel._training.loop import (  # noqa: E402
     Plateau,
     TrainingRows,
     check_divergence,

@@ -34,7 +34,7 @@ from sklearn_hyperkernel import (
     HyperNNGP,
     InconsistentVersionWarning,
 )
-from sklearn_hyperkernel._versioning import (
+from sklearn_hyperkernel._utils.versioning import (
     BIAS_PARAMETERS,
     ESTIMATOR_HISTORY,
     NETWORK_HISTORY,
@@ -214,3 +214,21 @@ def test_a_0_1_0_pickle_gets_zero_bias_variances_and_a_0_2_0_one_must_have_them(
     assert (loaded.f_bias_variance, loaded.g_bias_variance) == (0.0, 0.0)
     with pytest.raises(pickle.UnpicklingError, match="f_bias_variance, g_bias_variance"):
         unpickle_state(BiasedKernel, recorded)
+
+
+def test_a_pickle_that_names_the_modules_of_0_1_0_loads(recwarn):
+    """0.2.0 moved the private modules into the layers' folders: a fitted regressor pickled
+    with the old module names (as 0.1.0 wrote them) loads and predicts as before."""
+    from sklearn_hyperkernel._utils.versioning import MOVED_MODULES
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 5)), rng.normal(size=40)
+    model = HyperKernelRegressor().fit(X, y)
+    data = pickle.dumps(model, protocol=0)  # text protocol: "c<module>\n<name>\n"
+    renamed = 0
+    for old, new in MOVED_MODULES.items():
+        renamed += data.count(f"c{new}\n".encode())
+        data = data.replace(f"c{new}\n".encode(), f"c{old}\n".encode())
+    assert renamed > 0  # the fitted state does refer to moved modules
+    loaded = pickle.loads(data)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))

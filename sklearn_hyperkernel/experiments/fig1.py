@@ -145,41 +145,44 @@ def run(args) -> dict:
     variance = {"f": [], "g": []}
     mean_value = {"f": [], "g": []}
     n_networks = (2 * len(args.widths) + len(args.theta_widths)) * args.seeds
-    networks = progress("fig1", n_networks, "networks")
-    for width in args.widths:
-        for which, (f_width, g_width) in (
-            ("f", (width, args.fixed_g_width)),
-            ("g", (args.fixed_f_width, width)),
-        ):
-            values = []
+    with progress("fig1", n_networks, "networks") as networks:  # closed on Ctrl-C too
+        for width in args.widths:
+            for which, (f_width, g_width) in (
+                ("f", (width, args.fixed_g_width)),
+                ("g", (args.fixed_f_width, width)),
+            ):
+                values = []
+                for seed in range(args.seeds):
+                    values.append(_empirical(x0, z0, x1, z1, f_width, g_width, seed, args)[0, 0])
+                    networks.step()
+                variance[which].append(float(np.var(values)))
+                mean_value[which].append(float(np.mean(values)))
+            report(
+                "fig1",
+                clock,
+                f"width {width}: var over f width {variance['f'][-1]:.3g}, "
+                f"over g width {variance['g'][-1]:.3g}",
+            )
+        thetas = np.linspace(0.0, math.pi, args.n_theta)
+        xt, zt = _rows(thetas)
+        closed_form = limit(np.hstack([x0, z0]), np.hstack([xt, zt]))[0]
+        curves = {}
+        for width in args.theta_widths:
+            rows = []
             for seed in range(args.seeds):
-                values.append(_empirical(x0, z0, x1, z1, f_width, g_width, seed, args)[0, 0])
+                rows.append(_empirical(x0, z0, xt, zt, width, width, seed, args)[0])
                 networks.step()
-            variance[which].append(float(np.var(values)))
-            mean_value[which].append(float(np.mean(values)))
-        report(
-            "fig1",
-            clock,
-            f"width {width}: var over f width {variance['f'][-1]:.3g}, "
-            f"over g width {variance['g'][-1]:.3g}",
-        )
-    thetas = np.linspace(0.0, math.pi, args.n_theta)
-    xt, zt = _rows(thetas)
-    closed_form = limit(np.hstack([x0, z0]), np.hstack([xt, zt]))[0]
-    curves = {}
-    for width in args.theta_widths:
-        rows = []
-        for seed in range(args.seeds):
-            rows.append(_empirical(x0, z0, xt, zt, width, width, seed, args)[0])
-            networks.step()
-        values = np.stack(rows)
-        curves[width] = {"mean": values.mean(axis=0).tolist(), "std": values.std(axis=0).tolist()}
-        report(
-            "fig1",
-            clock,
-            f"theta curve at width {width}: max |mean - closed form| "
-            f"{np.max(np.abs(values.mean(axis=0) - closed_form)):.3g}",
-        )
+            values = np.stack(rows)
+            curves[width] = {
+                "mean": values.mean(axis=0).tolist(),
+                "std": values.std(axis=0).tolist(),
+            }
+            report(
+                "fig1",
+                clock,
+                f"theta curve at width {width}: max |mean - closed form| "
+                f"{np.max(np.abs(values.mean(axis=0) - closed_form)):.3g}",
+            )
     return {
         "widths": list(args.widths),
         "variance": variance,

@@ -37,7 +37,7 @@ from sklearn.model_selection import GroupKFold
 from ..datasets import load_images, pixel_regression
 from ..kernel_ridge import HyperKernelRegressor
 from ..kernels import HyperKernel, HyperNNGP
-from ._common import Clock, base_parser, parse_command, pyplot, save_figure, write_json
+from ._common import Clock, base_parser, parse_command, pyplot, write_json
 
 __all__ = ["PAPER_TABLE1", "log_marginal_likelihoods", "main", "run"]
 
@@ -338,14 +338,18 @@ def run(args) -> dict:
                 data = (train_images, test_images, task)
                 mean_mse = np.mean((train_images.mean() - test_images) ** 2)
                 record(f"{task}|mean-predictor|-|{n_train}", mean_mse)
+                if show:
+                    pictures[(task, "mean predictor")] = np.full(
+                        test_images.size, train_images.mean()
+                    )
                 for kernel, encoding in itertools.product(("ntk", "nngp"), args.encodings):
                     prediction, y_test = _cached(cache, data, kernel, encoding, base, args, seed)
                     record(
                         f"{task}|{KERNEL_NAMES[kernel]}|{encoding}|{n_train}",
                         np.mean((prediction - y_test) ** 2),
                     )
-                    if show and (kernel, encoding) == ("ntk", "fourier"):
-                        pictures[(task, "hyperkernel")] = prediction
+                    if show and encoding == "fourier":
+                        pictures[(task, KERNEL_NAMES[kernel])] = prediction
                 for kernel, method in itertools.product(("ntk", "nngp"), methods):
                     if method == "ml" and kernel != "nngp":
                         continue
@@ -359,6 +363,8 @@ def run(args) -> dict:
                         f"{task}|{KERNEL_NAMES[kernel]}|selected-{method}|{n_train}", []
                     ).append(chosen)
                     prediction, y_test = _cached(cache, data, kernel, "fourier", chosen, args, seed)
+                    if show:
+                        pictures[(task, f"{KERNEL_NAMES[kernel]}, selected-{method}")] = prediction
                     record(
                         f"{task}|{KERNEL_NAMES[kernel]}|selected-{method}|{n_train}",
                         np.mean((prediction - y_test) ** 2),
@@ -397,6 +403,25 @@ def _cell(values) -> str:
     return f"{values.mean():.4f} ± {values.std():.4f}"
 
 
+def _same_row_note(results: dict, keys: list[str], earlier: str | None, task: str) -> str:
+    """The note of a table row whose every value equals the ``earlier`` row's ('' if none).
+
+    Selections that all chose f_depth = g_depth = 1 say why: there the
+    hyperkernel and the hyper-NNGP are the same kernel (docs/results.md).
+    """
+    if earlier is None:
+        return ""
+    model, method = earlier.split(" ")
+    chosen = [
+        choice
+        for key in keys + [f"{task}|{model}|{method}|{key.rsplit('|', 1)[1]}" for key in keys]
+        for choice in results["selected_params"].get(key, [None])
+    ]
+    if all(c is not None and (c["f_depth"], c["g_depth"]) == (1, 1) for c in chosen):
+        return f"= {earlier} (all chose depth (1, 1), where the two kernels are one)"
+    return f"= {earlier}"
+
+
 def markdown_table(results: dict, args) -> str:
     """Markdown of our MSEs (mean ± std over seeds) beside the paper's."""
     errors = results["errors"]
@@ -414,22 +439,26 @@ def markdown_table(results: dict, args) -> str:
         "",
     ]
     for task in args.tasks:
-        header = "| model | z encoding | " + " | ".join(f"N={n}" for n in args.sizes) + " |"
-        lines += [f"### {task}", "", header, "|" + "---|" * (len(args.sizes) + 2)]
+        header = "| model | z encoding | " + " | ".join(f"N={n}" for n in args.sizes) + " | note |"
+        lines += [f"### {task}", "", header, "|" + "---|" * (len(args.sizes) + 3)]
         columns = args.encodings + [f"selected-{m}" for m in SELECT_METHODS]
         rows = [("mean-predictor", "-"), *itertools.product(KERNEL_NAMES.values(), columns)]
         rows += [("hypernetwork", "fourier")]
+        shown: dict[tuple, str] = {}  # the values of each row -> its name
         for model, encoding in rows:
             keys = [f"{task}|{model}|{encoding}|{n}" for n in args.sizes]
             if keys[0] not in errors:
                 continue
             cells = [_cell(errors[key]) for key in keys]
-            lines.append(f"| {model} | {encoding} | " + " | ".join(cells) + " |")
+            values = tuple(tuple(errors[key]) for key in keys)
+            note = _same_row_note(results, keys, shown.get(values), task)
+            shown.setdefault(values, f"{model} {encoding}")
+            lines.append(f"| {model} | {encoding} | " + " | ".join(cells) + f" | {note} |")
         for model in ("hyperkernel", "hyper-nngp", "hypernetwork"):
             paper = dict(zip(PAPER_SIZES, PAPER_TABLE1[(model, task)], strict=True))
             if any(n in paper for n in args.sizes):
                 cells = [f"{paper[n]:g}" if n in paper else "" for n in args.sizes]
-                lines.append(f"| paper: {model} | | " + " | ".join(cells) + " |")
+                lines.append(f"| paper: {model} | | " + " | ".join(cells) + " | |")
         paper = "; ".join(
             f"{model} " + "/".join(f"{v:g}" for v in PAPER_TABLE1[(model, task)])
             for model in ("hyperkernel", "hyper-nngp", "hypernetwork")
@@ -455,35 +484,109 @@ def markdown_table(results: dict, args) -> str:
     return "\n".join(lines)
 
 
+def _picture_columns(results: dict, task: str, n_train: int) -> list[tuple[str, np.ndarray, float]]:
+    """The reconstructions of ``task`` to show: ``(title, prediction, test MSE)`` each.
+
+    The mean predictor, both kernels at the paper's settings, each *distinct*
+    selected model (a selection that predicted exactly what a column already
+    shows is a line ``= ...`` in that column's title, not a column of its own)
+    and the hypernetwork; the MSE is the first seed's over every pixel of the
+    test images.
+    """
+    pictures, errors = results["pictures"], results["errors"]
+    columns: list[list] = []
+
+    def add(name, key, *lines):
+        if (task, name) in pictures and key in errors:
+            columns.append([list(lines), pictures[(task, name)], errors[key][0]])
+
+    add("mean predictor", f"{task}|mean-predictor|-|{n_train}", "mean predictor")
+    for kernel in KERNEL_NAMES.values():
+        add(kernel, f"{task}|{kernel}|fourier|{n_train}", kernel, "(paper's settings)")
+    for kernel, method in itertools.product(KERNEL_NAMES.values(), SELECT_METHODS):
+        name, key = f"{kernel}, selected-{method}", f"{task}|{kernel}|selected-{method}|{n_train}"
+        if (task, name) not in pictures:
+            continue
+        chosen = results["selected_params"][key][0]
+        depths = (chosen["f_depth"], chosen["g_depth"])
+        values = f"({depths[0]}, {depths[1]}, {chosen['length_scale']:.3g}, {chosen['ridge']:g})"
+        same = [c for c in columns if np.array_equal(c[1], pictures[(task, name)])]
+        if same:
+            same[0][0].append(f"= {kernel} {method.upper()}-selected")
+            continue
+        lines = [f"{kernel} {method.upper()}-selected", values]
+        if depths == (1, 1):
+            lines.append("(depth 1: both kernels equal)")
+        add(name, key, *lines)
+    add("hypernetwork", f"{task}|hypernetwork|fourier|{n_train}", "trained hypernetwork")
+    return [("\n".join(lines), prediction, mse) for lines, prediction, mse in columns]
+
+
 def plot_reconstructions(results: dict, args, path: str, n_show: int = 4) -> None:
-    """Fig. 3: ground truth, input of f, hypernetwork and hyperkernel reconstructions."""
+    """Fig. 3, explained: what each model predicts for held-out images, with its error.
+
+    Per task, ``n_show`` test images (rows): the ground truth, the input of f
+    (the whole image, or its top half for inpainting), then each model's
+    reconstruction of all pixels (:func:`_picture_columns`), its test MSE in
+    the column's title and the image's own MSE under each panel. One colour
+    scale (pixel intensity 0 to 1) with its colour bar for every panel.
+    """
     plt = pyplot()
-    pictures = results["pictures"]
+    pictures, n_train = results["pictures"], max(args.sizes)
     truth = pictures["test_images"][:n_show]
     shape, half = truth.shape[1:], truth.shape[1] // 2
-    titles = ("ground truth", "input of f", "hypernetwork", "hyperkernel")
-
-    def panel(task, column, i):
-        if column == 0 or (column == 1 and task == "representation"):
-            return truth[i]
-        if column == 1:  # inpainting: f sees the top half only
-            return np.vstack([truth[i][:half], np.zeros_like(truth[i][half:])])
-        key = (task, titles[column])
-        return pictures[key].reshape(-1, *shape)[i] if key in pictures else np.full(shape, np.nan)
-
+    tasks = {task: _picture_columns(results, task, n_train) for task in args.tasks}
+    n_cols = 2 + max(len(columns) for columns in tasks.values())
     n_rows = len(args.tasks) * len(truth)
-    fig, axes = plt.subplots(n_rows, len(titles), figsize=(6.4, 1.6 * n_rows), squeeze=False)
-    for row, (task, i) in enumerate(itertools.product(args.tasks, range(len(truth)))):
-        for column, axis in enumerate(axes[row]):
-            axis.imshow(panel(task, column, i), cmap="gray", vmin=0, vmax=1)
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if row == 0:
-                axis.set_title(titles[column], fontsize=8)
-            if column == 0 and i == 0:
-                axis.set_ylabel(task, fontsize=8)
-    fig.suptitle(f"N={max(args.sizes)} training images, seed {args.first_seed}", fontsize=9)
-    save_figure(fig, path)
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(1.45 * n_cols + 1.0, 1.55 * n_rows + 1.2),
+        squeeze=False,
+        layout="constrained",
+    )
+    image = None
+    for t, task in enumerate(args.tasks):
+        seen = "the whole image" if task == "representation" else "the top half"
+        for i in range(len(truth)):
+            row = axes[t * len(truth) + i]
+            f_input = truth[i]
+            if task != "representation":
+                f_input = np.vstack([truth[i][:half], np.zeros_like(truth[i][half:])])
+            panels = [("ground truth", truth[i], None), (f"input of f\n({seen})", f_input, None)]
+            baseline = tasks[task][0][2] if tasks[task] else float("nan")  # the mean predictor's
+            for title, prediction, mse in tasks[task]:
+                panel = np.clip(prediction.reshape(-1, *shape)[i], 0.0, 1.0)
+                own = float(np.mean((prediction.reshape(-1, *shape)[i] - truth[i]) ** 2))
+                panels.append((f"{title}\nMSE {mse:.4f} = {mse / baseline:.2f} x mean", panel, own))
+            for column, axis in enumerate(row):
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if column >= len(panels):
+                    axis.set_axis_off()
+                    continue
+                title, panel, own = panels[column]
+                image = axis.imshow(panel, cmap="gray", vmin=0.0, vmax=1.0)
+                if own is not None:
+                    axis.set_xlabel(f"this image {own:.3f}", fontsize=6)
+                if i == 0:
+                    axis.set_title(title, fontsize=6.5)
+                if column == 0:
+                    axis.set_ylabel(f"{task}\ntest image {i + 1}", fontsize=7)
+    fig.colorbar(image, ax=axes, shrink=0.5, label="pixel intensity (0 black, 1 white)")
+    fig.suptitle(
+        f"Held-out MNIST images: each model learned from N={n_train} training images, "
+        f"{args.pixels_per_image} random pixels each, and predicts all {truth[0].size} pixels\n"
+        f"of images it never saw. Titles: test MSE over every pixel of the {args.n_test} test "
+        f"images (seed {args.first_seed}; lower is better), and as a multiple of the mean "
+        "predictor's,\nwhich paints every pixel the training images' mean; under each panel, "
+        "that image's MSE. A selected model's values (f_depth, g_depth, length scale, ridge)\n"
+        "were chosen on the training images only; a column that several selections predicted "
+        "alike names them all.",
+        fontsize=7.5,
+    )
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

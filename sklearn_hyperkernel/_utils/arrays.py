@@ -6,7 +6,7 @@
   :func:`scale`, :func:`shift`, :func:`sqrt` and :func:`clip_correlations`
   take that decision as an argument.
 * Pairwise quantities of two sets of rows, exact for equal rows (see
-  :mod:`._rows`): cosine correlations (:func:`row_correlations`, exactly 1)
+  :mod:`._utils.rows`): cosine correlations (:func:`row_correlations`, exactly 1)
   and squared distances (:func:`squared_distances`, exactly 0).
 
 Pure numpy and array API: no scikit-learn.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._rows import FIND, Coincidence, find_coincidence, set_where
+from .rows import FIND, Coincidence, find_coincidence, set_where
 
 __all__ = [
     "DIFFERENCE_COLUMNS",
@@ -106,7 +106,7 @@ def row_correlations(
 ) -> tuple[Array, Array, Array]:
     """Cosine similarities of rows (exactly 1 for equal rows) and the row norms.
 
-    ``coincident`` says where rows are equal (:func:`._rows.coincident_pairs`;
+    ``coincident`` says where rows are equal (:func:`._utils.rows.coincident_pairs`;
     None: nowhere) where the caller knows it; by default it is found from the
     rows.
     """

@@ -21,7 +21,9 @@ of which said ``0.1.0`` (:data:`UNRECORDED_VERSION`).
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
+import importlib.util
 import inspect
 import pickle
 import re
@@ -30,7 +32,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from ._version import __version__
+from .._version import __version__
 
 __all__ = [
     "BIAS_PARAMETERS",
@@ -39,6 +41,7 @@ __all__ = [
     "NETWORK_ESTIMATOR_HISTORY",
     "NETWORK_HISTORY",
     "REGRESSOR_HISTORY",
+    "MOVED_MODULES",
     "REMOVED_MODULES",
     "UNRECORDED_VERSION",
     "VERSION_KEY",
@@ -109,17 +112,17 @@ class AddedParameter:
     old_value: Any
 
 
-#: The biases of f and g (../shared/docs/biases.md): variance 0 is the bias-free
+#: The biases of f and g (docs/math.md, "Biases"): variance 0 is the bias-free
 #: network of every version before 0.2.0.
 BIAS_PARAMETERS = (
     AddedParameter("f_bias_variance", "0.2.0", 0.0),
     AddedParameter("g_bias_variance", "0.2.0", 0.0),
 )
 #: :class:`~sklearn_hyperkernel.HyperKernel`, :class:`~sklearn_hyperkernel.HyperNNGP`.
-#: The bias variances' bounds came with them (moot while a variance is 0: it is fixed).
 KERNEL_HISTORY = (
     AddedParameter("normalize_x", "0.1.0", False),
     *BIAS_PARAMETERS,
+    # the bounds matter only when the variance is positive (at 0 it is fixed)
     AddedParameter("f_bias_variance_bounds", "0.2.0", (1e-5, 1e5)),
     AddedParameter("g_bias_variance_bounds", "0.2.0", (1e-5, 1e5)),
 )
@@ -161,6 +164,54 @@ REMOVED_MODULES = {
     "sklearn_hyperkernel._network": "0.1.0",  # the torch Hypernetwork, now .network
     "sklearn_hyperkernel._progress": "0.1.0",
 }
+
+#: Private modules of 0.1.0 that 0.2.0 moved into the layers' folders
+#: (docs/architecture.md), and where each is now: a pickle of 0.1.0 that refers to
+#: one (a fitted estimator's operator, rows or settings) finds it there.
+MOVED_MODULES = {
+    f"sklearn_hyperkernel.{old}": f"sklearn_hyperkernel.{new}"
+    for old, new in {
+        "_architecture": "_params.architecture",
+        "_kernel_parameters": "_params.kernel_parameters",
+        "_network_parameters": "_params.network_parameters",
+        "_arrays": "_utils.arrays",
+        "_rows": "_utils.rows",
+        "_device": "_utils.device",
+        "_scheduling": "_utils.scheduling",
+        "_linalg": "_utils.linalg",
+        "_targets": "_utils.targets",
+        "_versioning": "_utils.versioning",
+        "_gram_engine": "_gram.engine",
+        "_gram_tiles": "_gram.tiles",
+        "_fused": "_gram.fused",
+        "_fork": "_gram.fork",
+        "_cg": "_solvers.cg",
+        "_dense_solver": "_solvers.dense",
+        "_nystrom": "_solvers.nystrom",
+        "_nystrom_centers": "_solvers.nystrom_components",
+        "_nystrom_system": "_solvers.nystrom_system",
+    }.items()
+}
+
+
+class _MovedModuleLoader(importlib.abc.Loader):
+    """Loads an old module name as a namespace holding the names of the module it moved to.
+
+    The classes keep their own ``__module__``, so what is pickled now refers to
+    the new place; only references of older pickles go through the old name.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def create_module(self, spec):  # noqa: D102 - importlib's
+        return None  # the default module object
+
+    def exec_module(self, module) -> None:  # noqa: D102 - importlib's
+        moved = importlib.import_module(self.target)
+        module.__dict__.update(
+            {name: value for name, value in vars(moved).items() if not name.startswith("__")}
+        )
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -288,6 +339,10 @@ class RemovedModuleFinder(importlib.abc.MetaPathFinder):
     """
 
     def find_spec(self, fullname: str, path=None, target=None):  # noqa: D102 - importlib's
+        if fullname in MOVED_MODULES:
+            return importlib.util.spec_from_loader(
+                fullname, _MovedModuleLoader(MOVED_MODULES[fullname])
+            )
         last = REMOVED_MODULES.get(fullname)
         if last is None:
             return None

@@ -28,7 +28,7 @@ Two implementations, chosen once by :func:`gram_operator`:
 
 * :class:`GramOperator` serves any scikit-learn kernel: every block is a call
   ``kernel(X[rows], X[cols])`` and ``K @ V`` goes block by block over the
-  upper block triangle (:func:`._linalg.upper_block_product`, the one
+  upper block triangle (:func:`._utils.linalg.upper_block_product`, the one
   implementation of that product);
 * :class:`FactorizedGramOperator` serves HyperKernel and HyperNNGP: the rows
   are factorised once (``factorize_rows``: each distinct x found and its
@@ -51,11 +51,11 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from ._device import resolve_device
-from ._linalg import upper_block_product
-from ._scheduling import run_tasks
-from .config import get_config
-from .progress import ProgressLog
+from .._utils.device import resolve_device
+from .._utils.linalg import upper_block_product
+from .._utils.scheduling import run_tasks
+from ..config import get_config
+from ..progress import ProgressLog
 
 __all__ = [
     "FactorizingKernel",
@@ -361,7 +361,7 @@ class GramOperator:
         """``k(X, these rows) @ coef``, never holding more than a tile of ``k`` per task.
 
         The blocks of rows of :func:`block_partition` are parallel tasks
-        (:func:`._scheduling.run_tasks`, over the kernel's ``n_jobs`` workers or
+        (:func:`._utils.scheduling.run_tasks`, over the kernel's ``n_jobs`` workers or
         a Dask cluster; one at a time locally for a torch kernel), each
         evaluating its tiles with :meth:`sequential`. The kernel's ``verbose``
         (if it has one) reports their progress.
@@ -413,7 +413,7 @@ class GramOperator:
 
         Only the blocks ``K[i:j, i:]`` of the upper block triangle are
         evaluated, one at a time; each serves its own rows and, transposed,
-        the rows below (:func:`._linalg.upper_block_product`), with
+        the rows below (:func:`._utils.linalg.upper_block_product`), with
         ``diagonal`` written in and each block's leading square made exactly
         symmetric, as in :meth:`gram`.
 
@@ -496,7 +496,7 @@ class FactorizedGramOperator(GramOperator):
 
     def sequential(self, stream_entries: int | None = None) -> FactorizedGramOperator:
         """As :meth:`GramOperator.sequential`, without ``X`` (blocks do not read it); its
-        tiles choose the fused pass by ``stream_entries`` (:func:`._gram_engine.gram`)."""
+        tiles choose the fused pass by ``stream_entries`` (:func:`._gram.engine.gram`)."""
         operator = self._with(self._quiet_kernel(), keep_X=False)
         operator.stream_entries = stream_entries
         return operator

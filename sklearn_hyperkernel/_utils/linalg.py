@@ -1,7 +1,7 @@
 """Small dense linear-algebra helpers shared by the kernel ridge solvers.
 
-The exact solve (:mod:`._dense_solver`) and the Nyström solve
-(:mod:`._nystrom_system`) work on symmetric matrices held as one triangle,
+The exact solve (:mod:`._solvers.dense`) and the Nyström solve
+(:mod:`._solvers.nystrom_system`) work on symmetric matrices held as one triangle,
 factorise them with a Cholesky factorisation guarded by its condition number,
 and choose how many BLAS threads LAPACK may use; the Gram engine fills a
 symmetric matrix from blocks of its upper block triangle and multiplies by one
@@ -21,7 +21,7 @@ from array_api_compat import device as array_device
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
-from .config import get_config
+from ..config import get_config
 
 __all__ = [
     "blas_threads",
@@ -41,7 +41,7 @@ def blas_threads(size: int, *, one_thread_up_to: int = 0) -> threadpool_limits:
     guard: the bundled OpenBLAS crashed in threaded ``dpotrf`` from 16,000
     rows up, see :mod:`sklearn_hyperkernel.config`) and up to
     ``one_thread_up_to`` (where threads are slower, see
-    :func:`._nystrom_system.centre_space_threads`); the library's default
+    :func:`._solvers.nystrom_system.centre_space_threads`); the library's default
     otherwise.
     """
     one = size > get_config()["one_blas_thread_above"] or size <= one_thread_up_to
@@ -69,7 +69,7 @@ def upper_block_product(block: Any, vectors: Any, diagonal: Any, out: Any = None
 
     The one implementation of a product with a symmetric matrix that is
     computed only on its upper block triangle (the engine's
-    :func:`._gram_engine.gram_matvec`, and any kernel tiled the same way). With
+    :func:`._gram.engine.gram_matvec`, and any kernel tiled the same way). With
     ``block = K[i:i+m, i:] = [S | R]`` (``S`` its leading ``m x m`` square,
     straddling the diagonal), ``S`` is taken as its strict upper triangle
     mirrored, with the exact ``diagonal`` written in, as in the matrix a

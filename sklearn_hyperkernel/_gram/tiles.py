@@ -1,6 +1,6 @@
 """One block of a hypernetwork Gram, evaluated tile by tile on its device.
 
-The lower half of the Gram engine (:mod:`._gram_engine` drives it): given the
+The lower half of the Gram engine (:mod:`._gram.engine` drives it): given the
 rows of a Gram placed on a device (:func:`place_rows`), :func:`block_tiles`
 evaluates the consecutive output rows of one *block* against the columns it
 needs, in *tiles* of rows, each one vectorised pass of the recursions
@@ -11,10 +11,10 @@ needs, in *tiles* of rows, each one vectorised pass of the recursions
   rows tile by tile);
 * rows with equal x, or equal z, get correlation exactly 1, from the ids of
   :func:`coincidence_ids` (binary search in their sorted
-  order, :func:`._rows.coincident_pairs`);
+  order, :func:`._utils.rows.coincident_pairs`);
 * :func:`block_and_tile_rows` chooses the sizes;
 * where numba can be imported, a large Gram's blocks skip the tiles: each block's
-  recursions run in one compiled pass (:func:`._fused.hyper_block`) when
+  recursions run in one compiled pass (:func:`._gram.fused.hyper_block`) when
   :func:`fused_pass` says so (numpy arrays, no gradient).
 """
 
@@ -28,11 +28,11 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
-from ._arrays import squared_distances
-from ._device import Placement
-from ._rows import coincident_pairs, row_ids, set_where, sorted_ids
-from .config import fused_setting, get_config
-from .recursions import (
+from .._utils.arrays import squared_distances
+from .._utils.device import Placement
+from .._utils.rows import coincident_pairs, row_ids, set_where, sorted_ids
+from ..config import fused_setting, get_config
+from ..recursions import (
     Direction,
     MLPCorrelations,
     hyper_from_correlations,
@@ -40,6 +40,9 @@ from .recursions import (
     z_correlations,
     z_needs_coincidence,
 )
+from . import fork as _fork  # noqa: F401 - registers its fork hook before any numba pool starts
+
+_NUMPY = Placement()  # numpy, float64: the fused pass's placement
 
 __all__ = [
     "Architecture",
@@ -50,6 +53,7 @@ __all__ = [
     "coincidence_ids",
     "place_rows",
     "block_tiles",
+    "fused_block",
     "block_and_tile_rows",
     "fused_available",
     "fused_pass",
@@ -57,8 +61,8 @@ __all__ = [
 
 
 def fused_available() -> bool:
-    """Whether the fused pass can run here (numba importable)."""
-    from . import _fused  # imports numba: only when a large Gram asks
+    """Whether the fused pass can run here (numba importable, its JIT not disabled)."""
+    from . import fused as _fused
 
     return _fused.available()
 
@@ -152,12 +156,12 @@ def _directions(arch: Architecture, names: tuple[str, ...]) -> list[Direction]:
 
 @dataclass(frozen=True)
 class PlacedRows:
-    """The arrays of a :class:`._gram_engine.FactorizedRows` the recursions read, placed.
+    """The arrays of a :class:`._gram.engine.FactorizedRows` the recursions read, placed.
 
     ``x_index`` and the ids of :func:`coincidence_ids` stay host arrays:
     which distinct rows a block needs, and which entries coincide, is
     bookkeeping done on the host. ``x_order``, ``x_sorted``, ``z_order`` and
-    ``z_sorted`` sort the ids (:func:`._rows.sorted_ids`), so that a block or
+    ``z_sorted`` sort the ids (:func:`._utils.rows.sorted_ids`), so that a block or
     a tile finds its equal rows by binary search instead of comparing every
     entry.
     """
@@ -229,7 +233,7 @@ def place_rows(placement: Placement, a: Any, b: Any = None) -> tuple:
 
 
 def _put_coincidence(coincidence: Any, placement: Placement) -> Any:
-    """A :func:`._rows.coincident_pairs` result as arrays of the placement."""
+    """A :func:`._utils.rows.coincident_pairs` result as arrays of the placement."""
     if isinstance(coincidence, tuple):
         return tuple(placement.put_index(index) for index in coincidence)
     return placement.put_index(coincidence)
@@ -259,6 +263,62 @@ def _take(table: Any, index: Any, axis: int) -> Any:
     return array_namespace(table).take(table, index, axis=axis)
 
 
+def _block_x_correlations(
+    placement: Placement,
+    a: PlacedRows,
+    rows: slice,
+    b: PlacedRows,
+    cols: slice,
+    destination: np.ndarray | None = None,
+) -> tuple[Any, tuple, tuple]:
+    """x's correlations of a block on the distinct x rows it uses, equal x exactly 1.
+
+    One matrix product for the whole block. Returns ``(rho_x, (used_a,
+    used_b), (local_a, local_b))`` as :func:`_local_distinct` gives them. With
+    ``destination`` and every x of the block distinct, the product is computed
+    into ``destination``.
+    """
+    used_a, local_a = _local_distinct(a.x_index[rows])
+    used_b, local_b = _local_distinct(b.x_index[cols])
+    x_a = _take(a.x_unit, placement.put_index(used_a), 0)
+    x_b = _take(b.x_unit, placement.put_index(used_b), 0)
+    if destination is not None and local_a is None and local_b is None:
+        rho_x = np.matmul(x_a, x_b.T, out=destination)
+    else:
+        rho_x = x_a @ x_b.T
+    # equal x: correlation exactly 1 (a unit row times itself is 1 only up to
+    # rounding, and kappa0 moves by ~sqrt(ulp) there)
+    if isinstance(used_b, slice):
+        same_x = coincident_pairs(a.x_ids[used_a], b.x_ids, b.x_search, used_b)
+    else:
+        same_x = coincident_pairs(a.x_ids[used_a], b.x_ids[used_b])
+    rho_x = set_where(rho_x, _put_coincidence(same_x, placement), 1.0, True)
+    return rho_x, (used_a, used_b), (local_a, local_b)
+
+
+def fused_block(
+    arch: Architecture,
+    a: PlacedRows,
+    rows: slice,
+    b: PlacedRows,
+    cols: slice,
+    *,
+    symmetric: bool,
+    destination: np.ndarray | None = None,
+) -> np.ndarray:
+    """The block ``[rows, cols]`` in one compiled pass (:func:`._gram.fused.hyper_block`).
+
+    Numpy rows only, values only (no gradient). In a symmetric Gram the
+    block's leading square comes mirrored. Given ``destination`` (a host view
+    of the output's block ``[rows, cols]``, rows of unit stride), the pass
+    writes there and returns it: with every x distinct, x's product is
+    computed into it and becomes the kernel where it lies, so the block needs
+    no memory of its own.
+    """
+    rho_x, _, local = _block_x_correlations(_NUMPY, a, rows, b, cols, destination)
+    return _fused_block(arch, a, rows, b, cols, rho_x, local, symmetric, destination)
+
+
 def block_tiles(
     arch: Architecture,
     placement: Placement,
@@ -266,15 +326,15 @@ def block_tiles(
     rows: slice,
     b: PlacedRows,
     cols: slice,
-    need_gradient: tuple[str, ...],
+    *,
+    gradient_names: tuple[str, ...] = (),
     tile_rows: int,
     symmetric: bool,
     fused: bool = False,
-    destination: np.ndarray | None = None,
 ) -> Iterable[tuple[slice, slice, Any, Any]]:
     """Kernel (and its gradient) on a block of rows, tile by tile.
 
-    ``need_gradient``: the hyperparameters of :data:`GRADIENT_NAMES` whose
+    ``gradient_names``: the hyperparameters of :data:`GRADIENT_NAMES` whose
     log the gradient's columns differentiate by, in that order (empty: none).
 
     x's correlations come from one matrix product for the whole block; the
@@ -284,34 +344,15 @@ def block_tiles(
     starts at its own diagonal, so every entry is computed once.
 
     ``fused`` (from :func:`fused_pass`; ignored where numba is missing): the
-    whole block is one tile of :func:`._fused.hyper_block`, its leading
-    square already mirrored when ``symmetric``, and no gradient. Given
-    ``destination`` (a host view of the output's block ``[rows, cols]``, rows
-    of unit stride), the fused pass writes there and yields it: with every x
-    distinct, x's product is computed into it and becomes the kernel where it
-    lies, so the block needs no memory of its own.
+    whole block is one tile of :func:`fused_block`, its leading square
+    already mirrored when ``symmetric``, and no gradient.
     """
-    used_a, local_a = _local_distinct(a.x_index[rows])
-    used_b, local_b = _local_distinct(b.x_index[cols])
-    fused = fused and fused_available()
-    x_a = _take(a.x_unit, placement.put_index(used_a), 0)
-    x_b = _take(b.x_unit, placement.put_index(used_b), 0)
-    if fused and destination is not None and local_a is None and local_b is None:
-        rho_x_block = np.matmul(x_a, x_b.T, out=destination)
-    else:
-        rho_x_block = x_a @ x_b.T
-    # equal x: correlation exactly 1 (a unit row times itself is 1 only up to
-    # rounding, and kappa0 moves by ~sqrt(ulp) there)
-    if isinstance(used_b, slice):
-        same_x = coincident_pairs(a.x_ids[used_a], b.x_ids, b.x_search, used_b)
-    else:
-        same_x = coincident_pairs(a.x_ids[used_a], b.x_ids[used_b])
-    rho_x_block = set_where(rho_x_block, _put_coincidence(same_x, placement), 1.0, True)
-    if fused:
-        local = (local_a, local_b)
-        value = _fused_block(arch, a, rows, b, cols, rho_x_block, local, symmetric, destination)
-        yield rows, cols, value, None
+    if fused and fused_available():
+        yield rows, cols, fused_block(arch, a, rows, b, cols, symmetric=symmetric), None
         return
+    rho_x_block, (used_a, used_b), (local_a, local_b) = _block_x_correlations(
+        placement, a, rows, b, cols
+    )
     xp = array_namespace(rho_x_block)
     # |x|^2 / n0 of the block's distinct x rows and columns (f's row variances)
     s_block_a = _take(a.x_variance, placement.put_index(used_a), 0)
@@ -335,7 +376,7 @@ def block_tiles(
         rho_x = xp.asarray(rho_x, copy=True)  # the recursion works in place
         local = (placement.put_index(local_tile), placement.put_index(local_tile_b))
         value, gradient = _tile(
-            arch, placement, a, tile, b, tile_cols, rho_x, (s_a, s_b), local, need_gradient
+            arch, placement, a, tile, b, tile_cols, rho_x, (s_a, s_b), local, gradient_names
         )
         yield tile, tile_cols, value, gradient
 
@@ -351,13 +392,13 @@ def _fused_block(
     symmetric: bool,
     destination: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The block by :func:`._fused.hyper_block`, from its x correlations ``rho_x``.
+    """The block by :func:`._gram.fused.hyper_block`, from its x correlations ``rho_x``.
 
     ``local`` maps the block's rows and columns to those of ``rho_x`` (None:
     one to one, and then the kernel overwrites ``rho_x`` in place). Written
     into ``destination`` when given (``rho_x`` may be it).
     """
-    from ._fused import hyper_block
+    from .fused import hyper_block
 
     in_place = local[0] is None and local[1] is None
     if destination is not None:

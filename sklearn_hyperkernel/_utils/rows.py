@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from .config import get_config
+from ..config import get_config
 
 __all__ = [
     "FIND",

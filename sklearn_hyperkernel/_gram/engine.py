@@ -5,22 +5,22 @@ two input correlations are known; this module decides *where* they are
 evaluated. Vocabulary: a *block* is the consecutive output rows one task
 computes (against the columns it needs; ``block_size`` rows when given); a
 *tile* is the part of a block evaluated in one vectorised pass, so that memory
-stays bounded (:mod:`._gram_tiles` evaluates one block, tile by tile).
+stays bounded (:mod:`._gram.tiles` evaluates one block, tile by tile).
 
 * f's quantities depend on x alone: the distinct x rows are found once
   (:func:`factorize`), and each block works on the distinct x it uses (the
   paper's tasks share one image among many pixel coordinates);
 * rows with equal x, or equal z, get correlation exactly 1 wherever they
   meet (symmetric or cross Gram, gradient, ``K @ V``): equal rows are found
-  once per call on the host (:func:`._gram_tiles.coincidence_ids`);
+  once per call on the host (:func:`._gram.tiles.coincidence_ids`);
 * a symmetric Gram is filled from its upper block triangle and mirrored, and a
   product ``K @ V`` (:func:`gram_matvec`) streams over the same triangle
-  without ever holding ``K`` (:func:`._linalg.upper_block_product`);
-* on numpy, or torch tensors on a CPU or a GPU (:class:`._device.Placement`);
+  without ever holding ``K`` (:func:`._utils.linalg.upper_block_product`);
+* on numpy, or torch tensors on a CPU or a GPU (:class:`._utils.device.Placement`);
 * on numpy where numba can be imported, a large Gram's blocks run their
-  recursions in one compiled pass (:mod:`._fused`), as the configuration's
-  ``fused`` and ``fused_min_entries`` say (:func:`._gram_tiles.fused_pass`);
-* blocks are independent tasks run by :func:`._scheduling.run_tasks`
+  recursions in one compiled pass (:mod:`._gram.fused`), as the configuration's
+  ``fused`` and ``fused_min_entries`` say (:func:`._gram.tiles.fused_pass`);
+* blocks are independent tasks run by :func:`._utils.scheduling.run_tasks`
   (sequentially, on threads, or on Dask); in this process each writes its
   part of the Gram itself, elsewhere (Dask) it returns it, so nothing
   assumes one machine.
@@ -35,23 +35,24 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._device import Placement
-from ._gram_tiles import (
+from .._utils.device import Placement
+from .._utils.linalg import mirror_below, mirror_leading_square, upper_block_product
+from .._utils.rows import distinct_rows_and_keys
+from .._utils.scheduling import run_tasks, runs_locally
+from ..progress import ProgressLog
+from ..recursions import hyper_diagonal
+from .tiles import (
     N_ROW_ARRAYS,
     Architecture,
     PlacedRows,
     block_and_tile_rows,
     block_tiles,
     fused_available,
+    fused_block,
     fused_pass,
     gradient_columns,
     place_rows,
 )
-from ._linalg import mirror_below, mirror_leading_square, upper_block_product
-from ._rows import distinct_rows_and_keys
-from ._scheduling import run_tasks, runs_locally
-from .progress import ProgressLog
-from .recursions import hyper_diagonal
 
 _NUMPY = Placement()  # the default: numpy, float64
 
@@ -83,7 +84,7 @@ class FactorizedRows:
         correlations are one matrix product.
     x_key : ndarray of shape (n_distinct,), dtype uint64, or None
         A hash of each distinct x's values (see
-        :func:`~sklearn_hyperkernel._rows.row_keys`), with which equal x
+        :func:`~sklearn_hyperkernel._utils.rows.row_keys`), with which equal x
         rows of two sets of rows are matched; None computes it when needed.
     """
 
@@ -190,7 +191,7 @@ def _unit(x: np.ndarray, squared_norm: np.ndarray | None = None) -> np.ndarray:
 
 # ---------------------------------------------------------------- tasks
 # Module-level functions of plain arguments: joblib sends them to threads,
-# processes or Dask workers alike (see :func:`._scheduling.run_tasks`).
+# processes or Dask workers alike (see :func:`._utils.scheduling.run_tasks`).
 
 
 def _gram_block(
@@ -207,8 +208,8 @@ def _gram_block(
 ) -> list[tuple[slice, slice, np.ndarray, np.ndarray | None]]:
     """One block of a Gram: written into ``shared``, or returned as host tiles.
 
-    ``row_arrays`` are :func:`._gram_tiles.place_rows` of the rows, then of
-    the columns when they differ; ``fused`` as :func:`._gram_tiles.block_tiles`.
+    ``row_arrays`` are :func:`._gram.tiles.place_rows` of the rows, then of
+    the columns when they differ; ``fused`` as :func:`._gram.tiles.block_tiles`.
     ``shared`` (tasks in the caller's process only): ``(K, gradient)``, which
     the block writes itself, tile by tile (a fused block: straight from its
     pass), returning nothing. None: the tiles ``(rows, cols, value,
@@ -220,16 +221,22 @@ def _gram_block(
     if fused and shared is not None:
         K = shared[0]
         # one tile: the whole block, written into K, its leading square mirrored
-        for _ in block_tiles(
-            arch, placement, a, rows, b, cols, (), tile_rows, symmetric, True, K[rows, cols]
-        ):
-            pass
+        fused_block(arch, a, rows, b, cols, symmetric=symmetric, destination=K[rows, cols])
         if symmetric:
             mirror_below(K, rows)
         return []
     tiles = []
     for tile, tile_cols, value, grad in block_tiles(
-        arch, placement, a, rows, b, cols, eval_gradient, tile_rows, symmetric, fused
+        arch,
+        placement,
+        a,
+        rows,
+        b,
+        cols,
+        gradient_names=eval_gradient,
+        tile_rows=tile_rows,
+        symmetric=symmetric,
+        fused=fused,
     ):
         value = Placement.host(value)
         grad = None if grad is None else Placement.host(grad)
@@ -256,7 +263,7 @@ def _write_tile(
     """A tile (and its gradient) into the Gram, and its mirror below the diagonal.
 
     In a symmetric Gram the tile's columns start at its first row and its
-    leading square is already symmetric (:func:`._linalg.mirror_leading_square`).
+    leading square is already symmetric (:func:`._utils.linalg.mirror_leading_square`).
     """
     K[tile, tile_cols] = value
     if grad is not None:
@@ -279,7 +286,7 @@ def _matvec_block(
 ) -> tuple[int, np.ndarray]:
     """The contribution of the upper-triangle block ``K[rows, rows.start:]`` to ``K @ V``.
 
-    Tile by tile (:func:`._linalg.upper_block_product`). Returns ``(rows.start,
+    Tile by tile (:func:`._utils.linalg.upper_block_product`). Returns ``(rows.start,
     contribution to rows rows.start:)``.
     """
     a = PlacedRows(*row_arrays)
@@ -287,7 +294,9 @@ def _matvec_block(
     placed_diagonal = placement.put(diagonal)
     contribution = array_namespace(placed_vectors).zeros_like(placed_vectors)
     cols = slice(rows.start, a.n_rows)
-    tiles = block_tiles(arch, placement, a, rows, a, cols, (), tile_rows, True, fused)
+    tiles = block_tiles(
+        arch, placement, a, rows, a, cols, tile_rows=tile_rows, symmetric=True, fused=fused
+    )
     for tile, _, value, _ in tiles:
         offset = tile.start - rows.start
         upper_block_product(
@@ -297,12 +306,25 @@ def _matvec_block(
 
 
 def _run(task, calls, consume, placement, n_jobs, verbose, label, **options) -> None:
-    """:func:`._scheduling.run_tasks` of the blocks, with one progress step per block."""
+    """:func:`._utils.scheduling.run_tasks` of the blocks, with one progress step per block.
+
+    The bar closes however the run ends (an interruption included).
+    """
     progress = ProgressLog(label, len(calls), verbose, unit="blocks") if verbose else None
     sequential = placement.uses_torch  # torch parallelises inside a block; a GPU runs one
-    run_tasks(
-        task, calls, n_jobs, consume, progress=progress, sequential_locally=sequential, **options
-    )
+    try:
+        run_tasks(
+            task,
+            calls,
+            n_jobs,
+            consume,
+            progress=progress,
+            sequential_locally=sequential,
+            **options,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def gram(
@@ -328,7 +350,7 @@ def gram(
         None: the symmetric Gram of ``a``, filled from its upper block triangle.
     eval_gradient : tuple of str
         Also return the gradient with respect to the log of these
-        hyperparameters (names of :data:`._gram_tiles.GRADIENT_NAMES`, in
+        hyperparameters (names of :data:`._gram.tiles.GRADIENT_NAMES`, in
         that order: ``f_bias_variance``, ``g_bias_variance``,
         ``length_scale``), shape (n_a, n_b, n_theta): one column per bias
         variance, one per length scale. Empty: no gradient.
@@ -336,11 +358,11 @@ def gram(
         Rows per block (one task), and per tile; None chooses blocks for BLAS
         and tiles of about 2^17 entries for the elementwise recursions (one
         tile per block of 2^25 entries on a GPU; blocks of 2^20 entries, one
-        tile each, in the fused pass of :func:`._gram_tiles.fused_pass`): the
+        tile each, in the fused pass of :func:`._gram.tiles.fused_pass`): the
         defaults of :func:`sklearn_hyperkernel.set_config`, see
-        :func:`._gram_tiles.block_and_tile_rows`. Results do not depend on it.
+        :func:`._gram.tiles.block_and_tile_rows`. Results do not depend on it.
     n_jobs : int or None
-        joblib workers over blocks (see :func:`._scheduling.run_tasks`).
+        joblib workers over blocks (see :func:`._utils.scheduling.run_tasks`).
     placement : Placement
         numpy, or torch on a device; the result is a float64 numpy array.
     verbose : int
@@ -350,7 +372,7 @@ def gram(
     stream_entries : int or None
         Entries of the whole computation this Gram is one piece of (a tile of
         Nystroem's ``K_nm``, of a prediction's ``K(X, rows)``): the fused pass
-        is chosen by that size (:func:`._gram_tiles.fused_pass`) instead of
+        is chosen by that size (:func:`._gram.tiles.fused_pass`) instead of
         this Gram's own. None: this Gram's.
 
     Returns

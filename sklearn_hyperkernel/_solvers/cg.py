@@ -6,7 +6,7 @@ iteration asks the :class:`~._operator.GramOperator` for ``K @ V`` on the
 search directions of all targets at once; the preconditioner is
 ``(L L^T + r I)^-1`` with ``L`` a partial pivoted Cholesky factor of rank
 ``cg_rank`` built from ``cg_rank`` rows of ``K``. The algorithms themselves are
-pure and live in :mod:`._solvers`; this module sets them up for kernel ridge
+pure and live in :mod:`._solvers.iterative`; this module sets them up for kernel ridge
 regression: the sample weights, the preconditioner's stopping rule, the
 progress lines and the warnings.
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from ._operator import GramOperator, check_finite_kernel
-from ._solvers import LowRankPreconditioner, conjugate_gradient, pivoted_cholesky
-from .config import get_config
-from .progress import log
+from .._operator.gram_operator import GramOperator, check_finite_kernel
+from ..config import get_config
+from ..progress import log
+from .iterative import LowRankPreconditioner, conjugate_gradient, pivoted_cholesky
 
 __all__ = ["CGFit", "fit_cg"]
 

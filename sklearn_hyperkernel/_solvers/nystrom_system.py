@@ -26,8 +26,8 @@ from scipy.linalg import lapack
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from ._linalg import blas_threads, guarded_cholesky, symmetrize
-from .config import get_config
+from .._utils.linalg import blas_threads, guarded_cholesky, symmetrize
+from ..config import get_config
 
 __all__ = [
     "WHITEN_BLOCKS_BELOW_RCOND",

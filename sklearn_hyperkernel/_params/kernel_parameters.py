@@ -1,14 +1,14 @@
 """The parameters text of the kernels' docstrings (numpydoc), declared once.
 
 The architecture entries shared with the estimators and the torch network come
-from :func:`._architecture.parameters_doc`; the kernels' own entries (their
+from :func:`._params.architecture.parameters_doc`; the kernels' own entries (their
 length scale is a hyperparameter, ``normalize_x`` is off, the engine's
 ``block_size`` / ``n_jobs`` / ``device`` / ``dtype``) are here.
 """
 
 from __future__ import annotations
 
-from ._architecture import parameters_doc
+from .architecture import parameters_doc
 
 __all__ = ["KERNEL_PARAMETERS_DOC"]
 

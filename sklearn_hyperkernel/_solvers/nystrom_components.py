@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_array, check_random_state
 
-from ._operator import GramOperator
+from .._operator.gram_operator import GramOperator
 
 __all__ = [
     "NYSTROM_DEFAULT_COMPONENTS",

@@ -46,14 +46,14 @@ which is what g needs, and NTK).
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .config import get_config
+from ..config import get_config
+from . import fork as _fork
 
 try:  # a core dependency; where it cannot be imported the engine keeps its numpy path
     import numba
@@ -100,8 +100,8 @@ _EXP_UNDERFLOW = -745.1332191019412  # exp(x) rounds to 0 below
 
 
 def available() -> bool:
-    """Whether :func:`hyper_block` can run (numba can be imported)."""
-    return numba is not None
+    """Whether :func:`hyper_block` can run compiled (numba installed, its JIT not disabled)."""
+    return numba is not None and not numba.config.DISABLE_JIT
 
 
 def _jit(**options: Any):
@@ -499,27 +499,16 @@ def _distinct_variances(s: np.ndarray, index: np.ndarray, size: int) -> np.ndarr
     return distinct
 
 
-_POOL_PROCESS: list[int] = []  # the process that started numba's thread pool
-
-
 def _threads_are_safe() -> bool:
     """Whether this call may use numba's thread pool.
 
     Only from the main thread: numba's "workqueue" layer (numba's without TBB
     or GNU OpenMP) aborts on concurrent launches, and a caller's worker thread
-    has its share of the cores already. Not in a child forked after the pool
-    started under GNU OpenMP (the "omp" layer), which is not fork-safe.
+    has its share of the cores already. Not where :func:`._gram.fork.pool_usable`
+    says no: in a process forked after GNU OpenMP's pool started (the "omp"
+    layer, not fork-safe), or where the configured layer cannot be loaded.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if not _POOL_PROCESS:
-        _POOL_PROCESS.append(os.getpid())
-    if _POOL_PROCESS[0] == os.getpid():
-        return True
-    try:
-        return numba.threading_layer() != "omp"
-    except ValueError:  # the pool never started here
-        return True
+    return threading.current_thread() is threading.main_thread() and _fork.pool_usable()
 
 
 def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
@@ -592,9 +581,11 @@ def hyper_block(
         None: numba's threads (``numba.get_num_threads()``, all cores unless
         ``NUMBA_NUM_THREADS`` says fewer); 1: the calling thread only, as a
         caller running blocks on threads of its own should ask. Called from
-        a thread other than the main one, or in a process forked after
-        numba's OpenMP threads started, the block is computed on the calling
-        thread whatever ``n_threads`` says.
+        a thread other than the main one, in a process forked after numba's
+        OpenMP threads started (whoever started them), or where numba's
+        configured threading layer cannot be loaded (:mod:`._gram.fork`), the
+        block is computed on the calling thread whatever ``n_threads`` says
+        (the same values).
     f_bias_variance, g_bias_variance : float >= 0, default=0.0
         Variances ``bf`` of f's biases and ``bg`` of the biases f generates
         for g (docs/math.md, "Biases"). Both 0: the bias-free recursions in

@@ -38,8 +38,8 @@ from joblib import effective_n_jobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from .config import get_config
-from .progress import ProgressLog, format_log_line
+from ..config import get_config
+from ..progress import ProgressLog, format_log_line
 
 __all__ = [
     "Plateau",
@@ -109,7 +109,7 @@ class TrainingRows:
     @classmethod
     def build(cls, x, z, target) -> TrainingRows:
         """Rows from tensors, with the distinct x found by the package's row de-duplication."""
-        from ._rows import distinct_rows
+        from .._utils.rows import distinct_rows
 
         x_unique, x_index = distinct_rows(x)
         if x_unique.shape[0] > get_config()["deduplicate_below"] * x.shape[0]:
@@ -186,9 +186,18 @@ def run_epoch(
 
 
 def epoch_progress(source: str, epochs: int, verbose: int) -> ProgressLog:
-    """The progress of a fit: a bar over the epochs on a terminal, else the epochs' own lines."""
+    """The progress of a fit: a bar over the epochs on a terminal, else the epochs' own lines.
+
+    ``epochs`` is ``max_epochs``, a cap that the stopping rule usually ends
+    before: the bar says "up to", and closes where the fit stops.
+    """
     return ProgressLog(
-        f"[{source}] fit", epochs, verbose, unit="epochs", min_interval=0.0, count_lines=False
+        f"[{source}] fit, up to",
+        epochs,
+        verbose,
+        unit="epochs",
+        min_interval=0.0,
+        count_lines=False,
     )
 
 

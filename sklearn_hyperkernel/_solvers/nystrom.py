@@ -11,12 +11,12 @@ coefficients ``beta`` of ``f = sum_j beta_j k(., c_j)`` minimise
 
 :func:`fit_nystrom` takes three steps:
 
-* which rows are centres (:mod:`._nystrom_centers`);
+* which rows are centres (:mod:`._solvers.nystrom_components`);
 * :func:`normal_equations`: ``K_nm^T W K_nm`` and ``K_nm^T W y`` accumulated
   block of rows by block of rows (``K_nm`` never exists whole), the blocks
-  being parallel tasks (:func:`._scheduling.run_tasks`: threads, or a Dask
+  being parallel tasks (:func:`._utils.scheduling.run_tasks`: threads, or a Dask
   cluster inside ``joblib.parallel_config(backend="dask")``);
-* the ``m x m`` solve after whitening by ``K_mm`` (:mod:`._nystrom_system`).
+* the ``m x m`` solve after whitening by ``K_mm`` (:mod:`._solvers.nystrom_system`).
 
 The prediction is :meth:`~._operator.GramOperator.cross_product` of the
 centres' operator. Every kernel evaluation goes through a
@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas
 
-from ._linalg import symmetrize
-from ._nystrom_centers import select_centers
-from ._nystrom_system import Whitening, centre_space_threads, solve_normal_equations
-from ._operator import GramOperator, block_partition, check_finite_kernel, tiles
-from ._scheduling import run_tasks
-from .config import get_config
-from .progress import ProgressLog, format_log_line, log
+from .._operator.gram_operator import GramOperator, block_partition, check_finite_kernel, tiles
+from .._utils.linalg import symmetrize
+from .._utils.scheduling import run_tasks
+from ..config import get_config
+from ..progress import ProgressLog, format_log_line, log
+from .nystrom_components import select_centers
+from .nystrom_system import Whitening, centre_space_threads, solve_normal_equations
 
 __all__ = ["NystromFit", "fit_nystrom", "kernel_scale", "normal_equations"]
 
@@ -88,11 +88,13 @@ def fit_nystrom(
     ridges : ndarray of shape (n_targets,)
     sample_weight : ndarray of shape (n,) or None
     center_selection, n_components, random_state
-        See :func:`._nystrom_centers.select_centers`.
+        See :func:`._solvers.nystrom_components.select_centers`.
     block_size : int or None
-        Rows per block of ``K_nm`` (see :func:`._operator.block_partition`).
+        Rows per block of ``K_nm`` (see :func:`._operator.gram_operator.block_partition`).
     verbose : int, default=0
-        A line per step; at ``verbose >= 2`` the progress of the blocks too.
+        A line per step, and the progress of ``K_nm``'s blocks with the time
+        left (:class:`~sklearn_hyperkernel.progress.ProgressLog`: after a few
+        seconds at ``verbose=1``, every block at ``verbose >= 2``).
     source : str, default="HyperKernelRegressor"
         Who speaks in the lines (:func:`sklearn_hyperkernel.progress.log`).
 
@@ -134,7 +136,7 @@ def fit_nystrom(
         block_size=block_size,
         scale=scale,
         whitening=whitening if whitening.whiten_blocks else None,
-        verbose=verbose if verbose >= 2 else 0,
+        verbose=verbose,
         label=format_log_line(source, "Nystroem K_nm^T W K_nm"),
     )
     check_finite_kernel(gram)
@@ -176,7 +178,7 @@ def normal_equations(
 
     Given ``whitening`` (``T``), ``T^-1 K_nm^T W K_nm T^-T`` and ``T^-1 K_nm^T W y``
     instead, each tile whitened before it is accumulated. The blocks of
-    :func:`._operator.block_partition` (at least the configuration's
+    :func:`._operator.gram_operator.block_partition` (at least the configuration's
     ``nystrom_min_blocks``, in tiles of ``nystrom_tile_bytes``) are parallel
     tasks over the kernel's ``n_jobs`` workers; each evaluates
     ``K(tile, centres)`` tile by tile with the operators' :meth:`sequential

@@ -44,8 +44,8 @@ from joblib._parallel_backends import SequentialBackend, ThreadingBackend
 from joblib.parallel import get_active_backend
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
-from .config import config_context, get_config
-from .progress import ProgressLog
+from ..config import config_context, get_config
+from ..progress import ProgressLog
 
 __all__ = ["default_workers", "run_tasks", "runs_locally"]
 

@@ -7,7 +7,7 @@ ridge ``r_j`` (the weighted problem through ``diag(s) K diag(s)``,
 on ``K``:
 
 1. a Cholesky factorisation guarded by its condition number
-   (:func:`._linalg.guarded_cholesky`);
+   (:func:`._utils.linalg.guarded_cholesky`);
 2. if ``K + r I`` is not numerically positive definite, a jitter growing
    from ``1e-10`` to ``1e-4`` times the mean of the diagonal, with a
    :class:`~sklearn.exceptions.ConvergenceWarning` that states it;
@@ -27,8 +27,8 @@ import numpy as np
 from scipy import linalg
 from sklearn.exceptions import ConvergenceWarning
 
-from ._linalg import blas_threads, guarded_cholesky, symmetrize
-from ._operator import GramOperator, check_finite_kernel
+from .._operator.gram_operator import GramOperator, check_finite_kernel
+from .._utils.linalg import blas_threads, guarded_cholesky, symmetrize
 
 __all__ = ["solve_dense", "training_gram"]
 

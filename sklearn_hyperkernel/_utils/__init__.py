@@ -1,0 +1,1 @@
+"""Private layer of sklearn_hyperkernel (docs/architecture.md)."""
