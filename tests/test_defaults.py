@@ -133,8 +133,8 @@ def test_the_fitted_x_scale_is_weighted_and_applied_in_predict():
     """x_scale_ is the root of the weighted mean of |x|^2 / n0: an integer weight is a
     repeated row, a weight of 0 a dropped one (however large its x); predict divides x by
     it, so the model is the regressor of x / x_scale_ with normalize_x=False."""
-    U, y = make_sdf_shapes(12, 5, "box", random_state=3)
-    U_test, _ = make_sdf_shapes(4, 5, "box", random_state=4)
+    U, y = make_sdf_shapes(12, 5, "sphere", random_state=3)
+    U_test, _ = make_sdf_shapes(4, 5, "sphere", random_state=4)
     n_x = U.shape[1] - 3
     weights = np.random.default_rng(0).integers(0, 4, size=len(y))
     weights[0] = 0
