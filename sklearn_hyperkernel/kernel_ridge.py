@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -83,13 +85,38 @@ _INTRODUCTION = """Kernel ridge regression with the hyperkernel (the paper's Eq.
         as in ``KernelRidge``. The ridge used is ``ridge_``.
 """
 
+_BIAS_DOCS = {
+    "f_bias_variance": """\
+    f_bias_variance : float >= 0, default=1.0
+        Variance ``bf`` of the biases of f's layers, its output layer
+        included (NTK parameterisation, as neural-tangents'
+        ``Dense(b_std=sqrt(bf))``; docs/math.md, "Biases"). With it the
+        kernels see the norm of x (a shape code's size) and x = 0 is an
+        ordinary input. 1.0 was measured on pixel, tabular and shape-code
+        tasks (user guide, "Why the defaults are what they are"); 0 is the
+        paper's bias-free f.""",
+    "g_bias_variance": """\
+    g_bias_variance : float >= 0, default=0.1
+        Variance ``bg`` of the biases of g's layers, which f generates like
+        g's weights (docs/math.md, "Biases"); 0.1 measured as
+        ``f_bias_variance``; 0 is the paper's bias-free g.""",
+}
+
 _OWN_PARAMETERS = """\
-    normalize_x : bool, default=True
-        Rescale each ``x`` to ``|x|^2 / n0 = 1`` (zero rows stay zero), as the
-        authors' code puts images on the unit sphere. The kernels are
-        positively homogeneous of degree ``g_depth`` in ``x``: without it a
-        held-out row of larger norm (after a ``StandardScaler``, say) gets a
-        prediction scaled by ``(|x| / |x_train|)^g_depth``. ``False``: the
+    normalize_x : {"scale"} or bool, default="scale"
+        How x is put to the kernel's scale before the kernel sees it.
+        ``"scale"``: every x is divided by one number fitted on the training
+        rows, ``x_scale_ = sqrt(mean_i |x_i|^2 / n0)`` (weighted by
+        ``sample_weight``), so that the training
+        rows' mean ``|x|^2 / n0`` is 1 (the scale the bias variances are
+        measured against) while the norms keep their ratios: a shape code's
+        size still reaches the model. On rows of one norm (the unit-norm
+        images of :func:`~sklearn_hyperkernel.datasets.pixel_regression`) it
+        is the same as ``True``. ``True``: each ``x`` rescaled to ``|x|^2 / n0
+        = 1`` (zero rows stay zero), as the authors' code puts images on the
+        unit sphere: the kernel sees x's direction only, so a held-out row of
+        much larger norm than the training rows (after a ``StandardScaler``
+        on pixel columns, say) cannot inflate its prediction. ``False``: the
         paper's kernel of the raw rows.
     normalize_y : bool, default=True
         Standardise each target column (mean and deviation weighted by
@@ -200,7 +227,12 @@ _OWN_PARAMETERS = """\
         Rank of CG's preconditioner (below ``cg_rank`` when ``K`` is captured).
     dual_coef_ : ndarray of shape (n_samples,) or (n_samples, n_targets)
         Weights of the rows of ``X_fit_`` in ``predict(X) = K(X, X_fit_) @
-        dual_coef_ + intercept_`` (in the unweighted problem's units).
+        dual_coef_ + intercept_`` (in the unweighted problem's units; ``K``
+        of the rows with x divided by ``x_scale_``).
+    x_scale_ : float
+        The number every x is divided by before the kernel sees it:
+        ``sqrt(mean |x|^2 / n0)`` of the training rows (the mean weighted by
+        ``sample_weight``) with ``normalize_x="scale"``, else 1.0.
     intercept_ : float or ndarray of shape (n_targets,)
         The targets' (weighted) mean with ``normalize_y=True``, else 0.
     ridge_ : ndarray of shape (n_targets,)
@@ -275,13 +307,14 @@ _ARCHITECTURE = (
 
 
 class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
-    __doc__ = _INTRODUCTION + parameters_doc(*_ARCHITECTURE) + _OWN_PARAMETERS
+    __doc__ = _INTRODUCTION + parameters_doc(*_ARCHITECTURE, extra=_BIAS_DOCS) + _OWN_PARAMETERS
 
     _parameter_constraints: dict = {
         **CONSTRAINTS,
         "kernel": [StrOptions({"ntk", "nngp"}), Kernel],
         "alpha": [Interval(Real, 0, None, closed="neither"), "array-like"],
         "alpha_scale": [StrOptions({"relative", "absolute"})],
+        "normalize_x": ["boolean", StrOptions({"scale"})],
         "normalize_y": ["boolean"],
         "block_size": [Interval(Integral, 1, None, closed="left"), None],
         "solver": [StrOptions({"auto", "cholesky", "cg", "nystrom"})],
@@ -310,9 +343,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         length_scale: float | np.ndarray = 0.5,
         activation: str = "relu",
         negative_slope: float = 0.01,
-        f_bias_variance: float = 0.0,
-        g_bias_variance: float = 0.0,
-        normalize_x: bool = True,
+        f_bias_variance: float = 1.0,
+        g_bias_variance: float = 0.1,
+        normalize_x: bool | str = "scale",
         normalize_y: bool = True,
         block_size: int | None = None,
         solver: str = "auto",
@@ -414,7 +447,10 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         targets = (targets - mean) / scale
         self.solver_ = self._choose_solver(X.shape[0])
         self.kernel_ = self._build_kernel()
-        operator = gram_operator(self.kernel_, X, block_size=self.block_size)
+        self.x_scale_ = self._fit_x_scale(X, weights)
+        divide = self._x_divider()
+        X_kernel = X if divide is None else divide(X)  # the rows the kernel sees
+        operator = gram_operator(self.kernel_, X_kernel, block_size=self.block_size)
         self.n_iter_, self.cg_residual_, self.cg_rank_ = 1, None, None
         self.n_components_ = self.components_ = self.component_indices_ = None
         if self.solver_ == "cholesky":
@@ -461,13 +497,44 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         cg = self.solver_ == "cg"
         return (HyperKernel if self.kernel == "ntk" else HyperNNGP)(
             **{name: getattr(self, name) for name in _ARCHITECTURE},
-            normalize_x=self.normalize_x,
+            normalize_x=self.normalize_x is True,
             block_size=self.block_size if cg else None,
             n_jobs=self.n_jobs,
             device=self.device,
             dtype=self.dtype,
             verbose=max(int(self.verbose) - 1, 0) if cg else int(self.verbose),
         )
+
+    def _fit_x_scale(self, X: np.ndarray, weights: np.ndarray | None) -> float:
+        """``x_scale_``: ``sqrt(mean_i |x_i|^2 / n0)`` over the training rows for ``"scale"``.
+
+        The mean is weighted by ``sample_weight``, so that an integer weight is
+        the same as repeating the row and a weight of 0 as dropping it. It is
+        computed on ``x / max |x|`` (the largest over the rows of positive
+        weight), so that neither ``|x|^2`` of a tiny x underflows nor that of a
+        huge x overflows. 1.0 (nothing done) for the other ``normalize_x``,
+        for a given ``Kernel`` object, for rows without x columns and for an
+        all-zero x.
+        """
+        if self.normalize_x != "scale" or isinstance(self.kernel, Kernel):
+            return 1.0
+        x = X[:, : X.shape[1] - int(self.z_dim)]
+        if weights is not None:
+            x, weights = x[weights > 0], weights[weights > 0]
+        if x.size == 0:
+            return 1.0
+        peak = float(np.max(np.abs(x)))
+        if not peak > 0:
+            return 1.0
+        mean_square = np.average(np.mean((x / peak) ** 2, axis=1), weights=weights)
+        return peak * math.sqrt(float(mean_square))
+
+    def _x_divider(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The division of rows' x columns by ``x_scale_`` (``None`` when it is 1)."""
+        x_scale = getattr(self, "x_scale_", 1.0)  # models saved before it existed
+        if x_scale == 1.0:
+            return None
+        return partial(_divide_x, n_x=self.n_features_in_ - int(self.z_dim), x_scale=x_scale)
 
     def _ridge(
         self, alphas: np.ndarray, diagonal: np.ndarray, weights: np.ndarray | None
@@ -558,7 +625,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         # Nyström's blocks are cheap (m columns): at least nystrom_min_blocks of them
         min_blocks = get_config()["nystrom_min_blocks"] if self.solver_ == "nystrom" else 1
         y_pred = self._operator.cross_product(
-            X, coef, block_size=self.block_size, min_blocks=min_blocks
+            X, coef, block_size=self.block_size, min_blocks=min_blocks, prepare=self._x_divider()
         )
         y_pred += self.intercept_
         if not np.all(np.isfinite(y_pred)):
@@ -567,3 +634,10 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 "values on X; check the scale of X."
             )
         return y_pred.ravel() if dual_coef.ndim == 1 else y_pred
+
+
+def _divide_x(X: np.ndarray, n_x: int, x_scale: float) -> np.ndarray:
+    """A copy of ``X`` with its first ``n_x`` (x) columns divided by ``x_scale``."""
+    divided = X.copy()
+    divided[:, :n_x] /= x_scale
+    return divided

@@ -42,11 +42,11 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         length_scale_bounds: tuple[float, float] | str = (1e-5, 1e5),
         activation: str = "relu",
         negative_slope: float = 0.01,
-        f_bias_variance: float = 0.0,
-        g_bias_variance: float = 0.0,
+        f_bias_variance: float = 1.0,
+        g_bias_variance: float = 0.1,
         f_bias_variance_bounds: tuple[float, float] | str = (1e-5, 1e5),
         g_bias_variance_bounds: tuple[float, float] | str = (1e-5, 1e5),
-        normalize_x: bool = False,
+        normalize_x: bool = True,
         block_size: int | None = None,
         n_jobs: int | None = None,
         device: str | None = None,
@@ -558,6 +558,12 @@ class HyperKernel(_HypernetworkKernel):
     input when ``f_bias_variance > 0``, z = 0 when ``g_bias_variance > 0``).
     A bias variance of exactly 0 is a fixed hyperparameter, a positive one is
     learned in log space like ``length_scale``.
+    The defaults (x on the sphere, ``f_bias_variance=1``,
+    ``g_bias_variance=0.1``) make the kernel work as it is in any
+    scikit-learn tool that takes a kernel (``SVC``, ``SVR``,
+    ``GaussianProcessClassifier``, ``KernelPCA``, ``Nystroem``); the paper's
+    closed form of the raw rows is ``HyperKernel(normalize_x=False,
+    f_bias_variance=0, g_bias_variance=0)``.
 
     With numba (a core dependency; the numpy path where it cannot be
     imported), Grams of at least 2^24 entries on the CPU run all layers of f
@@ -604,7 +610,9 @@ class HyperNNGP(_HypernetworkKernel):
     Without biases ``HyperNNGP(u, u) = s^H * e`` with ``s = |x|^2 / n0`` and
     ``e = Sigma^0(z, z)`` (with them, docs/math.md, "Biases"). A bias
     variance of exactly 0 is a fixed hyperparameter, a positive one is
-    learned in log space like ``length_scale``.
+    learned in log space like ``length_scale``. The paper's closed form of
+    the raw rows is ``HyperNNGP(normalize_x=False, f_bias_variance=0,
+    g_bias_variance=0)``; the defaults are :class:`HyperKernel`'s.
 
     Examples
     --------

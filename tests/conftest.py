@@ -196,3 +196,13 @@ def dask_task_stream(client):
 def finished_tasks(stream, name: str = "_gram_block") -> list[dict]:
     """The tasks of a :func:`dask_task_stream` whose key names ``name`` and that succeeded."""
     return [task for task in stream.data if name in task["key"] and task["status"] == "OK"]
+
+
+#: The paper's kernels of the raw rows (no biases, x as it is): the settings under which the
+#: closed forms, the paper's identities, homogeneity in x and the bias-free reference hold.
+#: Tests of those pass them explicitly; the package's defaults (x on the sphere, biases) are
+#: tested in tests/test_defaults.py and wherever a test is about the defaults.
+PAPER_KERNEL = {"normalize_x": False, "f_bias_variance": 0.0, "g_bias_variance": 0.0}
+#: The regressor without biases and with each x on the sphere (its defaults before 0.2.0):
+#: the settings of the tests that check it against the bias-free closed forms.
+BIAS_FREE_REGRESSOR = {"normalize_x": True, "f_bias_variance": 0.0, "g_bias_variance": 0.0}

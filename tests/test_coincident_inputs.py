@@ -18,6 +18,7 @@ import functools
 
 import numpy as np
 import pytest
+from conftest import PAPER_KERNEL
 from reference import hyper_pair
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP, set_config
@@ -70,7 +71,7 @@ def make_kernel(kernel: str, encoding: str, activation: str, backend="numpy-floa
         **ACTIVATIONS[activation],
         device=device,
         dtype=dtype,
-        **extra,
+        **{**PAPER_KERNEL, **extra},  # the exact values below are the paper's kernels'
     )
 
 
@@ -374,7 +375,9 @@ def test_squared_distances_of_many_columns_are_zero_for_equal_rows():
     z_b = np.vstack([z_a[[4, 1]], rng.normal(size=(3, 12))])
     value = z_input_kernel(z_a, z_b, encoding="fourier", length_scale=5.0)
     np.testing.assert_array_equal(value[[4, 1], [0, 1]], 1.0)
-    k = HyperKernel(z_dim=12, f_depth=3, g_depth=2, z_encoding="fourier", length_scale=5.0)
+    k = HyperKernel(
+        **PAPER_KERNEL, z_dim=12, f_depth=3, g_depth=2, z_encoding="fourier", length_scale=5.0
+    )
     U = np.hstack([rng.normal(size=(6, 3)), z_a])
     V = np.hstack([rng.normal(size=(5, 3)), z_b])
     V[0, :3] = U[4, :3]

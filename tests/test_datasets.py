@@ -4,11 +4,14 @@ from sklearn.datasets import load_digits
 
 from sklearn_hyperkernel.datasets import (
     ROTATION_ANGLES,
+    SDF_SHAPES,
     load_images,
     load_mnist,
     make_rotation_task,
+    make_sdf_shapes,
     mnist_path,
     pixel_regression,
+    sdf_values,
 )
 
 
@@ -159,3 +162,55 @@ def test_rotation_task_label_is_the_angle_from_x_to_z():
     distance = np.minimum((best - y) % 12, (y - best) % 12)
     assert np.all(distance <= 1) and np.mean(best == y) > 0.85
     assert np.mean((-best) % 12 == y) < 0.3
+
+
+@pytest.mark.parametrize("kind", SDF_SHAPES)
+def test_sdf_shapes_rows_codes_and_groups(kind):
+    U, y = make_sdf_shapes(n_shapes=7, points_per_shape=4, kind=kind, random_state=3)
+    length = {"sphere": 4, "box": 6, "torus": 5}[kind]
+    assert U.shape == (28, length + 3) and y.shape == (28,)
+    codes = U[:, :length].reshape(7, 4, length)
+    # each shape's rows are consecutive and share its code; points lie in the cube
+    np.testing.assert_array_equal(codes, np.repeat(codes[:, :1], 4, axis=1))
+    assert np.all(np.abs(U[:, length:]) <= 1.5) and np.all(np.abs(U[:, length - 3 : length]) <= 0.5)
+    U2, y2 = make_sdf_shapes(n_shapes=7, points_per_shape=4, kind=kind, random_state=3)
+    np.testing.assert_array_equal(U, U2)
+    np.testing.assert_array_equal(y, y2)
+    assert not np.array_equal(U, make_sdf_shapes(7, 4, kind, random_state=4)[0])
+
+
+def test_sdf_of_a_sphere_is_its_exact_distance():
+    U, y = make_sdf_shapes(n_shapes=50, points_per_shape=3, kind="sphere", random_state=0)
+    radius, centre, z = U[:, 0], U[:, 1:4], U[:, 4:]
+    np.testing.assert_allclose(y, np.linalg.norm(z - centre, axis=1) - radius, rtol=0, atol=1e-15)
+    assert 0.3 <= radius.min() and radius.max() <= 1.0
+    assert (y < 0).any() and (y > 0).any()
+
+
+def test_sdf_values_of_known_points():
+    # box of half-extents (1, 2, 3) at the origin: inside, on a face, outside a face and a corner
+    box = np.tile([1.0, 2.0, 3.0, 0.0, 0.0, 0.0], (4, 1))
+    points = np.array([[0, 0, 0], [1, 0, 0], [0, 5, 0], [2, 3, 3]], dtype=float)
+    np.testing.assert_allclose(sdf_values("box", box, points), [-1.0, 0.0, 3.0, np.sqrt(2)])
+    # torus R=1, r=0.25 centred at (0.5, 0, 0): centre of the hole, on the ring, above it
+    torus = np.tile([1.0, 0.25, 0.5, 0.0, 0.0], (3, 1))
+    points = np.array([[0.5, 0, 0], [1.5, 0, 0], [1.5, 0, 1.0]])
+    np.testing.assert_allclose(sdf_values("torus", torus, points), [0.75, -0.25, 0.75])
+    sphere = np.array([[0.5, 1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(sdf_values("sphere", sphere, [[1.0, 1.0, 3.0]]), [1.5])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kind": "cone"}, "kind"),
+        ({"n_shapes": 0}, "n_shapes"),
+        ({"points_per_shape": 2.5}, "points_per_shape"),
+        ({"bound": 0.0}, "bound"),
+    ],
+)
+def test_sdf_shapes_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_sdf_shapes(**kwargs)
+    with pytest.raises(ValueError, match="codes must have shape"):
+        sdf_values("box", np.zeros((2, 4)), np.zeros((2, 3)))

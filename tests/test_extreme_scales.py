@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import PAPER_KERNEL
 from numpy.testing import assert_allclose
 
 from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, HyperNNGP
@@ -47,7 +48,7 @@ UNREPRESENTABLE = [
 @pytest.mark.parametrize(("part", "encoding", "scale"), UNREPRESENTABLE)
 @pytest.mark.parametrize("kernel_class", [HyperKernel, HyperNNGP])
 def test_kernels_refuse_values_float64_cannot_hold(part, encoding, scale, kernel_class):
-    kernel = kernel_class(z_encoding=encoding)
+    kernel = kernel_class(**PAPER_KERNEL, z_encoding=encoding)
     which = "underflow" if scale < 1 else "overflow"
     columns = "x \\(columns 0 to 2\\)" if part == "x" else "z \\(columns 3 to 4\\)"
     for call in (kernel, kernel.diag, kernel.factorize_rows, lambda V: kernel(U, V)):
@@ -58,9 +59,7 @@ def test_kernels_refuse_values_float64_cannot_hold(part, encoding, scale, kernel
 @pytest.mark.parametrize(("part", "encoding", "scale"), UNREPRESENTABLE)
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_regressors_refuse_them_on_every_solver(part, encoding, scale, solver):
-    model = HyperKernelRegressor(
-        z_encoding=encoding, normalize_x=False, solver=solver, random_state=0
-    )
+    model = HyperKernelRegressor(**PAPER_KERNEL, z_encoding=encoding, solver=solver, random_state=0)
     with pytest.raises(ValueError, match="underflow|overflow"):
         model.fit(scaled(scale, part), Y)
     fitted = model.fit(U, Y)  # and at prediction
@@ -81,7 +80,7 @@ def test_a_tiny_x_is_not_taken_for_zero_with_normalize_x():
 @pytest.mark.parametrize("kernel_class", [HyperKernel, HyperNNGP])
 @pytest.mark.parametrize("encoding", ["fourier", "linear"])
 def test_kernels_are_homogeneous_of_degree_2_g_depth_in_x(scale, kernel_class, encoding):
-    kernel = kernel_class(z_encoding=encoding, g_depth=2)
+    kernel = kernel_class(**PAPER_KERNEL, z_encoding=encoding, g_depth=2)
     assert_allclose(kernel(scaled(scale, "x")), scale**4 * kernel(U), rtol=1e-10)
 
 
@@ -100,10 +99,14 @@ def test_kernels_are_homogeneous_of_degree_2_g_depth_in_x(scale, kernel_class, e
 def test_every_solver_gives_the_scale_free_answer(part, encoding, scale, solver):
     # the relative ridge makes kernel ridge regression with a homogeneous kernel
     # independent of the scale of x (and of z with the linear encoding)
-    params = dict(z_encoding=encoding, normalize_x=False, solver=solver, random_state=0, tol=1e-10)
+    params = dict(**PAPER_KERNEL, z_encoding=encoding, solver=solver, random_state=0, tol=1e-10)
     reference = HyperKernelRegressor(**params).fit(U, Y).predict(U)
     V = scaled(scale, part)
-    assert_allclose(HyperKernelRegressor(**params).fit(V, Y).predict(V), reference, atol=1e-8)
+    assert_allclose(
+        HyperKernelRegressor(**params).fit(V, Y).predict(V),
+        reference,
+        atol=1e-8,
+    )
 
 
 @pytest.mark.parametrize("kernel_class", [HyperKernel, HyperNNGP])
@@ -112,7 +115,7 @@ def test_a_bias_of_f_bounds_the_diagonal_from_below(kernel_class):
     to rounding), not an underflow; a huge x still overflows and is refused."""
     rng = np.random.default_rng(3)
     U = rng.normal(size=(7, 5))
-    kernel = kernel_class(f_bias_variance=0.5, g_bias_variance=0.2)
+    kernel = kernel_class(f_bias_variance=0.5, g_bias_variance=0.2, normalize_x=False)
     tiny, zero = U.copy(), U.copy()
     tiny[:, :3] *= 1e-200
     zero[:, :3] = 0.0
@@ -123,3 +126,18 @@ def test_a_bias_of_f_bounds_the_diagonal_from_below(kernel_class):
     huge[:, :3] *= 1e200
     with pytest.raises(ValueError, match="overflow"):
         kernel(huge)
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-45, 1e45, 1e150])
+@pytest.mark.parametrize("solver", ["cholesky", "nystrom"])
+def test_the_default_x_scale_makes_the_regressor_scale_free(scale, solver):
+    """``normalize_x="scale"`` (the default, with biases): x_scale_ is computed on x / max|x|,
+    so |x|^2 of 1e-150 or 1e150 neither underflows nor overflows, and every x is divided by
+    it: the model of x scaled by c is the model of x, its x_scale_ c times larger."""
+    params = dict(solver=solver, random_state=0)
+    reference = HyperKernelRegressor(**params).fit(U, Y)
+    V = scaled(scale, "x")
+    model = HyperKernelRegressor(**params).fit(V, Y)
+    assert_allclose(model.x_scale_, scale * reference.x_scale_, rtol=1e-13)
+    assert_allclose(reference.x_scale_, np.sqrt(np.mean(U[:, :3] ** 2)), rtol=1e-13)
+    assert_allclose(model.predict(V), reference.predict(U), rtol=1e-9, atol=1e-12)

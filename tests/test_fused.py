@@ -18,6 +18,7 @@ from sklearn.base import clone
 
 numba = pytest.importorskip("numba")
 
+from conftest import PAPER_KERNEL  # noqa: E402
 from reference import hyper_grams  # noqa: E402
 
 from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, HyperNNGP, set_config  # noqa: E402
@@ -251,10 +252,10 @@ def test_tabled_x_matches_numpy_path(rng, encoding, kind):
 
 
 def test_kernel_classes_agree(rng):
-    """Cross Grams of HyperKernel and HyperNNGP (the Gram engine) with their defaults."""
+    """Cross Grams of HyperKernel and HyperNNGP (the Gram engine), bias-free on raw rows."""
     A, B = rows(rng, 30, n_images=5), rows(rng, 50)
     for cls, kind in ((HyperKernel, "ntk"), (HyperNNGP, "nngp")):
-        kernel = cls(z_dim=Z_DIM)  # fourier, length_scale 0.5, relu
+        kernel = cls(**PAPER_KERNEL, z_dim=Z_DIM)  # fourier, length_scale 0.5, relu
         expected = kernel(A, B)
         got = fused_gram(A, B, kind=kind, encoding="fourier-iso", length_scale=0.5)
         assert_close(got, expected)
@@ -303,7 +304,7 @@ def test_coincident_rows_give_the_closed_form(rng, encoding, kind):
     B[4, -Z_DIM:] = A[5, -Z_DIM:]  # z only
     got = fused_gram(A, B, kind=kind, encoding=encoding)
     kernel = (HyperKernel if kind == "ntk" else HyperNNGP)(
-        z_dim=Z_DIM, f_depth=3, g_depth=2, **ENCODINGS[encoding]
+        **PAPER_KERNEL, z_dim=Z_DIM, f_depth=3, g_depth=2, **ENCODINGS[encoding]
     )
     diagonal = kernel.diag(A)
     for i, j in ((2, 0), (0, 1), (1, 2)):

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import no_floating_point_warnings
+from conftest import PAPER_KERNEL, no_floating_point_warnings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -80,7 +80,8 @@ SINGLE_CASES = [
 
 
 def make_single(cls: type, name: str) -> Kernel:
-    return cls(**CONFIGS[name])
+    # the paper's kernels: their hyperparameters are the length scale alone
+    return cls(**PAPER_KERNEL, **CONFIGS[name])
 
 
 # Compound kernels: (builder, z_dim, contains a WhiteKernel)
@@ -321,7 +322,9 @@ def test_gradient_rejected_with_second_argument(build, z_dim, has_white):
 
 
 def test_compound_kernel_exposes_the_hyper_length_scale():
-    kernel = ConstantKernel(2.0) * HyperNNGP(**CONFIGS["four-z2-L2H2-iso"]) + WhiteKernel(0.1)
+    kernel = ConstantKernel(2.0) * HyperNNGP(
+        **PAPER_KERNEL, **CONFIGS["four-z2-L2H2-iso"]
+    ) + WhiteKernel(0.1)
     names = [h.name for h in kernel.hyperparameters if not h.fixed]
     assert names == ["k1__k1__constant_value", "k1__k2__length_scale", "k2__noise_level"]
     fixed = [h.name for h in kernel.hyperparameters if h.fixed]  # bias variances of 0
@@ -330,7 +333,7 @@ def test_compound_kernel_exposes_the_hyper_length_scale():
     kernel.set_params(k1__k2__length_scale=0.3)
     assert_allclose(kernel.theta[1], np.log(0.3))
     X = make_rows(11, 5, 2)
-    inner = HyperNNGP(**{**CONFIGS["four-z2-L2H2-iso"], "length_scale": 0.3})
+    inner = HyperNNGP(**PAPER_KERNEL, **{**CONFIGS["four-z2-L2H2-iso"], "length_scale": 0.3})
     expected = 2.0 * inner(X) + 0.1 * np.eye(5)
     assert_allclose(kernel(X), expected, rtol=1e-12)
 
@@ -369,7 +372,11 @@ def test_hyperparameters_and_theta(cls, name):
 @pytest.mark.parametrize("cls", KERNEL_CLASSES)
 def test_fixed_length_scale_bounds_empties_theta(cls):
     kernel = cls(
-        z_dim=2, z_encoding="fourier", length_scale=[0.5, 2.0], length_scale_bounds="fixed"
+        **PAPER_KERNEL,
+        z_dim=2,
+        z_encoding="fourier",
+        length_scale=[0.5, 2.0],
+        length_scale_bounds="fixed",
     )
     assert kernel.theta.shape == (0,)
     X = make_rows(12, 4, 2)
@@ -433,11 +440,11 @@ def test_clone_after_set_params(cls, name):
 def test_equality(cls, name):
     config = CONFIGS[name]
     kernel = make_single(cls, name)
-    assert kernel == cls(**config)
-    assert kernel != cls(**{**config, "f_depth": config["f_depth"] + 1})
-    assert kernel != cls(**{**config, "g_depth": config["g_depth"] + 1})
+    assert kernel == cls(**PAPER_KERNEL, **config)
+    assert kernel != cls(**PAPER_KERNEL, **{**config, "f_depth": config["f_depth"] + 1})
+    assert kernel != cls(**PAPER_KERNEL, **{**config, "g_depth": config["g_depth"] + 1})
     other_cls = HyperNNGP if cls is HyperKernel else HyperKernel
-    assert kernel != other_cls(**config)
+    assert kernel != other_cls(**PAPER_KERNEL, **config)
 
 
 @pytest.mark.parametrize("cls,name", SINGLE_CASES)
@@ -465,9 +472,16 @@ def test_values_against_extended_precision_reference(cls, name):
     config = CONFIGS[name]
     X, Y = make_rows(15, 5, config["z_dim"]), make_rows(16, 4, config["z_dim"])
     expected = reference_gram(cls, config, X, Y)
-    assert_allclose(cls(**config)(X, Y), expected, rtol=1e-10, atol=1e-14 * max_abs(expected))
+    assert_allclose(
+        cls(**PAPER_KERNEL, **config)(X, Y), expected, rtol=1e-10, atol=1e-14 * max_abs(expected)
+    )
     expected_auto = reference_gram(cls, config, X)
-    assert_allclose(cls(**config)(X), expected_auto, rtol=1e-6, atol=1e-14 * max_abs(expected_auto))
+    assert_allclose(
+        cls(**PAPER_KERNEL, **config)(X),
+        expected_auto,
+        rtol=1e-6,
+        atol=1e-14 * max_abs(expected_auto),
+    )
 
 
 @pytest.mark.parametrize("cls,name", SINGLE_CASES)
@@ -479,7 +493,7 @@ def test_exact_diagonal_identities(cls, name):
     s = (x**2).sum(axis=1) / x.shape[1]
     e = (z**2).sum(axis=1) / z_dim if config.get("z_encoding", "linear") == "linear" else np.ones(9)
     expected = (L * H if cls is HyperKernel else 1) * s**H * e
-    kernel = cls(**config)
+    kernel = cls(**PAPER_KERNEL, **config)
     assert_allclose(kernel.diag(X), expected, rtol=1e-12)
     assert_allclose(np.diag(kernel(X)), expected, rtol=1e-6)
 
@@ -491,6 +505,7 @@ def test_depth_one_is_bilinear(cls, z_dim, activation):
     X, Y = make_rows(18, 6, z_dim), make_rows(19, 5, z_dim)
     (x_a, z_a), (x_b, z_b) = split(X, z_dim), split(Y, z_dim)
     kernel = cls(
+        **PAPER_KERNEL,
         z_dim=z_dim,
         f_depth=1,
         g_depth=1,
@@ -510,8 +525,8 @@ def test_depth_one_kernels_coincide_with_fourier_encoding():
     x, z = split(X, 2)
     rbf = np.exp(-0.5 * (((z[:, None] - z[None]) / [0.8, 1.5]) ** 2).sum(-1))
     expected = (x @ x.T / N_X_COLUMNS) * rbf
-    assert_allclose(HyperKernel(**config)(X), expected, rtol=1e-12, atol=1e-15)
-    assert_allclose(HyperNNGP(**config)(X), expected, rtol=1e-12, atol=1e-15)
+    assert_allclose(HyperKernel(**PAPER_KERNEL, **config)(X), expected, rtol=1e-12, atol=1e-15)
+    assert_allclose(HyperNNGP(**PAPER_KERNEL, **config)(X), expected, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("cls,name", SINGLE_CASES)
@@ -519,7 +534,7 @@ def test_depth_one_kernels_coincide_with_fourier_encoding():
 def test_positive_homogeneity(cls, name, c):
     config = CONFIGS[name]
     z_dim, H = config["z_dim"], config["g_depth"]
-    kernel = cls(**config)
+    kernel = cls(**PAPER_KERNEL, **config)
     X, Y = make_rows(21, 5, z_dim), make_rows(22, 4, z_dim)
     K = kernel(X, Y)
     rtol = 1e-13 if c == 2.0 else 1e-9
@@ -538,7 +553,9 @@ def test_positive_homogeneity(cls, name, c):
 @pytest.mark.parametrize("cls", KERNEL_CLASSES)
 @pytest.mark.parametrize("encoding", ["linear", "fourier"])
 def test_zero_x_or_zero_z_rows(cls, encoding):
-    kernel = cls(z_dim=2, f_depth=3, g_depth=3, z_encoding=encoding, length_scale=0.9)
+    kernel = cls(
+        **PAPER_KERNEL, z_dim=2, f_depth=3, g_depth=3, z_encoding=encoding, length_scale=0.9
+    )
     X = make_rows(23, 6, 2)
     X[1, :-2] = 0.0  # x = 0
     X[4, -2:] = 0.0  # z = 0
@@ -575,7 +592,9 @@ def test_opposite_x_with_two_layer_f_is_exactly_zero(cls, g_depth):
     x, z = np.array([0.3, -1.2, 0.8, 2.0]), np.array([0.5, -0.4])
     U, V = _pair_rows(x, z, -x, z)
     with no_floating_point_warnings():
-        value = cls(z_dim=2, f_depth=2, g_depth=g_depth, z_encoding="linear")(U, V)[0, 0]
+        value = cls(**PAPER_KERNEL, z_dim=2, f_depth=2, g_depth=g_depth, z_encoding="linear")(U, V)[
+            0, 0
+        ]
     s, e = x @ x / 4, z @ z / 2
     if cls is HyperNNGP:
         assert abs(value) <= 1e-14 * s**g_depth * e
@@ -594,7 +613,7 @@ def test_opposite_x_with_three_layer_f_closed_value(cls):
     U, V = _pair_rows(x, z, -x, z)
     s, e = x @ x / 4, z @ z / 2
     with no_floating_point_warnings():
-        value = cls(z_dim=2, f_depth=3, g_depth=1, z_encoding="linear")(U, V)[0, 0]
+        value = cls(**PAPER_KERNEL, z_dim=2, f_depth=3, g_depth=1, z_encoding="linear")(U, V)[0, 0]
     assert value == pytest.approx(s * e / np.pi, rel=1e-12 if cls is HyperNNGP else 1e-6)
 
 
@@ -611,7 +630,7 @@ def test_opposite_and_parallel_rows_against_reference(cls, activation, f_depth, 
         negative_slope=0.2,
     )
     x, z = np.array([0.7, -1.1, 0.3, 1.9]), np.array([0.5, -0.8])
-    kernel = cls(**config)
+    kernel = cls(**PAPER_KERNEL, **config)
     H, L = g_depth, f_depth
     s, e = x @ x / 4, z @ z / 2
     self_value = (L * H if cls is HyperKernel else 1) * s**H * e
@@ -652,7 +671,7 @@ def test_nearly_parallel_rows_against_extended_precision(cls, activation, delta,
     z_other = z + delta * rng.normal(size=2)
     U, V = _pair_rows(x, z, x_other, z_other)
     with no_floating_point_warnings():
-        value = cls(**config)(U, V)[0, 0]
+        value = cls(**PAPER_KERNEL, **config)(U, V)[0, 0]
     expected = float(reference_gram(cls, config, U, V)[0, 0])
     scale = float(reference_gram(cls, config, U)[0, 0])
     assert np.isfinite(value)
@@ -682,7 +701,12 @@ def test_gaussian_process_fits_the_fourier_length_scale(initial_length_scale):
     kernel = (
         ConstantKernel()
         * HyperNNGP(
-            z_dim=1, f_depth=2, g_depth=2, z_encoding="fourier", length_scale=initial_length_scale
+            **PAPER_KERNEL,
+            z_dim=1,
+            f_depth=2,
+            g_depth=2,
+            z_encoding="fourier",
+            length_scale=initial_length_scale,
         )
         + WhiteKernel()
     )
@@ -748,7 +772,7 @@ def test_rows_sharing_one_x_match_the_pure_function(encoding, block_size):
         x, z, x_y, z_y, f_depth=3, g_depth=2, z_encoding=encoding, length_scale=0.6
     )
     for cls, auto, cross in ((HyperNNGP, nngp, nngp_xy), (HyperKernel, ntk, ntk_xy)):
-        kernel = cls(**config, block_size=block_size)
+        kernel = cls(**PAPER_KERNEL, **config, block_size=block_size)
         # kappa0 at a rounded rho ~ 1 (rows sharing x) is only good to ~5e-9 (math doc)
         rtol = 1e-10 if cls is HyperNNGP else 1e-6
         assert_allclose(kernel(X), auto, rtol=rtol, atol=1e-14 * max_abs(auto))
@@ -883,6 +907,7 @@ def test_property_gram_symmetric_psd_finite_with_matching_diag(case):
 @given(kernels_and_rows(), st.floats(0.1, 10.0))
 def test_property_positive_homogeneity(case, c):
     kernel, X, Y = case
+    kernel = clone(kernel).set_params(**PAPER_KERNEL)  # homogeneous without biases only
     z_dim, H = kernel.z_dim, kernel.g_depth
     K = kernel(X, Y)
     # Cauchy-Schwarz bound |k(u, v)| <= sqrt(k(u, u) k(v, v)) sets the absolute scale per entry:
@@ -942,14 +967,16 @@ def test_no_x_columns_gives_the_mlp_kernels_of_g(g_depth):
     nngp, ntk = mlp_kernels(z, w, depth=g_depth)
     for f_depth in (1, 3):
         config = dict(z_dim=3, f_depth=f_depth, g_depth=g_depth, z_encoding="linear")
-        assert_allclose(HyperNNGP(**config)(z, w), nngp, rtol=1e-12, atol=1e-15)
-        assert_allclose(HyperKernel(**config)(z, w), f_depth * ntk, rtol=1e-12, atol=1e-15)
+        assert_allclose(HyperNNGP(**PAPER_KERNEL, **config)(z, w), nngp, rtol=1e-12, atol=1e-15)
+        assert_allclose(
+            HyperKernel(**PAPER_KERNEL, **config)(z, w), f_depth * ntk, rtol=1e-12, atol=1e-15
+        )
 
 
 @pytest.mark.parametrize("cls", KERNEL_CLASSES)
 def test_normalize_x_puts_every_x_on_the_sphere(cls):
     """normalize_x=True is the kernel of the rows rescaled to |x|^2 / n0 = 1 (zero rows stay
-    zero), so it is invariant to the scale of each x; off by default (the paper's kernel)."""
+    zero), so it is invariant to the scale of each x; on by default (off: the paper's kernel)."""
     X, Y = make_rows(44, 6, 2), make_rows(45, 4, 2)
     X[2, :-2] = 0.0
     config = dict(z_dim=2, f_depth=3, g_depth=2, z_encoding="fourier", length_scale=0.7)
@@ -960,8 +987,9 @@ def test_normalize_x_puts_every_x_on_the_sphere(cls):
         scaled = np.divide(x * np.sqrt(x.shape[1]), norm, out=np.zeros_like(x), where=norm > 0)
         return np.hstack([scaled, rows[:, -2:]])
 
-    kernel = cls(**config, normalize_x=True)
-    plain = cls(**config)
+    assert cls().normalize_x is True
+    kernel = cls(**{**PAPER_KERNEL, "normalize_x": True}, **config)
+    plain = cls(**PAPER_KERNEL, **config)
     assert plain.normalize_x is False
     assert_allclose(kernel(X), plain(on_sphere(X)), rtol=1e-12, atol=1e-15)
     assert_allclose(kernel(X, Y), plain(on_sphere(X), on_sphere(Y)), rtol=1e-12, atol=1e-15)
@@ -1016,7 +1044,7 @@ def test_gram_matvec_and_gram_factorized_accept_the_rows_themselves():
 
 
 def test_bias_variances_are_fixed_at_zero_and_learned_in_log_space():
-    plain = HyperKernel(z_encoding="fourier", length_scale=0.7)
+    plain = HyperKernel(**PAPER_KERNEL, z_encoding="fourier", length_scale=0.7)
     assert plain.hyperparameter_f_bias_variance.fixed
     assert plain.hyperparameter_g_bias_variance.fixed
     assert_allclose(plain.theta, np.log([0.7]))
@@ -1030,7 +1058,10 @@ def test_bias_variances_are_fixed_at_zero_and_learned_in_log_space():
     assert (moved.f_bias_variance, moved.g_bias_variance) == pytest.approx((0.2, 0.5))
     assert clone(kernel).get_params() == kernel.get_params()
     assert "f_bias_variance=0.1" in repr(kernel) and "g_bias_variance=1.3" in repr(kernel)
-    assert "bias" not in repr(plain)
+    default = HyperKernel()  # the defaults' biases are learned, in sklearn's order
+    assert [h.name for h in default.hyperparameters if not h.fixed] == names
+    assert_allclose(default.theta, np.log([1.0, 0.1, 0.5]))
+    assert "bias" not in repr(default)
     fixed = HyperKernel(f_bias_variance=0.1, f_bias_variance_bounds="fixed")
     assert fixed.hyperparameter_f_bias_variance.fixed
     with pytest.raises(ValueError, match="f_bias_variance"):

@@ -16,6 +16,7 @@ import warnings
 import joblib
 import numpy as np
 import pytest
+from conftest import PAPER_KERNEL
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.gaussian_process.kernels import RBF
 from sklearn.kernel_approximation import Nystroem
@@ -51,7 +52,7 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return X, target(X), X_test
 
 
-PAPER = {"alpha_scale": "absolute", "normalize_x": False, "normalize_y": False}
+PAPER = {"alpha_scale": "absolute", "normalize_y": False, **PAPER_KERNEL}
 
 CASES = [
     pytest.param({}, id="defaults"),
@@ -105,14 +106,22 @@ def test_few_centres_approximate_and_improve_with_m():
     X_test = image_rows(n_images=3, pixels=20, seed=5)
     y, y_test = target(X), target(X_test)
     exact_mse = np.mean(
-        (HyperKernelRegressor(solver="cholesky").fit(X, y).predict(X_test) - y_test) ** 2
+        (
+            HyperKernelRegressor(normalize_x=True, solver="cholesky").fit(X, y).predict(X_test)
+            - y_test
+        )
+        ** 2
     )
     K = HyperKernel(z_encoding="fourier", length_scale=0.5, normalize_x=True)(X)
     for selection in ("uniform", "rpcholesky"):
         errors, traces = [], []
         for m in (10, 40, 150):
             model = HyperKernelRegressor(
-                solver="nystrom", n_components=m, center_selection=selection, random_state=0
+                normalize_x=True,
+                solver="nystrom",
+                n_components=m,
+                center_selection=selection,
+                random_state=0,
             )
             errors.append(np.mean((model.fit(X, y).predict(X_test) - y_test) ** 2))
             C = K[:, model.component_indices_]
@@ -158,6 +167,7 @@ def test_equals_sklearn_nystroem_ridge_pipeline(data, alpha_scale):
     m, alpha, seed = 40, 1e-2, 7
     kernel = HyperKernel(z_encoding="fourier", length_scale=0.5, normalize_x=True)
     model = HyperKernelRegressor(
+        normalize_x=True,
         solver="nystrom",
         n_components=m,
         random_state=seed,
@@ -181,7 +191,9 @@ def test_equals_sklearn_pipeline_with_weights_and_normalized_targets(data):
     X, y, X_test = data
     weights = np.random.default_rng(0).integers(1, 4, size=X.shape[0]).astype(float)
     kernel = HyperKernel(z_encoding="fourier", length_scale=0.5, normalize_x=True)
-    model = HyperKernelRegressor(solver="nystrom", n_components=50, random_state=1, alpha=1e-3)
+    model = HyperKernelRegressor(
+        normalize_x=True, solver="nystrom", n_components=50, random_state=1, alpha=1e-3
+    )
     model.fit(X, y, sample_weight=weights)
     mean = np.average(y, weights=weights)
     std = np.sqrt(np.average((y - mean) ** 2, weights=weights))
@@ -240,7 +252,12 @@ def test_matches_the_dense_nystroem_formula(data):
     X, y, X_test = data
     weights = np.random.default_rng(5).uniform(0.5, 2.0, size=X.shape[0])
     model = HyperKernelRegressor(
-        solver="nystrom", n_components=30, random_state=3, normalize_y=False, alpha=1e-2
+        normalize_x=True,
+        solver="nystrom",
+        n_components=30,
+        random_state=3,
+        normalize_y=False,
+        alpha=1e-2,
     )
     model.fit(X, y, sample_weight=weights)
     kernel = HyperKernel(z_encoding="fourier", length_scale=0.5, normalize_x=True)
@@ -449,7 +466,7 @@ def test_bad_center_selection_raises(data, selection, message):
 def test_nngp_and_predict_in_blocks(data):
     X, y, X_test = data
     model = HyperKernelRegressor(
-        kernel="nngp", solver="nystrom", n_components=50, random_state=0
+        normalize_x=True, kernel="nngp", solver="nystrom", n_components=50, random_state=0
     ).fit(X, y)
     kernel = HyperNNGP(z_encoding="fourier", length_scale=0.5, normalize_x=True)
     expected = kernel(X_test, model.components_) @ model.dual_coef_ + model.intercept_

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -349,7 +350,13 @@ class GramOperator:
         return max(1, get_config()["matvec_block_bytes"] // (8 * max(self.n_rows, 1)))
 
     def cross_product(
-        self, X: np.ndarray, coef: np.ndarray, *, block_size: int | None = None, min_blocks: int = 1
+        self,
+        X: np.ndarray,
+        coef: np.ndarray,
+        *,
+        block_size: int | None = None,
+        min_blocks: int = 1,
+        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> np.ndarray:
         """``k(X, these rows) @ coef``, never holding more than a tile of ``k`` per task.
 
@@ -367,6 +374,11 @@ class GramOperator:
         block_size : int or None, default=None
         min_blocks : int, default=1
             See :func:`block_partition`.
+        prepare : callable or None, default=None
+            Applied to each tile of rows of ``X`` before the kernel sees it
+            (a picklable function returning rows of the same shape, such as
+            the regressor's division of x by ``x_scale_``), so that a
+            transformed copy of ``X`` is never held whole.
 
         Returns
         -------
@@ -377,7 +389,7 @@ class GramOperator:
         )
         out = np.empty((X.shape[0], coef.shape[1]))
         task_operator = self.sequential(stream_entries=X.shape[0] * self.n_rows)
-        calls = [(task_operator, block, tile_rows, coef, X) for block in blocks]
+        calls = [(task_operator, block, tile_rows, coef, X, prepare) for block in blocks]
 
         def consume(result: tuple[int, np.ndarray]) -> None:
             start, part = result
@@ -510,12 +522,18 @@ class FactorizedGramOperator(GramOperator):
 
 
 def _predict_task(
-    operator: GramOperator, block: slice, tile_rows: int, coef: np.ndarray, X: np.ndarray
+    operator: GramOperator,
+    block: slice,
+    tile_rows: int,
+    coef: np.ndarray,
+    X: np.ndarray,
+    prepare: Callable[[np.ndarray], np.ndarray] | None,
 ) -> tuple[int, np.ndarray]:
     """``k(X[block], operator's rows) @ coef``, tile by tile: a task of
     :meth:`GramOperator.cross_product`."""
     out = np.empty((block.stop - block.start, coef.shape[1]))
     for tile in tiles(block, tile_rows):
         part = out[tile.start - block.start : tile.stop - block.start]
-        np.matmul(operator.cross(X[tile]), coef, out=part)
+        rows = X[tile] if prepare is None else prepare(X[tile])
+        np.matmul(operator.cross(rows), coef, out=part)
     return block.start, out

@@ -24,21 +24,25 @@ KERNEL_DOCS = {
     length_scale_bounds : pair of floats >= 0 or "fixed", default=(1e-5, 1e5)
         Bounds on ``length_scale``.""",
     "f_bias_variance": """\
-    f_bias_variance : float >= 0, default=0.0
+    f_bias_variance : float >= 0, default=1.0
         Variance ``bf`` of the biases of f's layers, its output layer
         included (NTK parameterisation, as neural-tangents'
-        ``Dense(b_std=sqrt(bf))``; docs/math.md, "Biases"). A hyperparameter:
+        ``Dense(b_std=sqrt(bf))``; docs/math.md, "Biases"). 1.0, measured
+        with ``normalize_x=True`` (x's ``|x|^2 / n0 = 1``) on pixel tasks and
+        in scikit-learn's kernel tools (user guide, "Why the defaults are
+        what they are"). A hyperparameter:
         a positive value is fitted in log space by
         ``GaussianProcessRegressor`` within ``f_bias_variance_bounds``;
         exactly 0 is the paper's bias-free f and the hyperparameter is then
         fixed (log 0 does not exist: start from a small positive value to
         learn it).""",
     "g_bias_variance": """\
-    g_bias_variance : float >= 0, default=0.0
+    g_bias_variance : float >= 0, default=0.1
         Variance ``bg`` of the biases of g's layers, which f generates like
         g's weights (``Lambda^l = S_f (Sigma^{l-1} + bg)``; docs/math.md,
-        "Biases"). A hyperparameter as ``f_bias_variance``: fitted in log
-        space when positive, fixed at exactly 0 (the bias-free g).""",
+        "Biases"); 0.1 measured as ``f_bias_variance``. A hyperparameter as
+        ``f_bias_variance``: fitted in log space when positive, fixed at
+        exactly 0 (the bias-free g).""",
     "f_bias_variance_bounds": """\
     f_bias_variance_bounds : pair of floats > 0 or "fixed", default=(1e-5, 1e5)
         Bounds on ``f_bias_variance`` (unused while it is 0).""",
@@ -46,15 +50,21 @@ KERNEL_DOCS = {
     g_bias_variance_bounds : pair of floats > 0 or "fixed", default=(1e-5, 1e5)
         Bounds on ``g_bias_variance`` (unused while it is 0).""",
     "normalize_x": """\
-    normalize_x : bool, default=False
+    normalize_x : bool, default=True
         Rescale every non-zero x to ``|x|^2 / n0 = 1`` first (the authors'
         code puts images on the unit sphere). Without biases the kernels are
         positively homogeneous of degree ``g_depth`` in x (``k(cx, x') = c^H
-        k(x, x')``); with it they depend on x's direction only, so a row's norm (for
-        example after a ``StandardScaler``) cannot inflate a prediction, and
-        the kernel's scale is ``~1`` whatever n0. Off by default so that the
-        kernel is the paper's closed form of the raw rows;
-        :class:`HyperKernelRegressor` turns it on.""",
+        k(x, x')``); with it they depend on x's direction only, so a row's
+        norm (for example after a ``StandardScaler``) cannot inflate a
+        prediction, and the kernel's scale is ``~1`` whatever n0, the scale
+        the default bias variances are measured against. On by default: with
+        raw rows ``SVC``, ``GaussianProcessClassifier`` and ``Nystroem``
+        learned nothing on pixel data (issue 21). ``False`` with both bias
+        variances 0 is the paper's closed form of the raw rows. A kernel
+        cannot fit a transform, so it has no counterpart of
+        :class:`HyperKernelRegressor`'s fitted ``normalize_x="scale"``: when
+        x's norm carries information (a shape code), pass ``False`` and put x
+        to a scale near ``|x|^2 / n0 ~ 1`` yourself (a ``StandardScaler``).""",
     "block_size": """\
     block_size : int, default=None
         Rows per block: the consecutive rows of a Gram (or of a product

@@ -132,7 +132,15 @@ def run(args) -> dict:
     clock = Clock()
     x0, z0 = _rows(np.array([0.0]))
     x1, z1 = _rows(np.array([args.theta0]))
-    limit = HyperKernel(z_dim=2, f_depth=args.f_depth, g_depth=args.g_depth, z_encoding="linear")
+    limit = HyperKernel(  # the paper's bias-free closed form of the raw rows
+        z_dim=2,
+        f_depth=args.f_depth,
+        g_depth=args.g_depth,
+        z_encoding="linear",
+        f_bias_variance=0.0,
+        g_bias_variance=0.0,
+        normalize_x=False,
+    )
     limit_value = float(limit(np.hstack([x0, z0]), np.hstack([x1, z1]))[0, 0])
     variance = {"f": [], "g": []}
     mean_value = {"f": [], "g": []}

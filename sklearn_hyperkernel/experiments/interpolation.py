@@ -241,6 +241,8 @@ def run(args) -> dict:
         g_depth=args.g_depth,
         z_encoding="fourier",
         length_scale=args.length_scale,
+        f_bias_variance=0.0,
+        g_bias_variance=0.0,
         normalize_x=False,
         normalize_y=False,
     ).fit(U, y)

@@ -154,7 +154,7 @@ def _cached(cache, data, kernel, encoding, params, args, seed):
 
 def _regressor(kernel, encoding, params):
     """The paper's kernel regression: ridge ``params['ridge']`` times the mean Gram diagonal,
-    raw x and targets (``normalize_x=False, normalize_y=False``)."""
+    raw x and targets (``normalize_x=False, normalize_y=False``), no biases."""
     return HyperKernelRegressor(
         kernel,
         alpha=params["ridge"],
@@ -164,6 +164,8 @@ def _regressor(kernel, encoding, params):
         g_depth=params["g_depth"],
         z_encoding=encoding,
         length_scale=params["length_scale"],
+        f_bias_variance=0.0,
+        g_bias_variance=0.0,
         normalize_x=False,
         normalize_y=False,
     )
@@ -172,7 +174,14 @@ def _regressor(kernel, encoding, params):
 def _kernel(kernel, encoding, f_depth, g_depth, length_scale):
     kernel_class = HyperKernel if kernel == "ntk" else HyperNNGP
     return kernel_class(
-        z_dim=2, f_depth=f_depth, g_depth=g_depth, z_encoding=encoding, length_scale=length_scale
+        z_dim=2,
+        f_depth=f_depth,
+        g_depth=g_depth,
+        z_encoding=encoding,
+        length_scale=length_scale,
+        f_bias_variance=0.0,
+        g_bias_variance=0.0,
+        normalize_x=False,
     )
 
 
