@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from functools import partial
 from numbers import Integral, Real
@@ -448,6 +449,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.solver_ = self._choose_solver(X.shape[0])
         self.kernel_ = self._build_kernel()
         self.x_scale_ = self._fit_x_scale(X, weights)
+        # the largest |x| / sqrt(n0) of the training rows, in the kernel's units: what a
+        # prediction is checked against (extrapolation in |x| is not bounded with biases)
+        self._largest_x = _largest_rms(X[:, : X.shape[1] - int(self.z_dim)]) / self.x_scale_
         divide = self._x_divider()
         X_kernel = X if divide is None else divide(X)  # the rows the kernel sees
         operator = gram_operator(self.kernel_, X_kernel, block_size=self.block_size)
@@ -620,6 +624,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
+        self._warn_if_x_is_far_outside_the_training_rows(X)
         dual_coef = self.dual_coef_
         coef = dual_coef.reshape(-1, 1) if dual_coef.ndim == 1 else dual_coef
         # Nyström's blocks are cheap (m columns): at least nystrom_min_blocks of them
@@ -634,6 +639,48 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 "values on X; check the scale of X."
             )
         return y_pred.ravel() if dual_coef.ndim == 1 else y_pred
+
+    def _warn_if_x_is_far_outside_the_training_rows(self, X: np.ndarray) -> None:
+        """Warn when rows to predict have x far larger than every training row's.
+
+        With ``normalize_x="scale"`` or ``False`` the kernel sees the norm of x,
+        and with biases it is not homogeneous in it: a row whose ``|x|`` is many
+        times the largest training row's is an extrapolation whose prediction
+        can be far off (a ``StandardScaler`` in front makes rare pixels of new
+        images huge). Not for ``normalize_x=True`` (every x on the sphere) nor a
+        given ``Kernel`` object.
+        """
+        largest = getattr(self, "_largest_x", None)  # models saved before it existed
+        if largest is None or self.normalize_x is True or isinstance(self.kernel, Kernel):
+            return
+        if not largest > 0:
+            return
+        ratio = _largest_rms(X[:, : X.shape[1] - int(self.z_dim)]) / self.x_scale_ / largest
+        if ratio > X_EXTRAPOLATION_WARNING:
+            warnings.warn(
+                f"{type(self).__name__}: rows to predict have x up to {ratio:.3g} times the "
+                f"largest x of the training rows (normalize_x={self.normalize_x!r}): the "
+                "kernel extrapolates in |x| and these predictions may be far off. If the norm "
+                "of x carries no meaning (image pixels, standardised columns), use "
+                "normalize_x=True (every x on the sphere).",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+#: How many times the largest training row's |x| a row to predict may have before
+#: predict warns (see ``_warn_if_x_is_far_outside_the_training_rows``).
+X_EXTRAPOLATION_WARNING = 10.0
+
+
+def _largest_rms(x: np.ndarray) -> float:
+    """``max_i |x_i| / sqrt(n0)`` without under- or overflow (0 for no x or all-zero x)."""
+    if x.size == 0:
+        return 0.0
+    peak = float(np.max(np.abs(x)))
+    if not peak > 0:
+        return 0.0
+    return peak * math.sqrt(float(np.max(np.mean((x / peak) ** 2, axis=1))))
 
 
 def _divide_x(X: np.ndarray, n_x: int, x_scale: float) -> np.ndarray:

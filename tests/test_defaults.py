@@ -7,6 +7,8 @@ tuned RBF kernel ridge. The margins were measured (see docs/user_guide.rst, "Why
 are what they are") and leave room for rounding only.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import PAPER_KERNEL
@@ -155,3 +157,24 @@ def test_the_fitted_x_scale_is_weighted_and_applied_in_predict():
     by_hand.fit(divided, y, sample_weight=weights)
     np.testing.assert_allclose(weighted.predict(U_test), by_hand.predict(divided_test), rtol=1e-10)
     assert weighted.x_scale_ != 1.0 and by_hand.x_scale_ == 1.0
+
+
+def test_predict_warns_when_x_is_far_outside_the_training_rows():
+    """With the kernel seeing |x| (normalize_x="scale" or False), rows to predict whose x is
+    many times larger than every training row's are an extrapolation: predict warns, naming
+    the ratio and normalize_x=True; on the sphere (True) nothing is said."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 6))
+    y = np.sin(X[:, 0]) + X[:, -1]
+    inside, outside = X[:10] * 2.0, X[:10] * 50.0
+    for normalize_x in ("scale", False):
+        model = HyperKernelRegressor(normalize_x=normalize_x).fit(X, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.predict(inside)
+        with pytest.warns(UserWarning, match=r"times the largest x .* normalize_x=True"):
+            model.predict(outside)
+    model = HyperKernelRegressor(normalize_x=True).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict(outside)
