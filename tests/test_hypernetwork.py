@@ -85,7 +85,22 @@ def rotation_task(n_images: int, seed: int = 0):
 # network of z (constant x), the defaults learn the checks' blobs and regression
 # data, and float64 makes predictions independent of the batch.
 @parametrize_with_checks(
-    [HypernetworkRegressor(random_state=0), HypernetworkClassifier(random_state=0)],
+    [
+        HypernetworkRegressor(random_state=0),
+        HypernetworkClassifier(random_state=0),
+        # non-default instances: biases, the linear encoding, x on the sphere
+        HypernetworkRegressor(
+            random_state=0,
+            f_bias_variance=0.5,
+            g_bias_variance=0.5,
+            z_encoding="linear",
+            normalize_x=True,
+            max_epochs=30,
+        ),
+        HypernetworkClassifier(
+            random_state=0, f_bias_variance=1.0, g_bias_variance=0.1, f_depth=2, max_epochs=5
+        ),
+    ],
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
