@@ -128,7 +128,8 @@ def rpcholesky_centers(
     rank = 0
     while rank < n_components:
         total = float(np.sum(residual))
-        if not total > floor:
+        # every residual at rounding level: nothing can be accepted any more
+        if not float(np.max(residual, initial=0.0)) > floor:
             break
         size = min(block, max(1, math.ceil(1.25 * (n_components - rank))))
         candidates = random_state.choice(p, size=size, replace=True, p=residual / total)
@@ -138,6 +139,7 @@ def rpcholesky_centers(
         if rank:
             new -= factor[:, :rank] @ factor[candidates, :rank].T
         accepted = 0
+        spanned = []  # candidates whose residual is rounding: in the pivots' span
         for j in range(size):
             if rank + accepted == n_components:
                 break
@@ -147,7 +149,10 @@ def rpcholesky_centers(
                 block_factor = factor[:, rank : rank + accepted]
                 column = column - block_factor @ block_factor[pivot]
             value = float(column[pivot])
-            if value <= floor or random_state.random_sample() * start_diagonal[j] >= value:
+            if value <= floor:
+                spanned.append(pivot)
+                continue
+            if random_state.random_sample() * start_diagonal[j] >= value:
                 continue
             factor[:, rank + accepted] = column / math.sqrt(value)
             pivots.append(pivot)
@@ -159,6 +164,9 @@ def rpcholesky_centers(
             np.maximum(residual, 0.0, out=residual)
             residual[pivots[rank:]] = 0.0
             rank += accepted
+        # a candidate found in the span stays there: its residual (left above the floor by
+        # rounding of the running update) is 0, so it is not drawn again
+        residual[spanned] = 0.0
     return np.asarray(pivots, dtype=np.intp)
 
 
