@@ -677,10 +677,14 @@ def _largest_rms(x: np.ndarray) -> float:
     """``max_i |x_i| / sqrt(n0)`` without under- or overflow (0 for no x or all-zero x)."""
     if x.size == 0:
         return 0.0
-    peak = float(np.max(np.abs(x)))
+    peak = max(float(np.max(np.abs(x[start : start + 4096]))) for start in range(0, len(x), 4096))
     if not peak > 0:
         return 0.0
-    return peak * math.sqrt(float(np.max(np.mean((x / peak) ** 2, axis=1))))
+    largest = 0.0
+    for start in range(0, x.shape[0], 4096):  # chunks: no copy of all the rows
+        chunk = x[start : start + 4096] / peak
+        largest = max(largest, float(np.max(np.einsum("ij,ij->i", chunk, chunk))))
+    return peak * math.sqrt(largest / x.shape[1])
 
 
 def _divide_x(X: np.ndarray, n_x: int, x_scale: float) -> np.ndarray:

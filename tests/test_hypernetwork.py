@@ -17,6 +17,7 @@ import warnings
 import joblib
 import numpy as np
 import pytest
+from conftest import PAPER_KERNEL
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.datasets import load_digits
@@ -565,7 +566,7 @@ def test_empirical_ntk_approaches_hyperkernel_only_when_g_is_wide():
     x *= np.sqrt(3) / np.linalg.norm(x, axis=1, keepdims=True)  # |x|^2/n0 = 1: normalize_x moot
     U = np.hstack([np.concatenate([x, x[[0, 3]]]), rng.standard_normal((8, 2))])
     U_other = rng.standard_normal((3, 5))
-    limit = HyperKernel(z_dim=2, f_depth=2, g_depth=2, z_encoding="linear")(U)
+    limit = HyperKernel(z_dim=2, f_depth=2, g_depth=2, z_encoding="linear", **PAPER_KERNEL)(U)
 
     def kernels(g_width):
         return np.stack(
@@ -764,7 +765,13 @@ def test_normalize_x_network_has_the_kernel_of_normalised_rows():
 
         def error(normalize_x):
             limit = HyperKernel(
-                z_dim=2, f_depth=2, g_depth=2, z_encoding="linear", normalize_x=normalize_x
+                z_dim=2,
+                f_depth=2,
+                g_depth=2,
+                z_encoding="linear",
+                f_bias_variance=0.0,  # the network's default: no biases
+                g_bias_variance=0.0,
+                normalize_x=normalize_x,
             )(U)
             return np.linalg.norm(kernels - limit) / np.linalg.norm(limit)
 

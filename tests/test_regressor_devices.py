@@ -164,6 +164,8 @@ def test_dask_regressor_equals_local(dask_client, pixel_task, solver):
             alpha_scale="absolute",
             normalize_x=False,
             normalize_y=False,
+            f_bias_variance=0.0,  # the bias-free kernel this 1e-12 comparison was tuned on
+            g_bias_variance=0.0,
             **PIXEL_PARAMS,
         )
         task_name = "_matvec_block"
