@@ -12,6 +12,8 @@ drift between them:
   validator (:func:`validate_architecture`) for classes that are not
   estimators (the kernels, the torch module);
 * the rule for the columns of ``X`` (:func:`check_z_dim`, :func:`x_width`);
+* the rule for f's input: an MLP on x, or a convolutional network on x read
+  as an image (:data:`F_ARCHITECTURES`, :func:`check_f_input`);
 * the activation's variance-keeping gain (:func:`activation_gain`), used by the
   closed forms' duals and by the finite network;
 * the numpydoc text of the shared parameters (:func:`parameters_doc`).
@@ -24,6 +26,7 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 from typing import Any
 
+import numpy as np
 from sklearn.utils._param_validation import (
     Interval,
     StrOptions,
@@ -33,6 +36,8 @@ from sklearn.utils._param_validation import (
 __all__ = [
     "ENCODINGS",
     "ACTIVATIONS",
+    "F_ARCHITECTURES",
+    "check_f_input",
     "CONSTRAINTS",
     "activation_gain",
     "activation_slope",
@@ -46,6 +51,8 @@ __all__ = [
 ENCODINGS = ("fourier", "linear")
 #: activations of f and g
 ACTIVATIONS = ("relu", "leaky_relu")
+#: networks f can be: an MLP on x, or convolutions on x read as an image and a dense readout
+F_ARCHITECTURES = ("dense", "conv")
 
 #: scikit-learn parameter constraints of the architecture parameters
 CONSTRAINTS: dict[str, list] = {
@@ -59,6 +66,9 @@ CONSTRAINTS: dict[str, list] = {
     "normalize_x": ["boolean"],
     "f_bias_variance": [Interval(Real, 0, None, closed="left")],
     "g_bias_variance": [Interval(Real, 0, None, closed="left")],
+    "f_architecture": [StrOptions(set(F_ARCHITECTURES))],
+    "image_shape": [None, "array-like"],
+    "filter_size": [Interval(Integral, 1, None, closed="left")],
 }
 
 
@@ -107,6 +117,83 @@ def check_z_dim(z_dim: int, n_features: int) -> None:
 def x_width(n_features: int, z_dim: int) -> int:
     """Number of x columns f reads: ``n_features - z_dim``, or 1 for the constant x."""
     return max(n_features - z_dim, 1)
+
+
+def check_f_input(
+    f_architecture: str,
+    image_shape: Any,
+    filter_size: Any,
+    n_x_features: int,
+) -> tuple[int, int, int] | None:
+    """Check f's input parameters against x's width; the image's ``(H, W, C)`` for a conv f.
+
+    Parameters
+    ----------
+    f_architecture : {"dense", "conv"}
+        ``"dense"``: f is an MLP on x (``image_shape`` and ``filter_size`` are
+        then ignored). ``"conv"``: f reads x as an image, ``x.reshape(H, W, C)``
+        (row-major, channels last), through ``f_depth - 1`` convolutions of
+        ``filter_size x filter_size`` filters and a dense readout
+        (docs/math.md, "A convolutional f").
+    image_shape : tuple (H, W) or (H, W, C) of positive integers, or None
+        Needed for ``"conv"``; ``C = 1`` when omitted.
+    filter_size : int
+        A positive odd integer (SAME padding needs a centre pixel).
+    n_x_features : int
+        Number of x columns f reads (:func:`x_width`).
+
+    Returns
+    -------
+    tuple of 3 ints or None
+        ``(H, W, C)`` for ``"conv"``; None for ``"dense"``.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and the numbers: an unknown ``f_architecture``;
+        ``"conv"`` without ``image_shape``; an ``image_shape`` that is not 2 or
+        3 positive integers, or whose product is not ``n_x_features``; a
+        ``filter_size`` that is not a positive odd integer.
+    """
+    if f_architecture not in F_ARCHITECTURES:
+        raise ValueError(
+            f"f_architecture must be one of {list(F_ARCHITECTURES)}; got {f_architecture!r}."
+        )
+    if f_architecture == "dense":
+        return None
+    if image_shape is None:
+        raise ValueError(
+            "f_architecture='conv' needs image_shape=(H, W) or (H, W, C): the shape of the "
+            f"image each row's {n_x_features} x columns hold (row-major, channels last)."
+        )
+    try:
+        dims = [int(d) for d in image_shape]
+        exact = all(int(d) == d for d in image_shape)
+    except (TypeError, ValueError):
+        dims, exact = [], False
+    if not exact or len(dims) not in (2, 3) or min(dims) < 1:
+        raise ValueError(
+            "image_shape must be 2 or 3 positive integers, (H, W) or (H, W, C); "
+            f"got {image_shape!r}."
+        )
+    height, width, channels = (*dims, 1) if len(dims) == 2 else dims
+    if height * width * channels != n_x_features:
+        raise ValueError(
+            f"image_shape={tuple(dims)} holds {height * width * channels} values per image, "
+            f"but x has {n_x_features} column(s): with f_architecture='conv' x's columns are "
+            "the image flattened row-major, channels last."
+        )
+    if (
+        isinstance(filter_size, bool)
+        or not isinstance(filter_size, (int, np.integer))
+        or filter_size < 1
+        or filter_size % 2 == 0
+    ):
+        raise ValueError(
+            f"filter_size must be a positive odd integer (SAME padding centres the filter); "
+            f"got {filter_size!r}."
+        )
+    return height, width, channels
 
 
 def activation_slope(activation: str, negative_slope: float) -> float:
@@ -176,6 +263,24 @@ _DOCS = {
         g's weights: ``g^l = V^l a^{l-1} / sqrt(m_{l-1}) + sqrt(bg) c^l`` with
         ``c^l`` further outputs of f. 0 is the paper's bias-free g
         (docs/math.md, "Biases").""",
+    "f_architecture": """\
+    f_architecture : {"dense", "conv"}, default="dense"
+        The hypernetwork f. ``"dense"``: an MLP of ``f_depth`` weight layers on
+        x. ``"conv"``: ``f_depth - 1`` convolutional layers (``filter_size``
+        square filters, stride 1, SAME zero padding, the activation after
+        each) on x read as an image of ``image_shape``, then one dense readout
+        of the flattened feature map; ``f_depth=1`` is the same model for both
+        (docs/math.md, "A convolutional f").""",
+    "image_shape": """\
+    image_shape : tuple of int (H, W) or (H, W, C), default=None
+        With ``f_architecture="conv"`` (where it is required): the image each
+        row's x columns hold, flattened row-major, channels last
+        (``x.reshape(H, W, C)``; ``C = 1`` when omitted); ``H * W * C`` must
+        be x's width. Ignored by the dense f.""",
+    "filter_size": """\
+    filter_size : int, default=3
+        Side of the square filters of a conv f, a positive odd integer.
+        Ignored by the dense f.""",
 }
 
 
