@@ -109,22 +109,24 @@ LAYERS = {
     # pure array recursions (no scikit-learn); the finite network's training loop
     "recursions": 2,
     "_training": 2,
+    # f's kernel: one interface, a file per architecture (dense, conv)
+    "_f": 3,
     # the Gram engine (distinct x, blocks, the fused pass); the torch network
-    "_gram": 3,
-    "network": 3,
+    "_gram": 4,
+    "network": 4,
     # the one Gram operator; the network estimators' shared base
-    "_operator": 4,
-    "_network_estimator": 4,
+    "_operator": 5,
+    "_network_estimator": 5,
     # scikit-learn kernels; the network estimators
-    "kernels": 5,
-    "hypernetwork": 5,
+    "kernels": 6,
+    "hypernetwork": 6,
     # solvers over the operator
-    "_solvers": 6,
+    "_solvers": 7,
     # the kernel estimator
-    "kernel_ridge": 7,
+    "kernel_ridge": 8,
     # the public face and the experiments on top of it
-    "__init__": 8,
-    "experiments": 8,
+    "__init__": 9,
+    "experiments": 9,
 }
 
 
