@@ -345,3 +345,121 @@ def test_bad_input_raises_value_errors_naming_the_parameter():
         cr.conv_correlations(x, x, var, var, 3, 2, same=np.ones((6, 5), bool))
     with pytest.raises(ValueError, match="images_a and images_b"):
         cr.conv_correlations(x, x[:, :4], var, var, 3, 2)
+
+
+# ------------------------------------------------------------------ the compiled table
+
+COMPILED_CASES = list(itertools.product(SHAPES, [1, 2, 3], [3, 5], [0.0, 0.2], [0.0, 0.4]))
+
+
+def _compiled():
+    pytest.importorskip("numba")
+    from sklearn_hyperkernel._f import conv_compiled
+
+    if not conv_compiled.available():
+        pytest.skip("numba's JIT is disabled")
+    return conv_compiled
+
+
+@pytest.mark.parametrize("case", COMPILED_CASES, ids=_case_id)
+def test_compiled_table_equals_the_array_functions(case):
+    cc = _compiled()
+    shape, f_depth, k, slope, bf = case
+    x = _images(shape, seed=2)
+    a, b = x, x[[1, 3, 0, 2]]
+    var_a, var_b = cr.conv_variances(a, k, f_depth, bf), cr.conv_variances(b, k, f_depth, bf)
+    same = _same(a, b)
+    expected = cr.conv_correlations(
+        a, b, var_a, var_b, k, f_depth, slope, bias_variance=bf, same=same
+    )
+    rho, ntk = cc.conv_table(
+        a, b, var_a, var_b, k, f_depth, slope, need_ntk=True, bias_variance=bf, same_pairs=same
+    )
+    assert rho.dtype == np.float64 and rho.shape == (6, 4)
+    np.testing.assert_allclose(rho, expected.rho, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ntk, expected.ntk, rtol=1e-12, atol=1e-14)
+    assert np.all(rho[same & (var_a.sigma[:, None] > 0)] == 1.0)
+    nngp_only, none = cc.conv_table(
+        a, b, var_a, var_b, k, f_depth, slope, need_ntk=False, bias_variance=bf, same_pairs=same
+    )
+    assert none is None and np.array_equal(nngp_only, rho)
+
+
+@pytest.mark.parametrize("f_depth", [1, 3])
+@pytest.mark.parametrize("bf", [0.0, 0.4])
+def test_compiled_symmetric_table_is_the_full_one_mirrored(f_depth, bf):
+    cc = _compiled()
+    x = _images((7, 5, 2), seed=3)
+    var = cr.conv_variances(x, 3, f_depth, bf)
+    kw = dict(need_ntk=True, bias_variance=bf)
+    full = cc.conv_table(x, x, var, var, 3, f_depth, 0.2, same_pairs=_same(x, x), **kw)
+    symmetric = cc.conv_table(x, None, var, None, 3, f_depth, 0.2, symmetric=True, **kw)
+    for s, f in zip(symmetric, full, strict=True):
+        assert np.array_equal(s, s.T)
+        np.testing.assert_allclose(s, f, rtol=1e-14, atol=1e-15)
+    # the diagonal and the repeat (x[4] = x[0]) are equal pairs; the zero image has sigma 0
+    assert symmetric[0][0, 0] == 1.0 and symmetric[0][2, 2] == (1.0 if bf else 0.0)
+    assert symmetric[1][0, 0] == var.theta[0] / var.sigma[0]
+    # the repeat is an equal pair only where the caller says so (the engine's x are distinct)
+    assert abs(symmetric[0][0, 4] - 1.0) < 1e-15 and full[0][0, 4] == 1.0
+    marked = cc.conv_table(
+        x, None, var, None, 3, f_depth, 0.2, symmetric=True, same_pairs=_same(x, x), **kw
+    )
+    assert marked[0][0, 4] == marked[0][4, 0] == 1.0 and marked[1][0, 4] == full[1][0, 4]
+
+
+def test_compiled_float32_and_threads():
+    cc = _compiled()
+    import threading
+
+    x = _images((7, 5, 2), seed=4)
+    x32 = x.astype(np.float32)
+    var, var32 = cr.conv_variances(x, 5, 3, 0.4), cr.conv_variances(x32, 5, 3, 0.4)
+    kw = dict(need_ntk=True, bias_variance=0.4)
+    rho, ntk = cc.conv_table(x32, x32, var32, var32, 5, 3, 0.0, same_pairs=_same(x, x), **kw)
+    assert rho.dtype == np.float32 and ntk.dtype == np.float32
+    # computed in float64: float32's rounding of the float64 values ...
+    x64 = x32.astype(float)
+    var64 = cr.conv_variances(x64, 5, 3, 0.4)
+    exact = cr.conv_correlations(x64, x64, var64, var64, 5, 3, same=_same(x, x), **kw)
+    np.testing.assert_allclose(rho, exact.rho, rtol=1e-7)
+    np.testing.assert_allclose(ntk, exact.ntk, rtol=1e-7)
+    # ... and within 1e-5 of numpy's float32 path away from parallel pairs (x[5] = 2.5 x[1]:
+    # a correlation of 1 - ulp, which kappa0 turns into sqrt(ulp) ~ 3e-4 in float32)
+    some = [0, 1, 2, 3, 4]
+    x32 = x32[some]
+    var32 = cr.conv_variances(x32, 5, 3, 0.4)
+    expected = cr.conv_correlations(x32, x32, var32, var32, 5, 3, same=_same(x32, x32), **kw)
+    assert expected.rho.dtype == np.float32
+    np.testing.assert_allclose(rho[np.ix_(some, some)], expected.rho, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ntk[np.ix_(some, some)], expected.ntk, rtol=1e-5, atol=1e-6)
+    # one thread, numba's threads and a worker thread (computed serially there): equal
+    serial = cc.conv_table(x, x, var, var, 5, 3, 0.0, n_threads=1, **kw)
+    parallel = cc.conv_table(x, x, var, var, 5, 3, 0.0, n_threads=2, **kw)
+    found = {}
+    worker = threading.Thread(
+        target=lambda: found.update(value=cc.conv_table(x, x, var, var, 5, 3, 0.0, **kw))
+    )
+    worker.start()
+    worker.join()
+    for got in (parallel, found["value"]):
+        assert np.array_equal(got[0], serial[0]) and np.array_equal(got[1], serial[1])
+
+
+def test_compiled_bad_input():
+    cc = _compiled()
+    x = _images((5, 4, 2))
+    var = cr.conv_variances(x, 3, 2)
+    kw = dict(need_ntk=True, bias_variance=0.0)
+    with pytest.raises(ValueError, match="filter_size"):
+        cc.conv_table(x, x, var, var, 4, 2, 0.0, **kw)
+    with pytest.raises(ValueError, match="var_a"):
+        cc.conv_table(x, x, var, var, 3, 3, 0.0, **kw)
+    with pytest.raises(ValueError, match="var_b"):
+        cc.conv_table(x, x[:2], var, var, 3, 2, 0.0, **kw)
+    with pytest.raises(ValueError, match="same_pairs"):
+        cc.conv_table(x, x, var, var, 3, 2, 0.0, same_pairs=np.ones((2, 2), bool), **kw)
+    with pytest.raises(ValueError, match="negative_slope"):
+        cc.conv_table(x, x, var, var, 3, 2, float("nan"), **kw)
+    with pytest.raises(ValueError, match="images_a"):
+        cc.conv_table(x[0], x, var, var, 3, 2, 0.0, **kw)
