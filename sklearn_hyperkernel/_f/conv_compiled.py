@@ -45,31 +45,63 @@ def available() -> bool:
 
 
 @_jit()
+def _edge_sum(values, base, stride, index, n, k):  # pragma: no cover - compiled
+    """The box sum at ``index`` of a line of ``n`` values ``values[base + m stride]``, over
+    the window's positions inside the line, in the order of the offsets."""
+    r = k // 2
+    total = 0.0
+    for d in range(max(0, r - index), min(k, n + r - index)):
+        total += values[base + (index + d - r) * stride]
+    return total
+
+
+@_jit()
 def _box(src, dst, tmp, h, w, k, bias):  # pragma: no cover - compiled
     """``dst = B src + bias`` on flat ``h x w`` maps: the sums along W into ``tmp``, then along
-    H, each in the order of the offsets ``-r .. r`` (as the array form), then ``/ (k k)``."""
+    H, each in the order of the offsets ``-r .. r`` (the array form's; a padded zero adds
+    nothing), then times ``1 / (k k)``.
+
+    Each pass runs as long loops over the flat map (vectorised), as if the map had no
+    border; then the positions within ``r`` of a border (whose window those loops wrapped
+    or cut) are summed again over their window's positions inside the image.
+    """
     r = k // 2
     size = h * w
+    # the long loops index views from 0 (numba cannot see that p - r >= 0 and would check
+    # for negative indices at every element, which stops LLVM from vectorising them)
+    inner = size - 2 * r
+    if inner > 0:  # along W
+        out = tmp[r : r + inner]
+        first = src[0:inner]
+        for q in range(inner):
+            out[q] = first[q]
+        for d in range(1, k):
+            term = src[d : d + inner]
+            for q in range(inner):
+                out[q] += term[q]
+    for i in range(h):  # the columns j < r and j >= w - r, each once
+        for j in range(min(r, w)):
+            tmp[i * w + j] = _edge_sum(src, i * w, 1, j, w, k)
+        for j in range(max(min(r, w), w - r), w):
+            tmp[i * w + j] = _edge_sum(src, i * w, 1, j, w, k)
+    inner = size - 2 * r * w
+    if inner > 0:  # along H
+        out = dst[r * w : r * w + inner]
+        first = tmp[0:inner]
+        for q in range(inner):
+            out[q] = first[q]
+        for d in range(1, k):
+            term = tmp[d * w : d * w + inner]
+            for q in range(inner):
+                out[q] += term[q]
+    for i in range(h):  # the rows i < r and i >= h - r
+        if r <= i < h - r:
+            continue
+        for j in range(w):
+            dst[i * w + j] = _edge_sum(tmp, j, w, i, h, k)
+    inverse = 1.0 / (k * k)
     for p in range(size):
-        tmp[p] = 0.0
-        dst[p] = 0.0
-    for d in range(k):
-        off = d - r
-        lo, hi = max(0, -off), min(w, w - off)
-        for i in range(h):
-            row = i * w
-            for j in range(lo, hi):
-                tmp[row + j] += src[row + j + off]
-    for d in range(k):
-        off = d - r
-        lo, hi = max(0, -off), min(h, h - off)
-        for i in range(lo, hi):
-            row, source = i * w, (i + off) * w
-            for j in range(w):
-                dst[row + j] += tmp[source + j]
-    area = float(k * k)
-    for p in range(size):
-        dst[p] = dst[p] / area + bias
+        dst[p] = dst[p] * inverse + bias
 
 
 @_jit()

@@ -20,7 +20,7 @@ position-pair covariances is needed: per pair of images each quantity is one
 ``k k`` at the border too (padded zeros count, as in torch's
 ``conv2d(padding=k // 2)`` and neural-tangents); it is separable and runs as
 two 1-D passes of ``k`` shifted sums (along W, then along H), then one
-division by ``k k``. ``kappa1`` and ``kappa0`` are the package's duals of the
+product with ``1 / (k k)``. ``kappa1`` and ``kappa0`` are the package's duals of the
 normalised (leaky) ReLU on correlations (:func:`~..recursions.dual_correlations`),
 applied per position with that position's variances ``v_l(p) = Sigma^l(x,
 x)(p, p)`` (they are not ``|x|^2 / n0``: zero padding loses energy at the
@@ -130,7 +130,7 @@ def _box(maps: Array, filter_size: int) -> Array:
 
     Two 1-D passes (along the last axis, then the one before), each the sum
     of the ``k`` shifted copies of the zero-padded map in the order of the
-    offsets ``-r .. r``, then one division by ``k k``.
+    offsets ``-r .. r``, then one product with ``1 / (k k)``.
     """
     if filter_size == 1:
         return maps
@@ -147,7 +147,7 @@ def _box(maps: Array, filter_size: int) -> Array:
             part = padded[..., d : d + size] if axis == -1 else padded[..., d : d + size, :]
             total = part if total is None else total + part
         maps = total
-    return maps / float(filter_size * filter_size)
+    return maps * (1.0 / (filter_size * filter_size))
 
 
 def _channel_dot(a: Array, b: Array) -> Array:
