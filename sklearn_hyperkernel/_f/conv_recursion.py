@@ -11,8 +11,8 @@ position-pair covariances is needed: per pair of images each quantity is one
     K^0(p)     = x(p) . x'(p) / C0                       (channels' dot product)
     Sigma^l    = B K^{l-1} + bf                          l = 1 .. D
     Theta^l    = B (Theta^{l-1} Kdot^{l-1} + K^{l-1}) + bf   (Theta^0 = 0, Kdot^0 = 1)
-    K^l        = sqrt(v_l v_l') kappa1(rho_l),  Kdot^l = kappa0(rho_l),
-                 rho_l = Sigma^l / sqrt(v_l v_l')  (0 where v_l v_l' = 0)
+    K^l        = sqrt(v_l u_l) kappa1(rho_l),  Kdot^l = kappa0(rho_l),
+                 rho_l = Sigma^l / sqrt(v_l u_l)  (0 where v_l u_l = 0)
     S_f        = mean_p K^D + bf
     Theta^f    = mean_p (Theta^D Kdot^D + K^D) + bf
 
@@ -20,13 +20,14 @@ position-pair covariances is needed: per pair of images each quantity is one
 ``k k`` at the border too (padded zeros count, as in torch's
 ``conv2d(padding=k // 2)`` and neural-tangents); it is separable and runs as
 two 1-D passes of ``k`` shifted sums (along W, then along H), then one
-product with ``1 / (k k)``. ``kappa1`` and ``kappa0`` are the package's duals of the
-normalised (leaky) ReLU on correlations (:func:`~..recursions.dual_correlations`),
-applied per position with that position's variances ``v_l(p) = Sigma^l(x,
-x)(p, p)`` (they are not ``|x|^2 / n0``: zero padding loses energy at the
-border), so a zero-variance position (its receptive field is all zero) gives
-``K = 0`` without a NaN. ``bf`` is ``f_bias_variance`` (biases.md; the
-convention of neural-tangents' ``b_std``).
+product with ``1 / (k k)``. ``kappa1`` and ``kappa0`` are the package's
+duals of the normalised (leaky) ReLU on correlations
+(:func:`~..recursions.dual_correlations`), applied per position with that
+position's variances ``v_l(p) = Sigma^l(x, x)(p, p)`` of x and ``u_l(p) =
+Sigma^l(x', x')(p, p)`` of x' (they are not ``|x|^2 / n0``: zero padding
+loses energy at the border), so a zero-variance position (its receptive field
+is all zero) gives ``K = 0`` without a NaN. ``bf`` is ``f_bias_variance``
+(biases.md; the convention of neural-tangents' ``b_std``).
 
 On an image's own diagonal every correlation is 1 and ``kappa1(1) =
 kappa0(1) = 1``, so the variances obey the linear recursion
@@ -37,23 +38,27 @@ kappa0(1) = 1``, so the variances obey the linear recursion
 the same operations in the same order, so an image paired with itself gets
 exactly its variances back.
 
-Tangents in ``bf`` (forward mode, exact; ``'`` is ``d / d bf``):
+Tangents in ``bf`` (forward mode, exact; ``dX`` is ``d X / d bf``):
 
-    v_l' = B v_{l-1}' + 1 (v_0' = 0),       t_l' = B (t_{l-1}' + v_{l-1}') + 1
-    Sigma^l' = B K^{l-1}' + 1,              (K^0' = 0, Theta^0' = 0, Kdot^0' = 0)
-    Theta^l' = B (Theta^{l-1}' Kdot^{l-1} + Theta^{l-1} Kdot^{l-1}' + K^{l-1}') + 1
-    g_l      = v_l' / v_l + v_l'' / v_l''   (the two images' maps; 0 where a variance is 0)
-    K^l'     = kappa0 Sigma^l' + sqrt(v_l v_l') (kappa1 - rho_l kappa0) g_l / 2
-    rho_l'   = (Sigma^l' - rho_l sqrt(v_l v_l') g_l / 2) / sqrt(v_l v_l')
-    Kdot^l'  = kappa0'(rho_l) rho_l'          (:func:`~..recursions.kappa0_slope`)
-    S_f'     = mean K^D' + 1,   Theta^f' = mean (Theta^D' Kdot^D + Theta^D Kdot^D' + K^D') + 1
+    dv_0 = 0,  dv_l = B dv_{l-1} + 1       (one map for every image: du_l = dv_l)
+    dt_1 = dv_1,  dt_l = B (dt_{l-1} + dv_{l-1}) + 1
+    dK^0 = dTheta^0 = dKdot^0 = 0
+    dSigma^l = B dK^{l-1} + 1
+    dTheta^l = B (dTheta^{l-1} Kdot^{l-1} + Theta^{l-1} dKdot^{l-1} + dK^{l-1}) + 1
+    s_l      = sqrt(v_l u_l),  g_l = dv_l / v_l + du_l / u_l   (a term 0 where its variance is 0)
+    dK^l     = kappa0 dSigma^l + s_l (kappa1 - rho_l kappa0) g_l / 2
+    drho_l   = (dSigma^l - rho_l s_l g_l / 2) / s_l
+    dKdot^l  = kappa0'(rho_l) drho_l          (:func:`~..recursions.kappa0_slope`)
+    dS_f     = mean_p dK^D + 1
+    dTheta^f = mean_p (dTheta^D Kdot^D + Theta^D dKdot^D + dK^D) + 1
 
-(``kappa1 - rho kappa0 = c sin(t) / pi`` is the covariance dual's derivative
-in the variances, biases.md's ``d kappa1``). The normalised values
-``r = S_f / sqrt(sigma sigma')`` (and the NTK alike) have
-``r' = S_f' / sqrt(sigma sigma') - r (sigma' / sigma + sigma'' / sigma'') / 2``
-with ``sigma' = d S_f(x, x) / d bf``; a direction's tangent is
-``Direction.f_bias * r'`` (``bf r'``: the derivative in ``log bf``).
+(``kappa1 - rho kappa0 = c sin(t) / pi``: the covariance dual's derivative in
+the variances, biases.md's ``d kappa1``). With ``sigma = S_f(x, x)`` and
+``sigma* = S_f(x', x')`` (:func:`conv_variances`, with ``dsigma = mean_p dv_D
++ 1``), the normalised ``r = S_f / sqrt(sigma sigma*)`` has ``dr = dS_f /
+sqrt(sigma sigma*) - r (dsigma / sigma + dsigma* / sigma*) / 2``, and the NTK
+alike; a direction's tangent is ``Direction.f_bias * dr`` (``bf dr``: the
+derivative in ``log bf``).
 
 Pure array functions: numpy arrays and torch tensors (array API), out of
 place, differentiable by autograd. The compiled evaluation of the same values
