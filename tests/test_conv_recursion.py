@@ -444,6 +444,19 @@ def test_compiled_float32_and_threads():
     worker.join()
     for got in (parallel, found["value"]):
         assert np.array_equal(got[0], serial[0]) and np.array_equal(got[1], serial[1])
+    # a process forked after the pool started (GNU OpenMP's is not fork-safe) is not killed
+    # and computes the same table (on one thread there)
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_forked_table, (x, var)).get(timeout=120)
+    assert np.array_equal(child[0], serial[0]) and np.array_equal(child[1], serial[1])
+
+
+def _forked_table(x, var):
+    from sklearn_hyperkernel._f import conv_compiled
+
+    return conv_compiled.conv_table(x, x, var, var, 5, 3, 0.0, need_ntk=True, bias_variance=0.4)
 
 
 def test_compiled_bad_input():
