@@ -53,6 +53,7 @@ from ._utils.rows import FIND, Coincidence, find_coincidence, set_where
 __all__ = [
     "relu_duals",
     "dual_correlations",
+    "kappa0_slope",
     "Direction",
     "mlp_correlations",
     "MLPCorrelations",
@@ -141,8 +142,12 @@ def dual_correlations(
     return kappa1, (kappa0 if need_kappa0 else None)
 
 
-def _kappa0_slope(rho: Array, negative_slope: float) -> Array:
-    """d kappa0 / d rho; zero where |rho| = 1, where every caller's tangent is 0."""
+def kappa0_slope(rho: Array, negative_slope: float = 0.0) -> Array:
+    """``d kappa0 / d rho = c / (pi sin t)`` of :func:`dual_correlations`, elementwise.
+
+    Zero where ``|rho| = 1`` (it is infinite there), where every caller's
+    tangent of ``rho`` is 0. Forward-mode tangents through a dual use it.
+    """
     xp = array_namespace(rho)
     sine = xp.sqrt((1.0 - rho) * (1.0 + rho))
     positive = sine > 0.0
@@ -418,7 +423,7 @@ def mlp_correlations(
         d_next = [_times(d, kappa0) for d in d_rho]
         if need_ntk:
             if tangents:
-                slope = _kappa0_slope(rho, negative_slope)
+                slope = kappa0_slope(rho, negative_slope)
                 d_ntk = [
                     _plus(_plus(_times(dn, kappa0), _times(dr, ntk * slope)), dx)
                     for dn, dr, dx in zip(d_ntk, d_rho, d_next, strict=True)
@@ -576,7 +581,7 @@ def hyper_correlations(
             if tangents:
                 # d(ntk rho_f kappa0 + rho_sigma): the product rule on the backward
                 # factor; kappa0 is also d rho_sigma / d rho_lambda
-                slope = _kappa0_slope(rho_lambda, negative_slope)
+                slope = kappa0_slope(rho_lambda, negative_slope)
                 d_ntk = [
                     _plus(
                         _plus(_times(dn, rho_f * kappa0), _times(df, ntk * kappa0)),

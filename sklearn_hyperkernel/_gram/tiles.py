@@ -28,6 +28,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
+from .._utils import fork as _fork  # noqa: F401 - registers its fork hook before any pool starts
 from .._utils.arrays import squared_distances
 from .._utils.device import Placement
 from .._utils.rows import coincident_pairs, row_ids, set_where, sorted_ids
@@ -40,7 +41,6 @@ from ..recursions import (
     z_correlations,
     z_needs_coincidence,
 )
-from . import fork as _fork  # noqa: F401 - registers its fork hook before any numba pool starts
 
 _NUMPY = Placement()  # numpy, float64: the fused pass's placement
 

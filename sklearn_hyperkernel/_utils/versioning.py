@@ -184,7 +184,7 @@ MOVED_MODULES = {
         "_gram_engine": "_gram.engine",
         "_gram_tiles": "_gram.tiles",
         "_fused": "_gram.fused",
-        "_fork": "_gram.fork",
+        "_fork": "_utils.fork",
         "_cg": "_solvers.cg",
         "_dense_solver": "_solvers.dense",
         "_nystrom": "_solvers.nystrom",
