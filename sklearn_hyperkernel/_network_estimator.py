@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._params.architecture import check_z_dim, x_width
+from ._params.architecture import check_f_input, check_z_dim, x_width
 from ._params.network_parameters import ESTIMATOR_CONSTRAINTS, WARM_START_FIXED
 from ._training.loop import (
     Plateau,
@@ -246,6 +246,9 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
         """Set the fitted attributes of a fresh model (module at initialisation)."""
         torch = import_torch()
         check_z_dim(self.z_dim, X.shape[1])
+        check_f_input(
+            self.f_architecture, self.image_shape, self.filter_size, x_width(X.shape[1], self.z_dim)
+        )
         self.device_ = torch_device(self.device)
         self._rng = check_random_state(self.random_state)
         self._normalize_x_fitted = bool(self.normalize_x)
@@ -270,6 +273,9 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
             negative_slope=self.negative_slope,
             f_bias_variance=self.f_bias_variance,
             g_bias_variance=self.g_bias_variance,
+            f_architecture=self.f_architecture,
+            image_shape=self.image_shape,
+            filter_size=self.filter_size,
             generator=torch.Generator().manual_seed(int(seed)),
             dtype=torch.float64 if self.dtype == "float64" else torch.float32,
             device=self.device_,
