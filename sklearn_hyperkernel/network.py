@@ -216,6 +216,16 @@ class Hypernetwork(torch.nn.Module):
     torch.Size([5, 1])
     >>> empirical_ntk(model, x, z).shape
     torch.Size([5, 5])
+
+    A conv ``f`` on 5 x 4 images of 2 channels (``x_dim = 40``), 8 channels per layer:
+
+    >>> conv = Hypernetwork(x_dim=40, z_dim=2, f_width=8, g_width=4, f_architecture="conv",
+    ...                     image_shape=(5, 4, 2), generator=torch.Generator().manual_seed(0))
+    >>> [tuple(w.shape) for w in conv.f_weights]
+    [(8, 2, 3, 3), (8, 8, 3, 3), (12, 160)]
+    >>> images = torch.randn(5, 40, dtype=torch.float64)
+    >>> empirical_ntk(conv, images, z).shape
+    torch.Size([5, 5])
     """
 
     # modules pickled before biases existed have none; before the conv f, a dense f
@@ -640,7 +650,10 @@ def _conv_layer_kernel(
     ``G_i = sum_p d_i(p) patch_i(p)^T`` (the ``k x k x C_in`` input values around
     ``p``, zero padded), over the channel biases ``b sum_p d_i(p)``; the term is
     ``c^2 <G_i, G_j> + b^2 (sum_p d_i(p)) . (sum_p d_j(p))``. ``G`` is formed for
-    a chunk of rows at a time, at most ``ntk_chunk_elements`` values.
+    a chunk of rows at a time, at most ``ntk_chunk_elements`` values with the chunk's
+    patches (``C_out C_in k^2 + C_in k^2 H W`` per row and output); a chunk of the
+    second set of rows is formed again for every chunk of the first, so the time
+    grows as ``n1 n2 / chunk`` row gradients when the rows do not fit one chunk.
     """
     n_outputs, n1, channels_out = d1.shape[:3]
     n2 = d2.shape[1]
@@ -654,14 +667,18 @@ def _conv_layer_kernel(
         flat = d[:, chunk].reshape(n_outputs, -1, channels_out, pixels)
         return (flat @ patches.transpose(1, 2).unsqueeze(0)).reshape(n_outputs, flat.shape[1], -1)
 
+    same = q1 is q2 and d1 is d2  # a symmetric Gram: the blocks above the diagonal, mirrored
     kernel = torch.empty(n_outputs, n1, n2, dtype=d1.dtype, device=d1.device)
     for start1 in range(0, n1, rows):
         chunk1 = slice(start1, min(start1 + rows, n1))
         g1 = gradients(q1, d1, chunk1)
-        for start2 in range(0, n2, rows):
+        for start2 in range(start1 if same else 0, n2, rows):
             chunk2 = slice(start2, min(start2 + rows, n2))
-            g2 = gradients(q2, d2, chunk2)
-            kernel[:, chunk1, chunk2] = (multiplier * multiplier) * (g1 @ g2.transpose(1, 2))
+            g2 = g1 if same and start2 == start1 else gradients(q2, d2, chunk2)
+            block = (multiplier * multiplier) * (g1 @ g2.transpose(1, 2))
+            kernel[:, chunk1, chunk2] = block
+            if same and start2 != start1:
+                kernel[:, chunk2, chunk1] = block.transpose(1, 2)
     if bias_square:
         sums1, sums2 = d1.sum(dim=(3, 4)), d2.sum(dim=(3, 4))
         kernel += bias_square * (sums1 @ sums2.transpose(1, 2))
