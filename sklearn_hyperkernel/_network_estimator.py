@@ -41,6 +41,7 @@ from ._training.loop import (
     warn_if_not_learned,
 )
 from ._utils.device import fallback_device, resolve_device
+from ._utils.rows import distinct_rows
 from ._utils.versioning import NETWORK_ESTIMATOR_HISTORY, upgrade_state, versioned_state
 from .config import get_config
 from .progress import format_log_line, log
@@ -435,21 +436,35 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
 
         Rows are converted to tensors and evaluated in blocks of at most
         ``predict_block_rows`` rows whose generated weights of g take at most
-        ``predict_block_bytes`` (:mod:`sklearn_hyperkernel.config`), so memory
-        does not grow with the number of rows.
+        ``predict_block_bytes`` (:mod:`sklearn_hyperkernel.config`); f runs once
+        per distinct x of a block, on as many distinct x at a time as f's widest
+        layer (a conv f's feature maps, ``H W f_width`` values per x) fits in
+        ``predict_block_bytes``. So memory does not grow with the number of rows.
         """
         torch = import_torch()
-        result = np.empty((X.shape[0], self.module_.n_outputs), dtype=np.float64)
-        row_bytes = self.module_.n_generated * torch.finfo(self._torch_dtype()).bits // 8
+        module = self.module_
+        result = np.empty((X.shape[0], module.n_outputs), dtype=np.float64)
+        item_bytes = torch.finfo(self._torch_dtype()).bits // 8
         config = get_config()
         block_rows = max(
-            1, min(config["predict_block_rows"], config["predict_block_bytes"] // row_bytes)
+            1,
+            min(
+                config["predict_block_rows"],
+                config["predict_block_bytes"] // (module.n_generated * item_bytes),
+            ),
+        )
+        f_rows = max(
+            1, config["predict_block_bytes"] // (max(module.f_layer_sizes[1:]) * item_bytes)
         )
         with torch_threads(self.n_jobs), torch.no_grad():
             for start in range(0, X.shape[0], block_rows):
                 stop = min(start + block_rows, X.shape[0])
                 x, z = self._x_and_z(X[start:stop])
-                block = self.module_(x, z, deduplicate_x=True)
+                x, x_index = distinct_rows(x)
+                flat = torch.cat(
+                    [module.f_forward(x[i : i + f_rows]) for i in range(0, x.shape[0], f_rows)]
+                )
+                block = module.g_forward(module.split_generated(flat[x_index]), z)
                 result[start:stop] = block.to("cpu", torch.float64).numpy()
         if not np.all(np.isfinite(result)):
             raise ValueError("The network output is not finite; check the scale of X.")

@@ -484,6 +484,24 @@ def test_conv_estimator_at_initialisation_is_the_module_of_its_seed():
     assert not np.allclose(model.predict(X), dense.predict(X))
 
 
+def test_conv_predictions_run_f_on_few_images_at_a_time():
+    """A conv f's feature maps (H W f_width values per image) bound how many distinct images
+    ``predict`` sends through f at once; the numbers do not change."""
+    X, y = pixel_rows()
+    X = X[np.random.default_rng(1).permutation(len(X))]  # blocks hold several images
+    model = HypernetworkRegressor(
+        f_width=64, g_width=4, max_epochs=1, random_state=0, device="cpu", **CONV
+    ).initialize(X, y)
+    x, z = model._x_and_z(X)
+    with torch.no_grad():
+        expected = model.module_(x, z).numpy()[:, 0] * model._y_scale[0] + model._y_mean[0]
+    # rows per block: 6400 // (260 generated * 8 bytes) = 3; images per f call:
+    # 6400 // (4 * 3 pixels * 64 channels * 8 bytes) = 1
+    with config_context(predict_block_bytes=6400):
+        np.testing.assert_allclose(model.predict(X), expected, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-13, atol=1e-13)
+
+
 def test_grid_search_over_the_architecture_and_filter_size():
     X, y = pixel_rows(8)
     search = GridSearchCV(
