@@ -517,6 +517,23 @@ def test_grid_search_over_the_architecture_and_filter_size():
     assert search.best_estimator_.module_.f_architecture == search.best_params_["f_architecture"]
 
 
+@pytest.mark.parametrize("Estimator", [HypernetworkRegressor, HypernetworkClassifier])
+def test_an_estimator_pickled_before_the_conv_f_gets_the_dense_f(Estimator):
+    """A state without the three parameters: of 0.1.0, upgraded to the dense f; of this
+    version, refused naming them."""
+    state = Estimator(f_width=8).__getstate__()
+    for name in CONV:
+        del state[name]
+    recorded = dict(state)
+    del state["_sklearn_hyperkernel_version"]
+    old = Estimator.__new__(Estimator)
+    with pytest.warns(UserWarning, match="0.1.0"):
+        old.__setstate__(state)
+    assert old.get_params() == Estimator(f_width=8).get_params()
+    with pytest.raises(pickle.UnpicklingError, match="f_architecture, filter_size, image_shape"):
+        Estimator.__new__(Estimator).__setstate__(recorded)
+
+
 @pytest.mark.parametrize(
     "params, match",
     [
