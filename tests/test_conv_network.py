@@ -390,7 +390,7 @@ CASES = [(2, 3, 0.0, 0.0), (3, 3, 0.0, 0.0), (3, 3, 0.1, 0.5), (2, 5, 1.0, 0.1)]
 NARROW, WIDE = (16, 4), (512, 128)
 N_SEEDS = 8
 # Relative Frobenius errors measured on four sets of 8 seeds (seeds 0-7, 1000-1007, ...):
-# wide 2-8 % (NTK) and 3-13 % (output covariance), narrow 12-76 %; wide / narrow <= 0.4.
+# wide 2-8 % (NTK) and 3-13 % (output covariance), narrow 12-76 %; wide / narrow <= 0.45.
 # The issue's bar, 3 seeds at the wide widths, on six sets of seeds: 2-16 % and 4-14 %.
 WIDE_TOLERANCE = 0.16
 ISSUE_TOLERANCE = 0.30
@@ -467,6 +467,9 @@ def test_estimators_take_the_conv_parameters(Estimator):
     x, z = model._x_and_z(X[:5])
     x2, z2 = model._x_and_z(X[3:9])
     np.testing.assert_allclose(kernel, empirical_ntk(model.module_, x, z, x2, z2), rtol=1e-13)
+    # a warm start cannot change the architecture
+    with pytest.raises(ValueError, match=r"filter_size=5 \(fitted with 3\)"):
+        model.set_params(warm_start=True, filter_size=5).fit(X, target)
 
 
 def test_conv_estimator_at_initialisation_is_the_module_of_its_seed():
