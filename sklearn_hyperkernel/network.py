@@ -627,7 +627,7 @@ def _backpropagated_vectors(
             else:
                 back = deltas[0] @ weight
                 if below.dim() == 4:  # readout -> the last map (flattened channels last)
-                    n_maps, channels, height, width = below.shape
+                    _, channels, height, width = below.shape
                     back = back.reshape(*back.shape[:2], height, width, channels)
                     back = back.permute(0, 1, 4, 2, 3)
             deltas.insert(0, back * multiplier * model._phi_derivative(below))
