@@ -38,6 +38,7 @@ __all__ = [
     "BIAS_PARAMETERS",
     "ESTIMATOR_HISTORY",
     "KERNEL_HISTORY",
+    "NETWORK_CONV_PARAMETERS",
     "NETWORK_ESTIMATOR_HISTORY",
     "NETWORK_HISTORY",
     "REGRESSOR_HISTORY",
@@ -137,6 +138,13 @@ REGRESSOR_HISTORY = (
     AddedParameter("random_state", "0.1.0", None),
     *BIAS_PARAMETERS,
 )
+#: The convolutional f of the finite networks and their estimators (docs/math.md,
+#: "A convolutional f"): every version before it had the dense f.
+NETWORK_CONV_PARAMETERS = (
+    AddedParameter("f_architecture", "0.2.0", "dense"),
+    AddedParameter("image_shape", "0.2.0", None),
+    AddedParameter("filter_size", "0.2.0", 3),
+)
 #: :class:`~sklearn_hyperkernel.HypernetworkRegressor` and
 #: :class:`~sklearn_hyperkernel.HypernetworkClassifier`.
 NETWORK_ESTIMATOR_HISTORY = (
@@ -144,6 +152,7 @@ NETWORK_ESTIMATOR_HISTORY = (
     AddedParameter("normalize_y", "0.1.0", False),
     AddedParameter("n_jobs", "0.1.0", None),
     *BIAS_PARAMETERS,
+    *NETWORK_CONV_PARAMETERS,
 )
 #: Every estimator's table, by class name (for the docs and the tests).
 ESTIMATOR_HISTORY = {
@@ -155,7 +164,7 @@ ESTIMATOR_HISTORY = {
 }
 #: The torch :class:`~sklearn_hyperkernel.network.Hypernetwork` (constructor
 #: arguments it stores as attributes).
-NETWORK_HISTORY = BIAS_PARAMETERS
+NETWORK_HISTORY = (*BIAS_PARAMETERS, *NETWORK_CONV_PARAMETERS)
 
 #: Private modules that pickles of older versions refer to, and the last version
 #: that had each. Their classes cannot be rebuilt here: such a pickle is refused.
