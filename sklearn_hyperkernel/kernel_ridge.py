@@ -164,7 +164,7 @@ _OWN_PARAMETERS = """\
         n_components`` centres, an approximation whose error falls as ``m``
         grows (exact at ``m = n``): ``n m`` kernel entries, ``n m^2 + m^3``
         flops, memory ``O(m^2 + block)``, ``m`` kernel entries per predicted
-        row. The hyperkernel's spectrum is flat at the default ridge: on MNIST
+        row. The NTK's spectrum is flat at the default ridge: on MNIST
         pixels at ``n = 20,000`` the test MSE was 29 % above the exact solve's
         at ``m = 2000`` (fit in 1/20 of the time), 21 % at 4000 (1/5), 12 % at
         8000 (0.9 of it); it is the solver beyond the other two (a million rows
