@@ -365,7 +365,7 @@ def main() -> None:
         estimators = [("HyperKernelRegressor()", HyperKernelRegressor())]
         if task != "readme":
             estimators.append(
-                ("HyperKernelRegressor(kernel='nngp')", HyperKernelRegressor(kernel="nngp"))
+                ("HyperKernelRegressor(kernel='ntk')", HyperKernelRegressor(kernel="ntk"))
             )
         estimators.append(("GPR(C * HyperNNGP(normalize_x=True) + White)", gp))
         if networks:
