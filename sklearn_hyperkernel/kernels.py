@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
@@ -13,7 +12,13 @@ from sklearn.utils.validation import check_array
 
 from ._gram.engine import Architecture, FactorizedRows, diagonal, factorize, gram, gram_matvec
 from ._operator.gram_operator import FactorizingKernel
-from ._params.architecture import activation_slope, check_z_dim, validate_architecture
+from ._params.architecture import (
+    activation_slope,
+    check_f_input,
+    check_z_dim,
+    validate_architecture,
+    x_width,
+)
 from ._params.kernel_parameters import KERNEL_PARAMETERS_DOC
 from ._utils.device import Placement, fallback_device, resolve_placement
 from ._utils.versioning import KERNEL_HISTORY, upgrade_state, versioned_state
@@ -47,6 +52,9 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         f_bias_variance_bounds: tuple[float, float] | str = (1e-5, 1e5),
         g_bias_variance_bounds: tuple[float, float] | str = (1e-5, 1e5),
         normalize_x: bool = True,
+        f_architecture: str = "dense",
+        image_shape: tuple[int, ...] | None = None,
+        filter_size: int = 3,
         block_size: int | None = None,
         n_jobs: int | None = None,
         device: str | None = None,
@@ -66,6 +74,9 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         self.f_bias_variance_bounds = f_bias_variance_bounds
         self.g_bias_variance_bounds = g_bias_variance_bounds
         self.normalize_x = normalize_x
+        self.f_architecture = f_architecture
+        self.image_shape = image_shape
+        self.filter_size = filter_size
         self.block_size = block_size
         self.n_jobs = n_jobs
         self.device = device
@@ -117,6 +128,12 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         """Check the parameters (ValueError naming the bad one) and resolve the architecture."""
         validate_architecture(self.get_params(deep=False), caller_name=type(self).__name__)
         check_z_dim(self.z_dim, n_features)
+        image = check_f_input(
+            self.f_architecture,
+            self.image_shape,
+            self.filter_size,
+            x_width(n_features, int(self.z_dim)),
+        )
         if self.block_size is not None:
             _check_int(self.block_size, "block_size", 1)
         if not isinstance(self.verbose, (bool, np.bool_)):
@@ -131,6 +148,9 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
             kind=self._kind,
             f_bias_variance=float(self.f_bias_variance),
             g_bias_variance=float(self.g_bias_variance),
+            f_architecture=self.f_architecture,
+            image_shape=image,
+            filter_size=int(self.filter_size),
         )
 
     def _validate(self, X, name: str) -> np.ndarray:
@@ -186,7 +206,6 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         FactorizedRows
         """
         X = self._validate(X, "X")
-        self._architecture(X.shape[1])
         return self._factorize(X)
 
     def _as_factorized(self, rows) -> FactorizedRows:
@@ -194,7 +213,7 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         return rows if isinstance(rows, FactorizedRows) else self.factorize_rows(rows)
 
     def _factorize(self, X: np.ndarray, distinct: bool = True) -> FactorizedRows:
-        """Factorised rows of validated ``X``, with the two x conventions applied.
+        """Factorised rows of validated ``X`` (parameters checked), with the two x conventions.
 
         ``distinct=False`` skips finding the distinct x rows (enough for the
         diagonal).
@@ -202,18 +221,17 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         * No x columns (``X`` has exactly ``z_dim`` columns): every row shares
           the constant x = (1,), so f's output is the same for all rows and
           the kernel is that of the ordinary network g on z (docs/math.md).
-        * ``normalize_x``: each non-zero x is rescaled to ``|x|^2 / n0 = 1``;
-          only the variance ``s`` changes (correlations do not depend on
-          ``|x|``), so it is applied to the factorised rows directly.
+        * ``normalize_x``: each non-zero x is rescaled to ``|x|^2 / n0 = 1``
+          (by f's kernel: the dense f changes only the variance ``s``, as
+          correlations do not depend on ``|x|``; the conv f rescales the image).
         """
+        arch = self._architecture(X.shape[1])
         z_dim = int(self.z_dim)
         if X.shape[1] == z_dim:
             X = np.hstack([np.ones((X.shape[0], 1)), X])
         self._check_scale(X)
-        rows = factorize(X, z_dim, distinct=distinct)
-        if self.normalize_x:
-            rows = dataclasses.replace(rows, x_variance=(rows.x_variance > 0).astype(np.float64))
-        return rows
+        normalize = bool(self.normalize_x)
+        return factorize(X, z_dim, arch.f_kernel(), normalize=normalize, distinct=distinct)
 
     def _check_scale(self, X: np.ndarray) -> None:
         """Refuse rows whose kernel values float64 cannot hold (GPy #898, GPyTorch #623).

@@ -118,6 +118,13 @@ BIAS_PARAMETERS = (
     AddedParameter("f_bias_variance", "0.2.0", 0.0),
     AddedParameter("g_bias_variance", "0.2.0", 0.0),
 )
+#: f's input (docs/math.md, "A convolutional f"): the dense f of every version
+#: before 0.2.0.
+F_INPUT_PARAMETERS = (
+    AddedParameter("f_architecture", "0.2.0", "dense"),
+    AddedParameter("image_shape", "0.2.0", None),
+    AddedParameter("filter_size", "0.2.0", 3),
+)
 #: :class:`~sklearn_hyperkernel.HyperKernel`, :class:`~sklearn_hyperkernel.HyperNNGP`.
 KERNEL_HISTORY = (
     AddedParameter("normalize_x", "0.1.0", False),
@@ -125,6 +132,7 @@ KERNEL_HISTORY = (
     # the bounds matter only when the variance is positive (at 0 it is fixed)
     AddedParameter("f_bias_variance_bounds", "0.2.0", (1e-5, 1e5)),
     AddedParameter("g_bias_variance_bounds", "0.2.0", (1e-5, 1e5)),
+    *F_INPUT_PARAMETERS,
 )
 #: :class:`~sklearn_hyperkernel.HyperKernelRegressor` (before these: an absolute
 #: ridge, raw x and raw targets; every row a centre is moot without Nyström).
@@ -136,6 +144,7 @@ REGRESSOR_HISTORY = (
     AddedParameter("center_selection", "0.1.0", "uniform"),
     AddedParameter("random_state", "0.1.0", None),
     *BIAS_PARAMETERS,
+    *F_INPUT_PARAMETERS,
 )
 #: :class:`~sklearn_hyperkernel.HypernetworkRegressor` and
 #: :class:`~sklearn_hyperkernel.HypernetworkClassifier`.
