@@ -570,7 +570,9 @@ class HyperKernel(_HypernetworkKernel):
     f's quantities depend on x alone and are computed once per distinct x of
     each block, so rows that share an image (many pixel coordinates per image)
     cost little more than the z part. Without biases ``HyperKernel(u, u) = L *
-    H * s^H * e`` with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)``, and rows
+    H * s^H * e`` with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)`` for the
+    dense f (``H * Theta^f(x, x) * S_f(x, x)^(H-1) * e`` for any f; the conv
+    f's ``S_f(x, x)`` comes from its recursion, not from ``|x|``), and rows
     with x = 0, or z = 0 under the linear encoding, have kernel 0 with every
     row; biases change both (docs/math.md, "Biases": x = 0 is an ordinary
     input when ``f_bias_variance > 0``, z = 0 when ``g_bias_variance > 0``).
@@ -626,7 +628,8 @@ class HyperNNGP(_HypernetworkKernel):
     Notes
     -----
     Without biases ``HyperNNGP(u, u) = s^H * e`` with ``s = |x|^2 / n0`` and
-    ``e = Sigma^0(z, z)`` (with them, docs/math.md, "Biases"). A bias
+    ``e = Sigma^0(z, z)`` for the dense f (``S_f(x, x)^H * e`` for any f; with
+    biases, docs/math.md, "Biases"). A bias
     variance of exactly 0 is a fixed hyperparameter, a positive one is
     learned in log space like ``length_scale``. The paper's closed form of
     the raw rows is ``HyperNNGP(normalize_x=False, f_bias_variance=0,
