@@ -8,7 +8,8 @@ functions of ``|x|`` alone, zero padding loses energy at the border); per pair
 of distinct images f's correlations come from
 :func:`.conv_recursion.conv_correlations` (numpy or torch, differentiable) or,
 for the fused pass, the compiled :func:`.conv_compiled.conv_table`. Equal
-images: correlation exactly 1.
+images (the engine's coincidence ids, passed as a boolean matrix): correlation
+exactly 1, NTK ``theta / sigma``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 
 from ..recursions import Direction, MLPCorrelations
 from .base import FKernel, FRows
@@ -38,6 +41,16 @@ class ConvF(FKernel):
         if image_shape is None or len(image_shape) != 3:
             raise ValueError(f"ConvF needs image_shape=(H, W, C); got {image_shape!r}.")
         super().__init__(f_depth, negative_slope, bias_variance, image_shape, filter_size)
+
+    @staticmethod
+    def _same_mask(same: Any, n_a: int, n_b: int, like: Any) -> Any:
+        """A :data:`.._utils.rows.Coincidence` as the boolean matrix the conv recursion reads."""
+        if same is None or not isinstance(same, tuple):
+            return same
+        xp = array_namespace(like)
+        mask = xp.zeros((n_a, n_b), dtype=xp.bool, device=array_device(like))
+        mask[same] = True
+        return mask
 
     def _images(self, features: Any) -> Any:
         return features.reshape((features.shape[0], *self.image_shape))
@@ -79,6 +92,7 @@ class ConvF(FKernel):
         from .conv_recursion import conv_correlations
 
         images_a, images_b = self._images(a.features), self._images(b.features)
+        same = self._same_mask(same, images_a.shape[0], images_b.shape[0], images_a)
         return conv_correlations(
             images_a,
             images_b,
@@ -97,6 +111,7 @@ class ConvF(FKernel):
         from .conv_compiled import conv_table
 
         images_a, images_b = self._images(a.features), self._images(b.features)
+        same = self._same_mask(same, images_a.shape[0], images_b.shape[0], images_a)
         return conv_table(
             images_a,
             images_b,
