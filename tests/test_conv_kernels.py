@@ -258,7 +258,7 @@ def test_gradient_matches_finite_differences(cls, z_encoding):
         down[i] -= step
         numeric = (kernel.clone_with_theta(up)(X) - kernel.clone_with_theta(down)(X)) / (2 * step)
         assert relative_error(gradient[..., i], numeric) < 1e-6
-    assert relative_error(K, kernel(X)) == 0.0
+    assert relative_error(K, kernel(X)) < 1e-13  # conv_correlations vs the compiled table
 
 
 def test_threads_and_dask_give_the_same_gram(dask_client):

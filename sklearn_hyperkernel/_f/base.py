@@ -141,14 +141,15 @@ class FKernel(ABC):
         """
 
     def table(self, a: FRows, b: FRows, same: Any, *, need_ntk: bool) -> tuple[Any, Any]:
-        """``(rho, ntk)`` of :meth:`correlations` as float64 numpy arrays (ntk None unless asked).
+        """``(rho, ntk)`` of :meth:`correlations` on numpy rows, without tangents.
 
-        The fused pass's f table; subclasses with a compiled evaluation override it.
+        Arrays of the features' dtype (``ntk`` None unless asked). The Gram
+        engine's f table on numpy (the fused pass, and the tiles without a
+        gradient, where numba is installed); subclasses with a compiled
+        evaluation override it.
         """
         f = self.correlations(a, b, same, need_ntk=need_ntk)
-        return np.asarray(f.rho, dtype=np.float64), (
-            None if f.ntk is None else np.asarray(f.ntk, dtype=np.float64)
-        )
+        return f.rho, f.ntk
 
     def input_correlations(self, a_features: Any, b_features: Any, same: Any, out=None) -> Any:
         """The input correlation an elementwise f reads (only where :attr:`elementwise`)."""

@@ -310,8 +310,8 @@ def _block_f(
     :class:`._f.base.FKernel`. ``pairs``: an elementwise f's input
     correlation (one matrix product for the whole block; computed into
     ``destination`` when given and every x of the block is distinct); else f's
-    correlations on the block's distinct pairs: ``tabled`` (the fused pass)
-    ``(rho, ntk)`` of :meth:`._f.base.FKernel.table`, otherwise the
+    correlations on the block's distinct pairs: ``tabled`` (numpy rows, no
+    tangents) ``(rho, ntk)`` of :meth:`._f.base.FKernel.table`, otherwise the
     :class:`.recursions.MLPCorrelations` of :meth:`._f.base.FKernel.correlations`
     (with the tangents of ``directions``).
     """
@@ -324,7 +324,7 @@ def _block_f(
         same_x = coincident_pairs(a.x_ids[used_a], b.x_ids, b.x_search, used_b)
     else:
         same_x = coincident_pairs(a.x_ids[used_a], b.x_ids[used_b])
-    if tabled:
+    if tabled and not f.elementwise:
         f_a, f_b = _host_f_rows(a, used_a), _host_f_rows(b, used_b)
         pairs = f.table(f_a, f_b, same_x, need_ntk=need_ntk)
         return f, pairs, (used_a, used_b), (local_a, local_b)
@@ -434,7 +434,9 @@ def block_tiles(
     f's part comes once per block, on the block's distinct x
     (:func:`_block_f`): for the dense f, x's correlations in one matrix
     product, f's recursion then running tile by tile; for another f, its
-    correlations on the block's distinct pairs. The elementwise recursions
+    correlations on the block's distinct pairs (compiled, its
+    :meth:`._f.base.FKernel.table`, on numpy without a gradient where numba
+    is installed). The elementwise recursions
     of g then run on tiles of ``tile_rows`` rows so their temporaries stay
     small. Yields ``(tile_rows, tile_cols, value, gradient)`` with arrays of
     the placement. In a symmetric Gram each tile starts at its own diagonal,
@@ -449,9 +451,13 @@ def block_tiles(
         return
     need_ntk = arch.kind == "ntk"
     directions = _directions(arch, gradient_names)
+    # a tabled f on numpy without tangents: its compiled table (where numba is)
+    compiled = not (directions or placement.uses_torch) and fused_available()
     f, pairs, (used_a, used_b), (local_a, local_b) = _block_f(
-        arch, placement, a, rows, b, cols, need_ntk=need_ntk, directions=directions
+        arch, placement, a, rows, b, cols, tabled=compiled, need_ntk=need_ntk, directions=directions
     )
+    if compiled and not f.elementwise:  # the table: no tangents
+        pairs = MLPCorrelations(pairs[0], pairs[1], [], [])
     xp = array_namespace(pairs.rho if isinstance(pairs, MLPCorrelations) else pairs)
     # the dense f's input variances |x|^2 / n0 of the block's distinct x rows and columns
     s_block_a = _take(a.x_s, placement.put_index(used_a), 0)
