@@ -10,7 +10,15 @@ import numpy as np
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 from sklearn.utils.validation import check_array
 
-from ._gram.engine import Architecture, FactorizedRows, diagonal, factorize, gram, gram_matvec
+from ._gram.engine import (
+    Architecture,
+    FactorizedRows,
+    diagonal,
+    factorize,
+    gram,
+    gram_matvec,
+    with_f,
+)
 from ._operator.gram_operator import FactorizingKernel
 from ._params.architecture import (
     activation_slope,
@@ -212,6 +220,10 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         """``rows`` if already factorised, else :meth:`factorize_rows` of them."""
         return rows if isinstance(rows, FactorizedRows) else self.factorize_rows(rows)
 
+    def _with_f(self, rows: FactorizedRows, arch: Architecture) -> FactorizedRows:
+        """``rows`` with this kernel's f quantities (rows factorised by another kernel)."""
+        return with_f(rows, arch.f_kernel(), normalize=bool(self.normalize_x))
+
     def _factorize(self, X: np.ndarray, distinct: bool = True) -> FactorizedRows:
         """Factorised rows of validated ``X`` (parameters checked), with the two x conventions.
 
@@ -333,6 +345,8 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         arch = self._architecture(n_features)
         if rows_b is not None and rows_b.x_distinct.shape[1] + rows_b.z.shape[1] != n_features:
             raise ValueError("rows_a and rows_b have different numbers of columns.")
+        rows_a = self._with_f(rows_a, arch)
+        rows_b = None if rows_b is None else self._with_f(rows_b, arch)
         K, _ = self._gram(arch, rows_a, rows_b, stream_entries=stream_entries)
         if rows_b is None:
             np.fill_diagonal(K, diagonal(arch, rows_a))
@@ -372,6 +386,7 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         rows = self._as_factorized(rows)
         n_features = rows.x_distinct.shape[1] + rows.z.shape[1]
         arch = self._architecture(n_features)
+        rows = self._with_f(rows, arch)
         vectors = np.asarray(vectors, dtype=np.float64)
         if vectors.shape[:1] != (rows.n_rows,) or vectors.ndim > 2:
             raise ValueError(

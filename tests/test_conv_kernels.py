@@ -371,3 +371,14 @@ def test_bad_input_raises_naming_the_parameter(params, name):
     regressor = HyperKernelRegressor(f_architecture="conv", image_shape=IMAGE).set_params(**params)
     with pytest.raises(ValueError, match=name):
         regressor.fit(X, X[:, -1])
+
+
+def test_rows_factorised_by_the_dense_kernel_evaluated_by_the_conv_kernel():
+    """f's per-x quantities are the evaluating kernel's, whichever kernel factorised the rows."""
+    X, Y = rows(), rows(9, seed=1)
+    conv = conv_kernel(HyperKernel, f_bias_variance=0.5)
+    dense = clone(conv).set_params(f_architecture="dense")
+    rows_x, rows_y = dense.factorize_rows(X), dense.factorize_rows(Y)
+    assert np.array_equal(conv.gram_factorized(rows_x), conv(X))
+    assert np.array_equal(conv.gram_factorized(rows_x, rows_y), conv(X, Y))
+    assert np.array_equal(dense.gram_factorized(conv.factorize_rows(X)), dense(X))

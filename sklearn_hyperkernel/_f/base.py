@@ -33,7 +33,18 @@ import numpy as np
 
 from ..recursions import Direction, MLPCorrelations
 
-__all__ = ["FKernel", "FRows"]
+__all__ = ["FKernel", "FRows", "input_variances"]
+
+
+def input_variances(x: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``|x|^2`` and ``s = |x|^2 / n0`` per row; with ``normalize``, ``s`` is 1 (0 for x = 0).
+
+    ``normalize`` is the kernels' ``normalize_x``: each non-zero x rescaled to
+    ``|x|^2 / n0 = 1`` (that rescaling is ``x / sqrt(|x|^2 / n0)``).
+    """
+    squared_norm = np.einsum("ij,ij->i", x, x)
+    s = squared_norm / max(x.shape[1], 1)
+    return squared_norm, ((s > 0).astype(np.float64) if normalize else s)
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,10 @@ class FRows:
         ``Theta^f(x, x)``.
     d_sigma, d_theta : ndarray of shape (n,)
         ``d sigma / d bf`` and ``d theta / d bf`` (``bf``: f's bias variance).
+    key : tuple or None
+        :meth:`FKernel.key` of the f that computed them (with ``normalize``):
+        rows factorised by one kernel and evaluated by another are recomputed
+        when the two f differ.
     """
 
     features: np.ndarray | None
@@ -62,6 +77,7 @@ class FRows:
     theta: np.ndarray
     d_sigma: np.ndarray
     d_theta: np.ndarray
+    key: tuple | None = None
 
     def take(self, index: Any) -> FRows:
         """The rows ``index`` (an index array or a slice) of every field."""
@@ -73,6 +89,7 @@ class FRows:
             self.theta[index],
             self.d_sigma[index],
             self.d_theta[index],
+            self.key,
         )
 
 
@@ -112,12 +129,24 @@ class FKernel(ABC):
         self.image_shape = None if image_shape is None else tuple(int(d) for d in image_shape)
         self.filter_size = int(filter_size)
 
+    def key(self, normalize: bool) -> tuple:
+        """What f's per-x quantities depend on: its class, parameters and ``normalize``."""
+        return (
+            type(self).__name__,
+            self.f_depth,
+            self.negative_slope,
+            self.bias_variance,
+            self.image_shape,
+            self.filter_size,
+            bool(normalize),
+        )
+
     @abstractmethod
     def rows(self, x: np.ndarray, *, normalize: bool, need_features: bool = True) -> FRows:
         """f's quantities of the rows of ``x`` (shape (n, n0), float64, validated).
 
         ``normalize``: each non-zero x is taken rescaled to ``|x|^2 / n0 = 1``
-        (the kernels' ``normalize_x``).
+        (the kernels' ``normalize_x``). The result's ``key`` is :meth:`key`.
         """
 
     @abstractmethod

@@ -22,7 +22,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
 from ..recursions import Direction, MLPCorrelations
-from .base import FKernel, FRows
+from .base import FKernel, FRows, input_variances
 
 __all__ = ["ConvF"]
 
@@ -61,11 +61,10 @@ class ConvF(FKernel):
         return conv_variances(images, self.filter_size, self.f_depth, self.bias_variance)
 
     def rows(self, x: np.ndarray, *, normalize: bool, need_features: bool = True) -> FRows:
-        s = np.einsum("ij,ij->i", x, x) / max(x.shape[1], 1)
+        squared_norm, s = input_variances(x, normalize)
         if normalize:  # each non-zero image rescaled to |x|^2 / n0 = 1
-            root = np.sqrt(s)
+            root = np.sqrt(squared_norm / max(x.shape[1], 1))
             x = x * np.divide(1.0, root, out=np.zeros_like(root), where=root > 0)[:, None]
-            s = (s > 0).astype(np.float64)
         variances = self._variances(self._images(x))
 
         def host(value: Any) -> np.ndarray:
@@ -78,6 +77,7 @@ class ConvF(FKernel):
             host(variances.theta),
             host(variances.d_sigma),
             host(variances.d_theta),
+            self.key(normalize),
         )
 
     def correlations(

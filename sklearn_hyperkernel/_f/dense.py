@@ -23,7 +23,7 @@ from ..recursions import (
     f_output_variance,
     mlp_correlations,
 )
-from .base import FKernel, FRows
+from .base import FKernel, FRows, input_variances
 
 __all__ = ["DenseF", "unit_rows"]
 
@@ -41,10 +41,8 @@ class DenseF(FKernel):
     elementwise = True
 
     def rows(self, x: np.ndarray, *, normalize: bool, need_features: bool = True) -> FRows:
-        squared_norm = np.einsum("ij,ij->i", x, x)
-        s = squared_norm / max(x.shape[1], 1)
-        if normalize:  # correlations do not depend on |x|: only s changes
-            s = (s > 0).astype(np.float64)
+        # normalize: correlations do not depend on |x|, only s changes
+        squared_norm, s = input_variances(x, normalize)
         L, bf = self.f_depth, self.bias_variance
         return FRows(
             unit_rows(x, squared_norm) if need_features else None,
@@ -53,6 +51,7 @@ class DenseF(FKernel):
             f_ntk_variance(s, L, bf),
             np.full(s.shape, float(L)),
             np.full(s.shape, L * (L + 1) / 2.0),
+            self.key(normalize),
         )
 
     def input_correlations(self, a_features: Any, b_features: Any, same: Any, out=None) -> Any:

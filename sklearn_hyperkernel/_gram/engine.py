@@ -61,6 +61,7 @@ __all__ = [
     "Architecture",
     "FactorizedRows",
     "factorize",
+    "with_f",
     "gram",
     "gram_matvec",
     "diagonal",
@@ -186,6 +187,20 @@ def factorize(
         x_distinct = x
     f_rows = f.rows(x_distinct, normalize=normalize)
     return FactorizedRows(x_distinct, x_index, f_rows, z, x_key)
+
+
+def with_f(rows: FactorizedRows, f: FKernel, *, normalize: bool) -> FactorizedRows:
+    """``rows`` with f's quantities of ``f`` (recomputed from ``x_distinct`` if another f's).
+
+    Rows factorised by one kernel may be evaluated by another (a different
+    ``f_depth``, bias variance or ``f_architecture``): f's ``sigma`` and
+    ``theta`` depend on them, the distinct x do not.
+    """
+    if rows.f.key == f.key(normalize):
+        return rows
+    need_features = rows.f.features is not None
+    f_rows = f.rows(rows.x_distinct, normalize=normalize, need_features=need_features)
+    return dataclasses.replace(rows, f=f_rows)
 
 
 # ---------------------------------------------------------------- tasks
