@@ -303,3 +303,12 @@ def test_a_new_f_is_one_class_and_one_registry_entry(monkeypatch, kind, bf, bg, 
         engine.gram_matvec(arch, rows_dense, vectors, diagonal),
         1e-12,
     )
+
+
+def test_every_f_architecture_has_its_kernel():
+    """The values of ``f_architecture`` are the f registered for the engine."""
+    from sklearn_hyperkernel._f import F_KERNELS, FKernel
+    from sklearn_hyperkernel._params.architecture import F_ARCHITECTURES
+
+    assert set(F_KERNELS) == set(F_ARCHITECTURES)
+    assert all(issubclass(cls, FKernel) for cls in F_KERNELS.values())

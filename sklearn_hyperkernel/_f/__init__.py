@@ -7,7 +7,9 @@ recursion needs (docs/math.md): per distinct x the output variance
 (the interface: :class:`.base.FKernel`, :class:`.base.FRows`). g's part, the
 coincidence rules, blocks, the fused pass, the operator and the solvers do not
 depend on which f produced them. A new f is one file (a subclass of
-:class:`.base.FKernel`) and one entry of :data:`F_KERNELS`.
+:class:`.base.FKernel`) and one entry of :data:`F_KERNELS` (its name also among
+the values the ``f_architecture`` parameter accepts,
+:data:`.._params.architecture.F_ARCHITECTURES`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ input correlation per pair (the dense f: ``x.x' / (|x| |x'|)`` and the rows'
 ``|x|^2 / n0``) says so with :attr:`FKernel.elementwise`, and the engine then
 runs f tile by tile, or entry by entry in the fused pass, instead of tabling it
 per block. A new f is one file with a subclass and one entry of
-:data:`.F_KERNELS`.
+:data:`.F_KERNELS` (and its name in ``f_architecture``'s values,
+:data:`.._params.architecture.F_ARCHITECTURES`).
 """
 
 from __future__ import annotations
