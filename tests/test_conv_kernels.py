@@ -266,10 +266,12 @@ def test_fused_pass_equals_the_tiles(cls, bf, bg, block_size):
     with config_context(fused=True):
         fused, fused_cross = kernel(X), kernel(X, Y)
         product = kernel.gram_matvec(X, np.arange(X.shape[0], dtype=float))
+        single = clone(kernel).set_params(dtype="float32")(X, Y)  # f's table in float32
     assert relative_error(fused, K) < 1e-12
     assert relative_error(fused_cross, cross) < 1e-12
     assert np.array_equal(fused, fused.T)
     assert relative_error(product, K @ np.arange(X.shape[0], dtype=float)) < 1e-12
+    assert relative_error(single, cross) < 1e-5
 
 
 @pytest.mark.parametrize("device", TORCH_DEVICES)
