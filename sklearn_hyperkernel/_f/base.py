@@ -70,6 +70,9 @@ class FRows:
         :meth:`FKernel.key` of the f that computed them (with ``normalize``):
         rows factorised by one kernel and evaluated by another are recomputed
         when the two f differ.
+    state : ndarray of shape (n, ...) or None
+        Whatever else the f computes once per x and reads per pair (the conv
+        f: each image's per-position variance maps); None for the dense f.
     """
 
     features: np.ndarray | None
@@ -79,6 +82,7 @@ class FRows:
     d_sigma: np.ndarray
     d_theta: np.ndarray
     key: tuple | None = None
+    state: np.ndarray | None = None
 
     def take(self, index: Any) -> FRows:
         """The rows ``index`` (an index array or a slice) of every field."""
@@ -91,6 +95,7 @@ class FRows:
             self.d_sigma[index],
             self.d_theta[index],
             self.key,
+            None if self.state is None else self.state[index],
         )
 
 

@@ -55,9 +55,13 @@ class ConvF(FKernel):
     def _images(self, features: Any) -> Any:
         return features.reshape((features.shape[0], *self.image_shape))
 
-    def _variances(self, images: Any) -> Any:
-        from .conv_recursion import conv_variances
+    def _variances(self, images: Any, rows: FRows | None = None) -> Any:
+        """:func:`.conv_recursion.conv_variances` of ``images``, from ``rows`` where computed."""
+        from .conv_recursion import ConvVariances, conv_variances
 
+        if rows is not None and rows.state is not None:
+            fields = (rows.state, rows.sigma, rows.theta, rows.d_sigma, rows.d_theta)
+            return ConvVariances(*fields)
         return conv_variances(images, self.filter_size, self.f_depth, self.bias_variance)
 
     def rows(self, x: np.ndarray, *, normalize: bool, need_features: bool = True) -> FRows:
@@ -78,6 +82,7 @@ class ConvF(FKernel):
             host(variances.d_sigma),
             host(variances.d_theta),
             self.key(normalize),
+            np.asarray(variances.maps),  # per image, read by every pair
         )
 
     def correlations(
@@ -96,8 +101,8 @@ class ConvF(FKernel):
         return conv_correlations(
             images_a,
             images_b,
-            self._variances(images_a),
-            self._variances(images_b),
+            self._variances(images_a, a),
+            self._variances(images_b, b),
             self.filter_size,
             self.f_depth,
             self.negative_slope,
@@ -115,8 +120,8 @@ class ConvF(FKernel):
         return conv_table(
             images_a,
             images_b,
-            self._variances(images_a),
-            self._variances(images_b),
+            self._variances(images_a, a),
+            self._variances(images_b, b),
             self.filter_size,
             self.f_depth,
             self.negative_slope,

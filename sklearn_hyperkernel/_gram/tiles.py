@@ -174,7 +174,7 @@ class PlacedRows:
 
     ``x_index`` and the ids of :func:`coincidence_ids` stay host arrays:
     which distinct rows a block needs, and which entries coincide, is
-    bookkeeping done on the host. ``x_features`` to ``x_d_theta`` are the
+    bookkeeping done on the host. ``x_features`` to ``x_state`` are the
     fields of the rows' :class:`._f.base.FRows` (per distinct x).
     ``x_order``, ``x_sorted``, ``z_order`` and ``z_sorted`` sort the ids
     (:func:`._utils.rows.sorted_ids`), so that a block or a tile finds its
@@ -187,6 +187,7 @@ class PlacedRows:
     x_theta: Any
     x_d_sigma: Any
     x_d_theta: Any
+    x_state: Any
     z: Any
     x_index: np.ndarray
     x_ids: np.ndarray
@@ -212,7 +213,8 @@ class PlacedRows:
         """f's :class:`._f.base.FRows` of the distinct x ``used`` (a slice or placed indices)."""
         fields_ = (self.x_features, self.x_s, self.x_sigma, self.x_theta)
         fields_ += (self.x_d_sigma, self.x_d_theta)
-        return FRows(*(_take(field, used, 0) for field in fields_))
+        taken = [_take(field, used, 0) for field in fields_]
+        return FRows(*taken, state=_take(self.x_state, used, 0))
 
 
 N_ROW_ARRAYS = len(fields(PlacedRows))  # arrays per set of rows in a task's arguments
@@ -254,6 +256,7 @@ def place_rows(placement: Placement, a: Any, b: Any = None) -> tuple:
         f = rows.f
         placed += (placement.put(f.features), placement.put(f.s), placement.put(f.sigma))
         placed += (placement.put(f.theta), placement.put(f.d_sigma), placement.put(f.d_theta))
+        placed += (None if f.state is None else placement.put(f.state),)
         placed += (placement.put(rows.z), rows.x_index, x_ids, *sorted_ids(x_ids))
         placed += (z_ids, *sorted_ids(z_ids))
     return placed
