@@ -24,7 +24,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._operator.gram_operator import gram_operator
-from ._params.architecture import CONSTRAINTS, check_z_dim, parameters_doc
+from ._params.architecture import (
+    CONSTRAINTS,
+    check_f_input,
+    check_z_dim,
+    parameters_doc,
+    x_width,
+)
 from ._solvers.cg import fit_cg
 from ._solvers.dense import solve_dense, training_gram
 from ._solvers.nystrom import fit_nystrom
@@ -332,6 +338,9 @@ _ARCHITECTURE = (
     "negative_slope",
     "f_bias_variance",
     "g_bias_variance",
+    "f_architecture",
+    "image_shape",
+    "filter_size",
 )
 
 
@@ -379,6 +388,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         negative_slope: float = 0.01,
         f_bias_variance: float = 1.0,
         g_bias_variance: float = 0.1,
+        f_architecture: str = "dense",
+        image_shape: tuple[int, ...] | None = None,
+        filter_size: int = 3,
         normalize_x: bool | str = "scale",
         normalize_y: bool = True,
         block_size: int | None = None,
@@ -406,6 +418,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.negative_slope = negative_slope
         self.f_bias_variance = f_bias_variance
         self.g_bias_variance = g_bias_variance
+        self.f_architecture = f_architecture
+        self.image_shape = image_shape
+        self.filter_size = filter_size
         self.normalize_x = normalize_x
         self.normalize_y = normalize_y
         self.block_size = block_size
@@ -477,6 +492,8 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         weights = check_sample_weight(sample_weight, X.shape[0])
         if not isinstance(self.kernel, Kernel):
             check_z_dim(self.z_dim, X.shape[1])
+            n_x = x_width(X.shape[1], int(self.z_dim))
+            check_f_input(self.f_architecture, self.image_shape, self.filter_size, n_x)
         mean, scale = target_scaling(targets, weights, normalize=bool(self.normalize_y))
         targets = (targets - mean) / scale
         self.solver_ = self._choose_solver(X.shape[0])

@@ -317,8 +317,8 @@ def _side(
     scales: np.ndarray,
     g_depth: int,
     name: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x index, z, 1/|z|, scale, e)`` of the rows or the columns, as the loops read them.
+) -> tuple[np.ndarray, ...]:
+    """``(x index, z, 1/|z|, scale, e, s)`` of the rows or the columns, as the loops read them.
 
     Fourier z are divided by the length scales (``e = 1``); linear z come with
     their inverse norms (0 for a zero row) and ``e = |z|^2 / m0``; the scale
@@ -344,7 +344,7 @@ def _side(
         inverse = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
         z, e = np.ascontiguousarray(z), norm * norm / z.shape[1]
     scale = s ** (g_depth / 2.0) * np.sqrt(e)
-    return index, z, inverse, scale, e
+    return index, z, inverse, scale, e, s
 
 
 def _f_variances(s: np.ndarray, f_depth: int, bf: float) -> np.ndarray:
@@ -410,6 +410,8 @@ def hyper_block(
     n_threads: int | None = None,
     f_bias_variance: float = 0.0,
     g_bias_variance: float = 0.0,
+    f_tabled: bool = False,
+    f_ntk: np.ndarray | None = None,
 ) -> np.ndarray:
     """A block of the hyperkernel (``kind="ntk"``) or hyper-NNGP (``"nngp"``) Gram.
 
@@ -470,6 +472,15 @@ def hyper_block(
         exactly 0; x = 0 with ``bf > 0``, and linear z = 0 with ``bg > 0``,
         are ordinary rows; equal rows still give correlation exactly 1 at every
         layer.
+    f_tabled : bool, default=False
+        True: f was evaluated already (any f's kernel, :mod:`.._f`):
+        ``rho_x`` is f's output correlation ``S_f / sqrt(sigma sigma')`` on
+        the distinct pairs (exactly 1 at equal x), ``f_ntk`` f's NTK over
+        ``sqrt(sigma sigma')`` there (needed for ``kind="ntk"``), and
+        ``s_a``, ``s_b`` are f's output variances ``sigma = S_f(x, x)`` of
+        every row and column; only g runs here (``f_depth`` is then unused).
+    f_ntk : ndarray of the shape of ``rho_x``, default=None
+        See ``f_tabled``.
 
     Returns
     -------
@@ -515,6 +526,8 @@ def hyper_block(
         if not np.isfinite(variance) or variance < 0:
             raise ValueError(f"{name} must be a finite number >= 0; got {variance!r}.")
     bf, bg = float(f_bias_variance), float(g_bias_variance)
+    if f_tabled and kind == "ntk" and (f_ntk is None or np.shape(f_ntk) != rho_x.shape):
+        raise ValueError(f"f_tabled with kind='ntk' needs f_ntk of shape {rho_x.shape}.")
     side_a = _side(x_index_a, z_a, s_a, rho_x.shape[0], z_encoding, scales, g_depth, "x_index_a")
     side_b = _side(x_index_b, z_b, s_b, rho_x.shape[1], z_encoding, scales, g_depth, "x_index_b")
     rows = side_a[:4]
@@ -534,6 +547,10 @@ def hyper_block(
         return out
     slope = _relu_slope(float(negative_slope))
     entries = n * m / 2.0 if symmetric else float(n * m)
+    if f_tabled:
+        options = (z_encoding, slope, symmetric)
+        args = (rows, cols, out, bg, g_depth, kind, n_threads, options)
+        return _g_block(rho_x, f_ntk, side_a, side_b, *args)
     tabled = indexed and rho_x.size <= get_config()["fused_table_fraction"] * entries
     biased = bf != 0.0 or bg != 0.0
     bias = None
@@ -556,6 +573,54 @@ def hyper_block(
         x = (np.ascontiguousarray(rho_x), x[1])
     arch = (int(f_depth), int(g_depth), z_encoding == "fourier", kind == "ntk", slope)
     arch += (bool(symmetric), bool(tabled))
+    return _run_block(out, x, rows, cols, arch, bias, n_threads)
+
+
+def _g_block(
+    rho_f: np.ndarray,
+    ntk_f: np.ndarray | None,
+    side_a: tuple,
+    side_b: tuple,
+    rows: tuple,
+    cols: tuple,
+    out: np.ndarray,
+    bg: float,
+    g_depth: int,
+    kind: str,
+    n_threads: int | None,
+    options: tuple,
+) -> np.ndarray:
+    """:func:`hyper_block` of a tabled f (``f_tabled``): g on f's correlation table.
+
+    ``side_a[3]`` and ``side_b[3]`` are the scales ``sigma^(H/2) sqrt(e)`` of
+    the bias-free g (``s`` was f's output variance ``sigma``); with g's biases
+    the table becomes f's covariances ``rho sqrt(sigma sigma')`` (exactly
+    ``sigma`` at equal x: ``sqrt(v v) == v``) and g's variances
+    ``w_l = sigma (w_{l-1} + bg)`` come from ``sigma``.
+    """
+    z_encoding, slope, symmetric = options
+    ntk_kind = kind == "ntk"
+    rho = np.array(rho_f, dtype=np.float64, order="C")
+    ntk = np.array(ntk_f, dtype=np.float64, order="C") if ntk_kind else np.empty(rho.shape)
+    bias = None
+    if bg != 0.0:
+        sigma_a, sigma_b = side_a[5], side_b[5]  # s is sigma here
+        table_a = _distinct_variances(sigma_a, rows[0], rho.shape[0])
+        table_b = _distinct_variances(sigma_b, cols[0], rho.shape[1])
+        root = np.sqrt(table_a[:, None] * table_b[None, :])
+        rho *= root
+        if ntk_kind:
+            ntk *= root
+        w_a = _g_variances(sigma_a, side_a[4], g_depth, bg)
+        w_b = _g_variances(sigma_b, side_b[4], g_depth, bg)
+        unused = np.zeros((1, 1))
+        bias = (0.0, bg, unused, unused, w_a, w_b)
+    arch = (1, int(g_depth), z_encoding == "fourier", ntk_kind, slope, bool(symmetric), True)
+    return _run_block(out, (rho, ntk), rows, cols, arch, bias, n_threads)
+
+
+def _run_block(out, x, rows, cols, arch, bias, n_threads) -> np.ndarray:
+    """:func:`_block_serial` or :func:`_block_parallel`, as :func:`hyper_block` says."""
     if n_threads == 1 or not _threads_are_safe():
         _block_serial(out, x, rows, cols, arch, bias)
         return out
