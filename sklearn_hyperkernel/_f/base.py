@@ -175,13 +175,17 @@ class FKernel(ABC):
         autograd.
         """
 
-    def table(self, a: FRows, b: FRows, same: Any, *, need_ntk: bool) -> tuple[Any, Any]:
+    def table(
+        self, a: FRows, b: FRows, same: Any, *, need_ntk: bool, leading_square: int = 0
+    ) -> tuple[Any, Any]:
         """``(rho, ntk)`` of :meth:`correlations` on numpy rows, without tangents.
 
         Arrays of the features' dtype (``ntk`` None unless asked). The Gram
         engine's f table on numpy (the fused pass, and the tiles without a
         gradient, where numba is installed); subclasses with a compiled
-        evaluation override it.
+        evaluation override it. ``leading_square``: the first that many rows
+        of ``b`` are ``a``'s (a block of a symmetric Gram), so that a subclass
+        may compute that square's pairs once (a hint: the values are the same).
         """
         f = self.correlations(a, b, same, need_ntk=need_ntk)
         return f.rho, f.ntk

@@ -112,20 +112,47 @@ class ConvF(FKernel):
             directions=directions,
         )
 
-    def table(self, a: FRows, b: FRows, same: Any, *, need_ntk: bool) -> tuple[Any, Any]:
+    def table(
+        self, a: FRows, b: FRows, same: Any, *, need_ntk: bool, leading_square: int = 0
+    ) -> tuple[Any, Any]:
         from .conv_compiled import conv_table
+        from .conv_recursion import ConvVariances
 
         images_a, images_b = self._images(a.features), self._images(b.features)
-        same = self._same_mask(same, images_a.shape[0], images_b.shape[0], images_a)
-        return conv_table(
-            images_a,
-            images_b,
-            self._variances(images_a, a),
-            self._variances(images_b, b),
-            self.filter_size,
-            self.f_depth,
-            self.negative_slope,
+        n_a, n_b = images_a.shape[0], images_b.shape[0]
+        same = self._same_mask(same, n_a, n_b, images_a)
+        var_a, var_b = self._variances(images_a, a), self._variances(images_b, b)
+        options = dict(
+            filter_size=self.filter_size,
+            f_depth=self.f_depth,
+            negative_slope=self.negative_slope,
             need_ntk=need_ntk,
             bias_variance=self.bias_variance,
-            same_pairs=same,
         )
+        if leading_square != n_a or n_a < 2:
+            return conv_table(images_a, images_b, var_a, var_b, same_pairs=same, **options)
+        # the leading square is symmetric: its pairs j >= i once (half the work of
+        # a Gram of one row per image), the other columns as a rectangle
+        square = conv_table(
+            images_a,
+            None,
+            var_a,
+            None,
+            same_pairs=None if same is None else same[:, :n_a],
+            symmetric=True,
+            **options,
+        )
+        if n_b == n_a:
+            return square
+        rest_var = ConvVariances(*(field[n_a:] for field in var_b))
+        rest = conv_table(
+            images_a,
+            images_b[n_a:],
+            var_a,
+            rest_var,
+            same_pairs=None if same is None else same[:, n_a:],
+            **options,
+        )
+        rho = np.concatenate([square[0], rest[0]], axis=1)
+        ntk = np.concatenate([square[1], rest[1]], axis=1) if need_ntk else None
+        return rho, ntk

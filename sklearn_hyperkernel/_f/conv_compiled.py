@@ -120,14 +120,15 @@ def _pair(a, b, va, vb, maps, arch, bf):  # pragma: no cover - compiled
     for p in range(size):
         kk[p] = kk[p] / c0
     for layer in range(1, f_depth):
+        _box(kk, sig, tmp, h, w, k, bf)
         if need_ntk:
-            if layer == 1:  # Theta^0 = 0: K^0 alone
-                _box(kk, theta, tmp, h, w, k, bf)
+            if layer == 1:  # Theta^0 = 0: Theta^1 = B K^0 + bf = Sigma^1
+                for p in range(size):
+                    theta[p] = sig[p]
             else:
                 for p in range(size):
                     back[p] = theta[p] * kdot[p] + kk[p]
                 _box(back, theta, tmp, h, w, k, bf)
-        _box(kk, sig, tmp, h, w, k, bf)
         for p in range(size):
             scale = math.sqrt(va[layer, p] * vb[layer, p])
             rho = sig[p] / scale if scale > 0.0 else 0.0

@@ -305,6 +305,7 @@ def _block_f(
     need_ntk: bool = True,
     directions: tuple = (),
     destination: np.ndarray | None = None,
+    symmetric: bool = False,
 ) -> tuple[FKernel, Any, tuple, tuple]:
     """f's part of a block on the distinct x rows it uses, equal x exactly 1.
 
@@ -316,7 +317,9 @@ def _block_f(
     correlations on the block's distinct pairs: ``tabled`` (numpy rows, no
     tangents) ``(rho, ntk)`` of :meth:`._f.base.FKernel.table`, otherwise the
     :class:`.recursions.MLPCorrelations` of :meth:`._f.base.FKernel.correlations`
-    (with the tangents of ``directions``).
+    (with the tangents of ``directions``). ``symmetric``: the block's rows are
+    its first columns (a block of a symmetric Gram), so that a table's leading
+    square of distinct pairs is symmetric and computed once.
     """
     f = arch.f_kernel()
     used_a, local_a = _local_distinct(a.x_index[rows])
@@ -329,7 +332,8 @@ def _block_f(
         same_x = coincident_pairs(a.x_ids[used_a], b.x_ids[used_b])
     if tabled and not f.elementwise:
         f_a, f_b = _host_f_rows(a, used_a), _host_f_rows(b, used_b)
-        pairs = f.table(f_a, f_b, same_x, need_ntk=need_ntk)
+        square = _leading_square(used_a, used_b) if symmetric else 0
+        pairs = f.table(f_a, f_b, same_x, need_ntk=need_ntk, leading_square=square)
         return f, pairs, (used_a, used_b), (local_a, local_b)
     same_x = _put_coincidence(same_x, placement)
     f_a = a.f_rows(placement.put_index(used_a))
@@ -340,6 +344,23 @@ def _block_f(
     else:
         pairs = f.correlations(f_a, f_b, same_x, need_ntk=need_ntk, directions=directions)
     return f, pairs, (used_a, used_b), (local_a, local_b)
+
+
+def _leading_square(used_a: np.ndarray | slice, used_b: np.ndarray | slice) -> int:
+    """How many leading distinct columns are the distinct rows, in order (0: not a prefix).
+
+    In a block of a symmetric Gram the columns start at the block's first row,
+    so the rows' distinct x are usually the first of the columns'.
+    """
+    if isinstance(used_a, slice) and isinstance(used_b, slice):
+        size = used_a.stop - used_a.start
+        prefix = used_a.start == used_b.start and used_a.stop <= used_b.stop
+        return size if prefix else 0
+    used_a, used_b = np.r_[used_a], np.r_[used_b]
+    size = used_a.shape[0]
+    if size <= used_b.shape[0] and np.array_equal(used_b[:size], used_a):
+        return size
+    return 0
 
 
 def _host_f_rows(rows: PlacedRows, used: Any) -> FRows:
@@ -379,6 +400,7 @@ def fused_block(
         tabled=not elementwise,
         need_ntk=arch.kind == "ntk",
         destination=destination,
+        symmetric=symmetric,
     )
     from .fused import hyper_block
 
@@ -457,7 +479,16 @@ def block_tiles(
     # a tabled f on numpy without tangents: its compiled table (where numba is)
     compiled = not (directions or placement.uses_torch) and fused_available()
     f, pairs, (used_a, used_b), (local_a, local_b) = _block_f(
-        arch, placement, a, rows, b, cols, tabled=compiled, need_ntk=need_ntk, directions=directions
+        arch,
+        placement,
+        a,
+        rows,
+        b,
+        cols,
+        tabled=compiled,
+        need_ntk=need_ntk,
+        directions=directions,
+        symmetric=symmetric,
     )
     if compiled and not f.elementwise:  # the table: no tangents
         pairs = MLPCorrelations(pairs[0], pairs[1], [], [])
