@@ -1,0 +1,360 @@
+"""Benchmark: the conv f (issue 19) against neural-tangents, the dense f, no factorisation.
+
+Run from the repository root (after ``make demo`` or ``make test`` made .venv)::
+
+    .venv/bin/python benchmarks/bench_conv.py --nt-python /work/nt-venv/bin/python
+    .venv/bin/python benchmarks/bench_conv.py --quick          # 100 images, about a minute
+
+neural-tangents is never a dependency of the package: it runs in a scratch
+environment (``python3 -m venv nt-venv && nt-venv/bin/pip install
+"neural-tangents==0.6.5" "jax[cpu]==0.4.30"``), whose interpreter
+``--nt-python`` names; its part runs there in a subprocess (:data:`NT_PROGRAM`)
+and is skipped, with a line saying so, without ``--nt-python``.
+
+Every part is measured side by side in one run, on MNIST (the package's
+offline loader, ``datasets.load_mnist``, ``--images`` images, 28 x 28):
+
+(a) **The conv f's kernel against neural-tangents.** f alone, f_depth 3,
+    filter 3, no biases, raw pixels: the package's ``HyperNNGP`` and
+    ``HyperKernel`` with ``g_depth=1, z_encoding="linear", z_dim=1``,
+    ``g_bias_variance=0`` on rows ``[image | 1]``: with one linear layer in g
+    and z = 1 the hyper-NNGP is f's NNGP ``S_f`` and the hyperkernel f's NTK
+    ``Theta^f`` (docs/math.md), which neural-tangents' ``kernel_fn(x, None,
+    ("nngp", "ntk"))`` gives for ``stax.serial(Conv(C, (3, 3),
+    padding="SAME", W_std=1, parameterization="ntk"), ABRelu(0, sqrt(2)),
+    Conv(...), ABRelu(0, sqrt(2)), Flatten(), Dense(1, W_std=1,
+    parameterization="ntk"))`` (float64, its ``kernel_fn`` jitted and, with
+    ``--nt-batch-size``, through ``nt.batch``: 8.4 GB resident without it on
+    500 images here). The package's two calls (NNGP, then NTK) are timed
+    against neural-tangents' one call that returns both: its first call
+    (compiling) and its second. The two libraries' values are compared
+    entry by entry (the largest relative difference is printed); on the
+    tiny images of the issue's reference set the same comparison was made
+    for f_depth 1-3, filter 3 and 5, with and without biases.
+(b) **Conv f against dense f in the Gram engine.** The Gram of the paper's
+    pixel-regression rows (``datasets.pixel_regression``, ``--pixels`` pixels
+    per image: 500 x 20 = 10,000 rows), ``HyperKernel(f_architecture="conv",
+    image_shape=(28, 28))`` against ``HyperKernel()``, the defaults otherwise
+    (f_depth 3, g_depth 2, Fourier z, biases); best of ``--repeats``, the two
+    interleaved.
+(c) **The x-only factorisation (the authors' reply, lines 24-27).** The Gram
+    evaluates f once per pair of distinct images and g per pair of rows.
+    Without that, f would be evaluated per pair of rows. This is timed on
+    ``--subset`` rows of (b) and on half as many, whose images were made
+    distinct: each row's image gets about +1e-9 on one pixel of its own,
+    which moves the kernel by about 1e-9 but leaves no two rows with equal x
+    (checked with the public ``factorize_rows``). Every entry then costs one
+    f pair, so the time is ``fixed + per_pair * rows^2``; the two sizes give
+    the two constants, and the time of all N rows is extrapolated as
+    ``fixed + per_pair * N^2`` (the plain scaling ``t(subset) * (N /
+    subset)^2``, which also multiplies the fixed cost, is printed beside it).
+    The same subset's factorised Gram is measured directly as well.
+(d) **Peak memory** of (b)'s conv Gram (and of the dense one), each in a
+    fresh interpreter: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after
+    the call, less the resident size (``VmRSS``) just before it (after a
+    small warm-up call that loads the compiled code), as a multiple of the
+    N x N float64 output (1.00 = the output alone). This counts everything
+    the process touched (numpy, numba's buffers), not only numpy's
+    allocations.
+
+``--json PATH`` writes every figure to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from sklearn_hyperkernel import HyperKernel, HyperNNGP
+from sklearn_hyperkernel.datasets import load_mnist, pixel_regression
+
+IMAGE_SHAPE = (28, 28)
+#: the conv f of every part: 2 conv layers of 3 x 3 filters and the dense readout
+CONV = {"f_architecture": "conv", "image_shape": IMAGE_SHAPE, "filter_size": 3}
+F_DEPTH = 3
+#: (a): f alone (g one linear layer of z = 1), no biases, raw pixels
+F_ONLY = {
+    "f_depth": F_DEPTH,
+    "g_depth": 1,
+    "z_encoding": "linear",
+    "z_dim": 1,
+    "f_bias_variance": 0.0,
+    "g_bias_variance": 0.0,
+    "normalize_x": False,
+}
+
+# neural-tangents' side of (a), run by --nt-python: argv = images.npy out.npz f_depth
+# filter_size batch_size; prints the seconds of its first and second call as JSON
+NT_PROGRAM = """
+import json, sys, time
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import neural_tangents as nt
+from neural_tangents import stax
+
+x = np.load(sys.argv[1])
+f_depth, k, batch_size = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+layers = []
+for _ in range(f_depth - 1):
+    layers += [
+        stax.Conv(1, (k, k), padding="SAME", W_std=1.0, parameterization="ntk"),
+        stax.ABRelu(0.0, 2**0.5),
+    ]
+layers += [stax.Flatten(), stax.Dense(1, W_std=1.0, parameterization="ntk")]
+kernel_fn = jax.jit(stax.serial(*layers)[2], static_argnames="get")
+if 0 < batch_size < len(x):
+    kernel_fn = nt.batch(kernel_fn, batch_size=batch_size)
+seconds = []
+for _ in range(2):
+    start = time.perf_counter()
+    kernels = kernel_fn(x, None, ("nngp", "ntk"))
+    nngp, ntk = np.asarray(kernels.nngp), np.asarray(kernels.ntk)
+    seconds.append(time.perf_counter() - start)
+np.savez(sys.argv[2], nngp=nngp, ntk=ntk)
+print(json.dumps({"first_s": seconds[0], "second_s": seconds[1],
+                  "versions": f"neural-tangents {nt.__version__}, jax {jax.__version__}",
+                  "dtype": str(nngp.dtype)}))
+"""
+
+# (d): one Gram in a fresh interpreter; argv = rows.npy, then the kernel's parameters as JSON
+MEMORY_PROGRAM = """
+import json, resource, sys
+import numpy as np
+from sklearn_hyperkernel import HyperKernel
+
+U = np.load(sys.argv[1])
+params = json.loads(sys.argv[2])
+kernel = HyperKernel(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+kernel(U[:50])  # loads the compiled code
+with open("/proc/self/status") as status:
+    rss_kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+K = kernel(U)
+peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"rss_before_bytes": rss_kib * 1024, "peak_bytes": peak_kib * 1024}))
+"""
+
+
+def timed(func) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = func()
+    return time.perf_counter() - start, result
+
+
+def best_times(funcs: dict, repeats: int) -> dict:
+    """Best wall time of each function, the functions interleaved round by round."""
+    best = dict.fromkeys(funcs, np.inf)
+    for _ in range(repeats):
+        for name, func in funcs.items():
+            best[name] = min(best[name], timed(func)[0])
+    return best
+
+
+def relative_difference(ours: np.ndarray, theirs: np.ndarray) -> float:
+    """Largest entrywise difference relative to the largest entry of ``theirs``."""
+    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
+
+
+def run_nt(nt_python: str, images: np.ndarray, batch_size: int, workdir: str) -> dict:
+    """neural-tangents' kernel_fn on ``images`` (NHWC) in its own interpreter."""
+    path_in = os.path.join(workdir, "images.npy")
+    path_out = os.path.join(workdir, "nt.npz")
+    np.save(path_in, images)
+    command = [nt_python, "-c", NT_PROGRAM, path_in, path_out, str(F_DEPTH), "3", str(batch_size)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"neural-tangents' run failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    with np.load(path_out) as kernels:
+        result["nngp"], result["ntk"] = kernels["nngp"], kernels["ntk"]
+    return result
+
+
+def part_a(images: np.ndarray, args, workdir: str, report: dict) -> None:
+    n = images.shape[0]
+    rows = np.hstack([images.reshape(n, -1), np.ones((n, 1))])
+    kernels = {
+        "nngp": HyperNNGP(**F_ONLY, **CONV),
+        "ntk": HyperKernel(**F_ONLY, **CONV),
+    }
+    first = {name: timed(lambda k=kernel: k(rows)) for name, kernel in kernels.items()}
+    again = best_times({name: lambda k=k: k(rows) for name, k in kernels.items()}, args.repeats)
+    ours = {"first_s": sum(t for t, _ in first.values()), "second_s": sum(again.values())}
+    report["a"] = {"images": n, "package": {**ours, **{f"{k}_s": v for k, v in again.items()}}}
+    print(f"## (a) f's kernel alone on {n} MNIST images, f_depth {F_DEPTH}, filter 3, no biases")
+    print()
+    if args.nt_python is None:
+        print("neural-tangents: skipped (no --nt-python given)")
+        print(
+            f"package: NNGP + NTK {ours['second_s']:.3f} s (NNGP {again['nngp']:.3f} s, "
+            f"NTK {again['ntk']:.3f} s; first calls {ours['first_s']:.3f} s)"
+        )
+        print()
+        return
+    nt = run_nt(args.nt_python, images[..., None], args.nt_batch_size, workdir)
+    agreement = {name: relative_difference(first[name][1], nt[name]) for name in kernels}
+    report["a"]["neural_tangents"] = {
+        "first_s": nt["first_s"],
+        "second_s": nt["second_s"],
+        "batch_size": args.nt_batch_size,
+        "versions": nt["versions"],
+    }
+    report["a"]["max_relative_difference"] = agreement
+    print(f"neural-tangents: {nt['versions']}, {nt['dtype']}, batch_size {args.nt_batch_size}")
+    print()
+    print("| | NNGP + NTK s, first call | NNGP + NTK s, second call |")
+    print("|---|---|---|")
+    print(f"| package (NNGP call + NTK call) | {ours['first_s']:.3f} | {ours['second_s']:.3f} |")
+    print(f"| neural-tangents (one call) | {nt['first_s']:.3f} | {nt['second_s']:.3f} |")
+    print(
+        f"| package / neural-tangents | {ours['first_s'] / nt['first_s']:.3f} "
+        f"| {ours['second_s'] / nt['second_s']:.3f} |"
+    )
+    print()
+    print(
+        "largest difference relative to the largest entry, package vs neural-tangents: "
+        f"NNGP {agreement['nngp']:.1e}, NTK {agreement['ntk']:.1e}"
+    )
+    print()
+
+
+def distinct_images(U: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``U`` with every row's x moved by 1e-9 on one pixel of its own (no two x equal)."""
+    U = U.copy()
+    n_x = U.shape[1] - 2
+    pixels = rng.choice(n_x, size=U.shape[0], replace=U.shape[0] > n_x)
+    U[np.arange(U.shape[0]), pixels] += 1e-9 * (1.0 + np.arange(U.shape[0]) / U.shape[0])
+    return U
+
+
+def part_b_c(U: np.ndarray, args, report: dict) -> None:
+    n = U.shape[0]
+    conv, dense = HyperKernel(**CONV), HyperKernel()
+    t = best_times({"conv": lambda: conv(U), "dense": lambda: dense(U)}, args.repeats)
+    n_images = conv.factorize_rows(U).x_distinct.shape[0]
+    report["b"] = {"rows": n, "images": n_images, "conv_s": t["conv"], "dense_s": t["dense"]}
+    print(f"## (b) the Gram of {n} pixel rows of {n_images} images, HyperKernel defaults")
+    print()
+    print("| conv f s | dense f s | conv / dense |")
+    print("|---|---|---|")
+    print(f"| {t['conv']:.2f} | {t['dense']:.2f} | {t['conv'] / t['dense']:.2f} |")
+    print()
+
+    m = args.subset
+    rng = np.random.default_rng(1)
+    subsets = {"half": distinct_images(U[: m // 2], rng), "full": distinct_images(U[:m], rng)}
+    for rows in subsets.values():
+        if not conv.factorize_rows(rows).all_distinct:
+            raise AssertionError("the perturbed rows still share images")
+    t_sub = best_times(
+        {
+            "half": lambda: conv(subsets["half"]),
+            "full": lambda: conv(subsets["full"]),
+            "factorised": lambda: conv(U[:m]),
+        },
+        args.repeats,
+    )
+    half = m // 2
+    exponent = np.log(t_sub["full"] / t_sub["half"]) / np.log(m / half)
+    # t = fixed + per_pair * rows^2 through the two sizes, then at n rows
+    per_pair = (t_sub["full"] - t_sub["half"]) / (m**2 - half**2)
+    fixed = t_sub["full"] - per_pair * m**2
+    extrapolated = fixed + per_pair * n**2
+    scaled = t_sub["full"] * (n / m) ** 2
+    sub_images = conv.factorize_rows(U[:m]).x_distinct.shape[0]
+    report["c"] = {
+        "subset": m,
+        "subset_images": sub_images,
+        "unfactorised_half_s": t_sub["half"],
+        "unfactorised_subset_s": t_sub["full"],
+        "factorised_subset_s": t_sub["factorised"],
+        "exponent": exponent,
+        "unfactorised_seconds_per_row_pair": per_pair,
+        "unfactorised_fixed_s": fixed,
+        "unfactorised_extrapolated_s": extrapolated,
+        "unfactorised_scaled_s": scaled,
+        "factorised_s": t["conv"],
+    }
+    print("## (c) the same conv Gram without the x-only factorisation (f per pair of rows)")
+    print()
+    print(
+        f"{m} rows of (b) ({sub_images} images) with every row's image made distinct "
+        f"(+1e-9 on one pixel each): {t_sub['full']:.3f} s; {m // 2} such rows: "
+        f"{t_sub['half']:.3f} s (time ~ rows^{exponent:.2f}). The same {m} rows factorised: "
+        f"{t_sub['factorised']:.3f} s ({t_sub['full'] / t_sub['factorised']:.1f}x faster)."
+    )
+    print(
+        f"Extrapolated to {n} rows: the two sizes give {per_pair * 1e6:.2f} us per row pair "
+        f"and {fixed:.3f} s fixed, so {fixed:.3f} + {per_pair * 1e6:.2f}e-6 x {n}^2 = "
+        f"{extrapolated:.0f} s without the factorisation, against {t['conv']:.2f} s with it "
+        f"(b): {extrapolated / t['conv']:.0f}x. (Scaling the {m} rows' time by ({n} / {m})^2 "
+        f"instead: {scaled:.0f} s, {scaled / t['conv']:.0f}x.)"
+    )
+    print()
+
+
+def peak_memory(U: np.ndarray, params: dict, workdir: str) -> dict:
+    path = os.path.join(workdir, "rows.npy")
+    np.save(path, U)
+    command = [sys.executable, "-c", MEMORY_PROGRAM, path, json.dumps(params)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def part_d(U: np.ndarray, workdir: str, report: dict) -> None:
+    output = U.shape[0] ** 2 * 8
+    ratio = {}
+    for name, params in (("conv", CONV), ("dense", {})):
+        memory = peak_memory(U, params, workdir)
+        ratio[name] = (memory["peak_bytes"] - memory["rss_before_bytes"]) / output
+    report["d"] = {"output_bytes": output, "peak_over_output": ratio}
+    print("## (d) peak memory of (b)'s Gram, fresh interpreter, ru_maxrss - VmRSS before")
+    print()
+    print(f"output {output / 2**20:.0f} MiB; peak / output: conv f {ratio['conv']:.2f}, ", end="")
+    print(f"dense f {ratio['dense']:.2f} (1.00 = the output alone)")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=500, help="MNIST images")
+    parser.add_argument("--pixels", type=int, default=20, help="pixel rows per image in (b)")
+    parser.add_argument("--subset", type=int, default=400, help="rows timed unfactorised in (c)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--nt-python", default=None, help="interpreter with neural-tangents")
+    parser.add_argument(
+        "--nt-batch-size", type=int, default=100, help="nt.batch's batch_size (0: no batching)"
+    )
+    parser.add_argument("--quick", action="store_true", help="100 images, subset 200, 1 repeat")
+    parser.add_argument("--json", default=None, help="write the figures to this JSON file")
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.subset, args.repeats = 100, 200, 1
+    images, _ = load_mnist(n_samples=args.images, random_state=0)
+    U, _ = pixel_regression(images, pixels_per_image=args.pixels, random_state=0)
+    machine = platform.processor() or platform.machine()
+    print(
+        f"# conv f benchmark: {args.images} MNIST images, {U.shape[0]} pixel rows; {machine}, "
+        f"{os.cpu_count()} cores, numpy {np.__version__}, best of {args.repeats}"
+    )
+    print()
+    report = {"machine": machine, "cores": os.cpu_count(), "args": vars(args)}
+    with tempfile.TemporaryDirectory() as workdir:
+        part_a(images, args, workdir, report)
+        part_b_c(U, args, report)
+        part_d(U, workdir, report)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(report, file, indent=2)
+
+
+if __name__ == "__main__":
+    main()
