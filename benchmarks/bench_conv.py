@@ -26,8 +26,10 @@ offline loader, ``datasets.load_mnist``, ``--images`` images, 28 x 28):
     parameterization="ntk"))`` (float64, its ``kernel_fn`` jitted and, with
     ``--nt-batch-size``, through ``nt.batch``: 8.4 GB resident without it on
     500 images here). The package's two calls (NNGP, then NTK) are timed
-    against neural-tangents' one call that returns both: its first call
-    (compiling) and its second. The two libraries' values are compared
+    against neural-tangents' one call that returns both: the first calls
+    (neural-tangents compiling) and the second ones, in wall seconds and in
+    CPU seconds of the process (all threads: steadier than wall time on a
+    shared machine). The two libraries' values are compared
     entry by entry (the largest relative difference is printed); on the
     tiny images of the issue's reference set the same comparison was made
     for f_depth 1-3, filter 3 and 5, with and without biases.
@@ -54,8 +56,9 @@ offline loader, ``datasets.load_mnist``, ``--images`` images, 28 x 28):
     the call, less the resident size (``VmRSS``) just before it (after a
     small warm-up call that loads the compiled code), as a multiple of the
     N x N float64 output (1.00 = the output alone). This counts everything
-    the process touched (numpy, numba's buffers), not only numpy's
-    allocations.
+    the process touched (numpy, numba's buffers); tracemalloc's peak over the
+    same call (numpy's allocations only: numba's buffers are not reported to
+    it) is printed beside it.
 
 ``--json PATH`` writes every figure to a JSON file.
 """
@@ -113,21 +116,22 @@ layers += [stax.Flatten(), stax.Dense(1, W_std=1.0, parameterization="ntk")]
 kernel_fn = jax.jit(stax.serial(*layers)[2], static_argnames="get")
 if 0 < batch_size < len(x):
     kernel_fn = nt.batch(kernel_fn, batch_size=batch_size)
-seconds = []
+seconds, cpu = [], []
 for _ in range(2):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     kernels = kernel_fn(x, None, ("nngp", "ntk"))
     nngp, ntk = np.asarray(kernels.nngp), np.asarray(kernels.ntk)
     seconds.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
 np.savez(sys.argv[2], nngp=nngp, ntk=ntk)
-print(json.dumps({"first_s": seconds[0], "second_s": seconds[1],
+print(json.dumps({"first_s": seconds[0], "second_s": seconds[1], "second_cpu_s": cpu[1],
                   "versions": f"neural-tangents {nt.__version__}, jax {jax.__version__}",
                   "dtype": str(nngp.dtype)}))
 """
 
 # (d): one Gram in a fresh interpreter; argv = rows.npy, then the kernel's parameters as JSON
 MEMORY_PROGRAM = """
-import json, resource, sys
+import json, resource, sys, tracemalloc
 import numpy as np
 from sklearn_hyperkernel import HyperKernel
 
@@ -137,16 +141,20 @@ kernel = HyperKernel(**{k: tuple(v) if isinstance(v, list) else v for k, v in pa
 kernel(U[:50])  # loads the compiled code
 with open("/proc/self/status") as status:
     rss_kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+tracemalloc.start()
 K = kernel(U)
+traced_peak = tracemalloc.get_traced_memory()[1]
 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rss_before_bytes": rss_kib * 1024, "peak_bytes": peak_kib * 1024}))
+print(json.dumps({"rss_before_bytes": rss_kib * 1024, "peak_bytes": peak_kib * 1024,
+                  "traced_peak_bytes": traced_peak}))
 """
 
 
-def timed(func) -> tuple[float, object]:
-    start = time.perf_counter()
+def timed(func) -> tuple[float, float, object]:
+    """Wall seconds, CPU seconds of this process (all its threads) and result of ``func()``."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = func()
-    return time.perf_counter() - start, result
+    return time.perf_counter() - start, time.process_time() - start_cpu, result
 
 
 def best_times(funcs: dict, repeats: int) -> dict:
@@ -186,38 +194,42 @@ def part_a(images: np.ndarray, args, workdir: str, report: dict) -> None:
         "ntk": HyperKernel(**F_ONLY, **CONV),
     }
     first = {name: timed(lambda k=kernel: k(rows)) for name, kernel in kernels.items()}
-    again = best_times({name: lambda k=k: k(rows) for name, k in kernels.items()}, args.repeats)
-    ours = {"first_s": sum(t for t, _ in first.values()), "second_s": sum(again.values())}
-    report["a"] = {"images": n, "package": {**ours, **{f"{k}_s": v for k, v in again.items()}}}
+    second = {name: timed(lambda k=kernel: k(rows)) for name, kernel in kernels.items()}
+    ours = {
+        "first_s": sum(t[0] for t in first.values()),
+        "second_s": sum(t[0] for t in second.values()),
+        "second_cpu_s": sum(t[1] for t in second.values()),
+        **{f"{name}_second_s": t[0] for name, t in second.items()},
+    }
+    report["a"] = {"images": n, "package": ours}
     print(f"## (a) f's kernel alone on {n} MNIST images, f_depth {F_DEPTH}, filter 3, no biases")
     print()
     if args.nt_python is None:
         print("neural-tangents: skipped (no --nt-python given)")
         print(
-            f"package: NNGP + NTK {ours['second_s']:.3f} s (NNGP {again['nngp']:.3f} s, "
-            f"NTK {again['ntk']:.3f} s; first calls {ours['first_s']:.3f} s)"
+            f"package: NNGP + NTK {ours['second_s']:.3f} s (NNGP {ours['nngp_second_s']:.3f} s, "
+            f"NTK {ours['ntk_second_s']:.3f} s; first calls {ours['first_s']:.3f} s)"
         )
         print()
         return
     nt = run_nt(args.nt_python, images[..., None], args.nt_batch_size, workdir)
-    agreement = {name: relative_difference(first[name][1], nt[name]) for name in kernels}
+    agreement = {name: relative_difference(first[name][2], nt[name]) for name in kernels}
     report["a"]["neural_tangents"] = {
         "first_s": nt["first_s"],
         "second_s": nt["second_s"],
+        "second_cpu_s": nt["second_cpu_s"],
         "batch_size": args.nt_batch_size,
         "versions": nt["versions"],
     }
     report["a"]["max_relative_difference"] = agreement
     print(f"neural-tangents: {nt['versions']}, {nt['dtype']}, batch_size {args.nt_batch_size}")
     print()
-    print("| | NNGP + NTK s, first call | NNGP + NTK s, second call |")
-    print("|---|---|---|")
-    print(f"| package (NNGP call + NTK call) | {ours['first_s']:.3f} | {ours['second_s']:.3f} |")
-    print(f"| neural-tangents (one call) | {nt['first_s']:.3f} | {nt['second_s']:.3f} |")
-    print(
-        f"| package / neural-tangents | {ours['first_s'] / nt['first_s']:.3f} "
-        f"| {ours['second_s'] / nt['second_s']:.3f} |"
-    )
+    print("| NNGP + NTK | first call s | second call s | second call CPU s |")
+    print("|---|---|---|---|")
+    for name, t in (("package (NNGP call + NTK call)", ours), ("neural-tangents (one call)", nt)):
+        print(f"| {name} | {t['first_s']:.3f} | {t['second_s']:.3f} | {t['second_cpu_s']:.3f} |")
+    ratios = [ours[key] / nt[key] for key in ("first_s", "second_s", "second_cpu_s")]
+    print("| package / neural-tangents | " + " | ".join(f"{r:.4f}" for r in ratios) + " |")
     print()
     print(
         "largest difference relative to the largest entry, package vs neural-tangents: "
@@ -267,8 +279,9 @@ def part_b_c(U: np.ndarray, args, report: dict) -> None:
     # t = fixed + per_pair * rows^2 through the two sizes, then at n rows
     per_pair = (t_sub["full"] - t_sub["half"]) / (m**2 - half**2)
     fixed = t_sub["full"] - per_pair * m**2
-    extrapolated = fixed + per_pair * n**2
     scaled = t_sub["full"] * (n / m) ** 2
+    resolved = per_pair > 0 and fixed >= 0  # else timing noise: fall back on the plain scaling
+    extrapolated = fixed + per_pair * n**2 if resolved else scaled
     sub_images = conv.factorize_rows(U[:m]).x_distinct.shape[0]
     report["c"] = {
         "subset": m,
@@ -281,6 +294,7 @@ def part_b_c(U: np.ndarray, args, report: dict) -> None:
         "unfactorised_fixed_s": fixed,
         "unfactorised_extrapolated_s": extrapolated,
         "unfactorised_scaled_s": scaled,
+        "two_point_fit_used": bool(resolved),
         "factorised_s": t["conv"],
     }
     print("## (c) the same conv Gram without the x-only factorisation (f per pair of rows)")
@@ -291,13 +305,21 @@ def part_b_c(U: np.ndarray, args, report: dict) -> None:
         f"{t_sub['half']:.3f} s (time ~ rows^{exponent:.2f}). The same {m} rows factorised: "
         f"{t_sub['factorised']:.3f} s ({t_sub['full'] / t_sub['factorised']:.1f}x faster)."
     )
-    print(
-        f"Extrapolated to {n} rows: the two sizes give {per_pair * 1e6:.2f} us per row pair "
-        f"and {fixed:.3f} s fixed, so {fixed:.3f} + {per_pair * 1e6:.2f}e-6 x {n}^2 = "
-        f"{extrapolated:.0f} s without the factorisation, against {t['conv']:.2f} s with it "
-        f"(b): {extrapolated / t['conv']:.0f}x. (Scaling the {m} rows' time by ({n} / {m})^2 "
-        f"instead: {scaled:.0f} s, {scaled / t['conv']:.0f}x.)"
-    )
+    if resolved:
+        print(
+            f"Extrapolated to {n} rows: the two sizes give {per_pair * 1e6:.2f} us per row "
+            f"pair and {fixed:.3f} s fixed, so {fixed:.3f} + {per_pair * 1e6:.2f}e-6 x {n}^2 = "
+            f"{extrapolated:.0f} s without the factorisation, against {t['conv']:.2f} s with "
+            f"it (b): {extrapolated / t['conv']:.0f}x. (Scaling the {m} rows' time by "
+            f"({n} / {m})^2 instead: {scaled:.0f} s, {scaled / t['conv']:.0f}x.)"
+        )
+    else:
+        print(
+            f"The two sizes do not resolve a per-pair cost (timing noise; a larger --subset "
+            f"helps): scaling the {m} rows' time by the number of row pairs, ({n} / {m})^2, "
+            f"{scaled:.0f} s without the factorisation, against {t['conv']:.2f} s with it "
+            f"(b): {scaled / t['conv']:.0f}x."
+        )
     print()
 
 
@@ -311,15 +333,22 @@ def peak_memory(U: np.ndarray, params: dict, workdir: str) -> dict:
 
 def part_d(U: np.ndarray, workdir: str, report: dict) -> None:
     output = U.shape[0] ** 2 * 8
-    ratio = {}
+    rss, traced = {}, {}
     for name, params in (("conv", CONV), ("dense", {})):
         memory = peak_memory(U, params, workdir)
-        ratio[name] = (memory["peak_bytes"] - memory["rss_before_bytes"]) / output
-    report["d"] = {"output_bytes": output, "peak_over_output": ratio}
-    print("## (d) peak memory of (b)'s Gram, fresh interpreter, ru_maxrss - VmRSS before")
+        rss[name] = (memory["peak_bytes"] - memory["rss_before_bytes"]) / output
+        traced[name] = memory["traced_peak_bytes"] / output
+    report["d"] = {"output_bytes": output, "rss_over_output": rss, "traced_over_output": traced}
+    print(f"## (d) peak memory of (b)'s Gram in a fresh interpreter, / the output's {output:,} B")
     print()
-    print(f"output {output / 2**20:.0f} MiB; peak / output: conv f {ratio['conv']:.2f}, ", end="")
-    print(f"dense f {ratio['dense']:.2f} (1.00 = the output alone)")
+    print("| | conv f | dense f |")
+    print("|---|---|---|")
+    print(f"| ru_maxrss after - VmRSS before | {rss['conv']:.2f} | {rss['dense']:.2f} |")
+    print(
+        f"| tracemalloc peak (numpy's allocations) | {traced['conv']:.2f} | {traced['dense']:.2f} |"
+    )
+    print()
+    print("1.00 = the output alone.")
     print()
 
 
