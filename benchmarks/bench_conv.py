@@ -52,9 +52,12 @@ offline loader, ``datasets.load_mnist``, ``--images`` images, 28 x 28):
     subset)^2``, which also multiplies the fixed cost, is printed beside it).
     The same subset's factorised Gram is measured directly as well.
 (d) **Peak memory** of (b)'s conv Gram (and of the dense one), each in a
-    fresh interpreter: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after
-    the call, less the resident size (``VmRSS``) just before it (after a
-    small warm-up call that loads the compiled code), as a multiple of the
+    fresh interpreter: the peak resident size over the call (``VmHWM`` of
+    ``/proc/self/status``, reset before the call through
+    ``/proc/self/clear_refs``; not ``ru_maxrss``, which on Linux starts a
+    child at its parent's peak), less the resident size (``VmRSS``) just
+    before it (after a small warm-up call that loads the compiled code), as
+    a multiple of the
     N x N float64 output (1.00 = the output alone). This counts everything
     the process touched (numpy, numba's buffers); tracemalloc's peak over the
     same call (numpy's allocations only: numba's buffers are not reported to
@@ -129,23 +132,32 @@ print(json.dumps({"first_s": seconds[0], "second_s": seconds[1], "second_cpu_s":
                   "dtype": str(nngp.dtype)}))
 """
 
-# (d): one Gram in a fresh interpreter; argv = rows.npy, then the kernel's parameters as JSON
+# (d): one Gram in a fresh interpreter; argv = rows.npy, then the kernel's parameters as JSON.
+# VmHWM, not ru_maxrss: Linux carries the parent's high-water mark into a child's ru_maxrss
+# (fork copies it, exec records the copied memory map's), VmHWM belongs to this memory map
 MEMORY_PROGRAM = """
-import json, resource, sys, tracemalloc
+import json, sys, tracemalloc
 import numpy as np
 from sklearn_hyperkernel import HyperKernel
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field + ":"))
 
 U = np.load(sys.argv[1])
 params = json.loads(sys.argv[2])
 kernel = HyperKernel(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
 kernel(U[:50])  # loads the compiled code
-with open("/proc/self/status") as status:
-    rss_kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+try:  # reset VmHWM to the current resident size (Linux >= 4.0)
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+except OSError:
+    pass
+rss_before = status("VmRSS")
 tracemalloc.start()
 K = kernel(U)
 traced_peak = tracemalloc.get_traced_memory()[1]
-peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rss_before_bytes": rss_kib * 1024, "peak_bytes": peak_kib * 1024,
+print(json.dumps({"rss_before_bytes": rss_before, "peak_bytes": status("VmHWM"),
                   "traced_peak_bytes": traced_peak}))
 """
 
@@ -305,7 +317,7 @@ def part_b_c(U: np.ndarray, args, report: dict) -> None:
         f"{t_sub['half']:.3f} s (time ~ rows^{exponent:.2f}). The same {m} rows factorised: "
         f"{t_sub['factorised']:.3f} s ({t_sub['full'] / t_sub['factorised']:.1f}x faster)."
     )
-    if resolved:
+    if resolved:  # the times fit fixed + per_pair * rows^2
         print(
             f"Extrapolated to {n} rows: the two sizes give {per_pair * 1e6:.2f} us per row "
             f"pair and {fixed:.3f} s fixed, so {fixed:.3f} + {per_pair * 1e6:.2f}e-6 x {n}^2 = "
@@ -315,8 +327,9 @@ def part_b_c(U: np.ndarray, args, report: dict) -> None:
         )
     else:
         print(
-            f"The two sizes do not resolve a per-pair cost (timing noise; a larger --subset "
-            f"helps): scaling the {m} rows' time by the number of row pairs, ({n} / {m})^2, "
+            f"The two sizes do not fit fixed + per_pair * rows^2 (timing noise, or a cost "
+            f"growing faster than the pairs; a larger --subset tells): scaling the {m} rows' "
+            f"time by the number of row pairs, ({n} / {m})^2, "
             f"{scaled:.0f} s without the factorisation, against {t['conv']:.2f} s with it "
             f"(b): {scaled / t['conv']:.0f}x."
         )
@@ -343,7 +356,7 @@ def part_d(U: np.ndarray, workdir: str, report: dict) -> None:
     print()
     print("| | conv f | dense f |")
     print("|---|---|---|")
-    print(f"| ru_maxrss after - VmRSS before | {rss['conv']:.2f} | {rss['dense']:.2f} |")
+    print(f"| peak resident (VmHWM) - VmRSS before | {rss['conv']:.2f} | {rss['dense']:.2f} |")
     print(
         f"| tracemalloc peak (numpy's allocations) | {traced['conv']:.2f} | {traced['dense']:.2f} |"
     )
