@@ -47,7 +47,8 @@ from sklearn_hyperkernel.kernel_ridge import HyperKernelRegressor
 
 PIXELS_PER_IMAGE = 64
 N_TEST_ROWS = 2000
-MODEL_PARAMS = {"z_encoding": "fourier", "length_scale": 0.5, "alpha": 1e-3}
+# the NTK, as the documented figures were measured (the regressor's default is now the NNGP)
+MODEL_PARAMS = {"kernel": "ntk", "z_encoding": "fourier", "length_scale": 0.5, "alpha": 1e-3}
 
 
 def pixel_rows(n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

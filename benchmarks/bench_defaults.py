@@ -14,11 +14,15 @@ scikit-learn's MLPs. Tasks:
 * ``pixel on/off``: the mnist task with labels ``pixel > 0.5``.
 * ``shapes`` (``--shapes``): ``datasets.make_sdf_shapes`` (x = a shape's code, z = a 3-D point,
   y = the signed distance), 120 training shapes x 20 points, 40 new shapes x 20 points for the
-  test, for the sphere and the box family: the default ``HyperKernelRegressor(z_dim=3)``, the
-  same with ``normalize_x=True`` (x on the sphere) and with the paper's settings, a
-  ``GridSearchCV``-tuned RBF ``KernelRidge`` (alpha, gamma; on standardised columns), the
-  hyperkernel tuned by ``GridSearchCV`` (bias variances, length scale, alpha; folds grouped by
-  shape) and a GP with the hyper-NNGP, which learns the variances.
+  test, for the sphere, box and torus families (the torus seen by no test): the default
+  ``HyperKernelRegressor(z_dim=3)``, the same with ``normalize_x=True`` (x on the sphere) and
+  with the paper's settings, ``GridSearchCV``-tuned RBF ``KernelRidge`` s (alpha, gamma; on the
+  raw and on standardised columns), the hyperkernel tuned by ``GridSearchCV`` (bias variances,
+  length scale, alpha; folds grouped by shape) and a GP with the hyper-NNGP, which learns the
+  variances.
+* ``--compare``: candidate defaults of ``HyperKernelRegressor`` side by side on every task
+  (mnist, digits, readme, the three shape families), with the raw-column tuned RBF of each
+  shape family: how the defaults were chosen.
 
 Run from the repository root::
 
@@ -28,6 +32,7 @@ Run from the repository root::
     python benchmarks/bench_defaults.py --ablation         # the networks' defaults, one at a time
     python benchmarks/bench_defaults.py --predict-rows 200000          # + predict's peak memory
     python benchmarks/bench_defaults.py --shapes           # instead: the shape-code rows
+    python benchmarks/bench_defaults.py --compare          # instead: candidate defaults
 """
 
 from __future__ import annotations
@@ -116,12 +121,60 @@ def shape_task(kind):
     return U, y, U_test, y_test
 
 
+SHAPE_FAMILIES = ("sphere", "box", "torus")
+#: Candidate defaults of HyperKernelRegressor (``--compare``): the 0.2.0 defaults before
+#: issue 18's length scale, each change alone, and the defaults now.
+CANDIDATES = {
+    "ntk, length_scale=0.5 (before)": {"kernel": "ntk", "length_scale": 0.5},
+    "ntk, length_scale=1.0": {"kernel": "ntk", "length_scale": 1.0},
+    "ntk, length_scale='scale'": {"kernel": "ntk"},
+    "nngp, length_scale=0.5": {"length_scale": 0.5},
+    "nngp, length_scale='scale' (defaults)": {},
+}
+
+
+def shape_folds():
+    """3 folds of the shape tasks' training rows, grouped by shape."""
+    groups = np.repeat(np.arange(120), 20)
+    return list(GroupKFold(n_splits=3).split(np.zeros(len(groups)), groups=groups))
+
+
+def raw_rbf(folds):
+    """An RBF ``KernelRidge`` on the raw columns, tuned by ``GridSearchCV``."""
+    return GridSearchCV(
+        KernelRidge(kernel="rbf"),
+        {"alpha": [1e-6, 1e-5, 1e-4, 1e-3], "gamma": [0.1, 0.3, 1.0, 3.0]},
+        cv=folds,
+        scoring="neg_mean_squared_error",
+    )
+
+
+def compare_candidates() -> None:
+    """``--compare``: each candidate default on every task, one ratio per cell."""
+    tasks = {"mnist": (mnist_task(), 2), "digits": (digits_task(), 2), "readme": (readme_task(), 2)}
+    tasks.update({kind: (shape_task(kind), 3) for kind in SHAPE_FAMILIES})
+    print("| HyperKernelRegressor(...) | " + " | ".join(tasks) + " |")
+    print("|---|" + "---|" * len(tasks))
+    for name, params in CANDIDATES.items():
+        cells = []
+        for (U, y, U_test, y_test), z_dim in tasks.values():
+            prediction, _, _ = timed(HyperKernelRegressor(z_dim=z_dim, **params), U, y, U_test)
+            cells.append(f"{ratio(prediction, y, y_test):.3g}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    cells = ["", "", ""]
+    for kind in SHAPE_FAMILIES:
+        U, y, U_test, y_test = shape_task(kind)
+        prediction, _, _ = timed(raw_rbf(shape_folds()), U, y, U_test)
+        cells.append(f"{ratio(prediction, y, y_test):.3g}")
+    print("| tuned RBF KernelRidge, raw columns | " + " | ".join(cells) + " |")
+
+
 def shape_rows() -> None:
     """The shape-code rows (``--shapes``); tuned models choose on folds grouped by shape."""
     print("| task | estimator | test MSE | / mean predictor | fit+predict s | warnings |")
     print("|---|---|---|---|---|---|")
-    groups = np.repeat(np.arange(120), 20)
-    folds = list(GroupKFold(n_splits=3).split(np.zeros(len(groups)), groups=groups))
+    folds = shape_folds()
+    raw = raw_rbf(folds)
     rbf = GridSearchCV(
         make_pipeline(StandardScaler(), KernelRidge(kernel="rbf")),
         {
@@ -136,7 +189,7 @@ def shape_rows() -> None:
         {
             "f_bias_variance": [0.1, 1.0, 10.0],
             "g_bias_variance": [0.1, 1.0],
-            "length_scale": [0.5, 1.0, 2.0],
+            "length_scale": ["scale", 0.5, 1.0, 2.0],
             "alpha": [1e-4, 1e-3],
         },
         cv=folds,
@@ -146,8 +199,14 @@ def shape_rows() -> None:
         ConstantKernel() * HyperNNGP(z_dim=3, normalize_x=False) + WhiteKernel(),
         normalize_y=True,
     )
-    paper = {"normalize_x": False, "f_bias_variance": 0.0, "g_bias_variance": 0.0}
-    for kind in ("sphere", "box"):
+    paper = {
+        "kernel": "ntk",
+        "length_scale": 0.5,
+        "normalize_x": False,
+        "f_bias_variance": 0.0,
+        "g_bias_variance": 0.0,
+    }
+    for kind in SHAPE_FAMILIES:
         estimators = [
             ("HyperKernelRegressor(z_dim=3)", HyperKernelRegressor(z_dim=3)),
             (
@@ -158,13 +217,15 @@ def shape_rows() -> None:
                 "HyperKernelRegressor(z_dim=3), paper's settings",
                 HyperKernelRegressor(z_dim=3, **paper),
             ),
+            ("GridSearchCV(KernelRidge(rbf)), raw columns", raw),
             ("GridSearchCV(StandardScaler + KernelRidge(rbf))", rbf),
             ("GridSearchCV(HyperKernelRegressor(z_dim=3))", tuned),
             ("GPR(C * HyperNNGP(z_dim=3, normalize_x=False) + White)", gp),
         ]
         regression_rows(f"shapes ({kind})", shape_task(kind), estimators)
         print(
-            f"|  | tuned RBF: {rbf.best_params_}; tuned hyperkernel: {tuned.best_params_}; "
+            f"|  | tuned RBF: raw {raw.best_params_}, scaled {rbf.best_params_}; "
+            f"tuned hyperkernel: {tuned.best_params_}; "
             f"GP: {gp.kernel_} | | | | |"
         )
 
@@ -269,6 +330,9 @@ def main() -> None:
         "--shapes", action="store_true", help="instead: the shape-code rows (a few minutes)"
     )
     parser.add_argument(
+        "--compare", action="store_true", help="instead: candidate defaults on every task"
+    )
+    parser.add_argument(
         "--predict-rows", type=int, default=0, help="also: predict's peak memory on this many rows"
     )
     args = parser.parse_args()
@@ -280,6 +344,9 @@ def main() -> None:
         return
     if args.shapes:
         shape_rows()
+        return
+    if args.compare:
+        compare_candidates()
         return
 
     print(
@@ -298,7 +365,7 @@ def main() -> None:
         estimators = [("HyperKernelRegressor()", HyperKernelRegressor())]
         if task != "readme":
             estimators.append(
-                ("HyperKernelRegressor(kernel='nngp')", HyperKernelRegressor(kernel="nngp"))
+                ("HyperKernelRegressor(kernel='ntk')", HyperKernelRegressor(kernel="ntk"))
             )
         estimators.append(("GPR(C * HyperNNGP(normalize_x=True) + White)", gp))
         if networks:

@@ -73,7 +73,7 @@ train_first_images = np.arange(n_rows) < n_train_images * images[0].size
 # Each model (and whether its rows carry a constant third ``z`` column).
 models = {
     "hyperkernel (NTK), Fourier z, l=0.5": (
-        HyperKernelRegressor(z_encoding="fourier", length_scale=0.5),
+        HyperKernelRegressor(kernel="ntk", z_encoding="fourier", length_scale=0.5),
         False,
     ),
     "hyper-NNGP, Fourier z, l=0.3": (
@@ -81,10 +81,13 @@ models = {
         False,
     ),
     "hyperkernel (NTK), linear z + constant": (
-        HyperKernelRegressor(z_dim=3, z_encoding="linear"),
+        HyperKernelRegressor(kernel="ntk", z_dim=3, z_encoding="linear"),
         True,
     ),
-    "hyperkernel (NTK), linear z": (HyperKernelRegressor(z_encoding="linear"), False),
+    "hyperkernel (NTK), linear z": (
+        HyperKernelRegressor(kernel="ntk", z_encoding="linear"),
+        False,
+    ),
     "KernelRidge rbf (gamma=1/n_features)": (KernelRidge(kernel="rbf", alpha=1e-3), False),
 }
 

@@ -10,7 +10,9 @@ an image, a code's norm carries information (a size), which is why
 ``HyperKernelRegressor``'s defaults keep it: biases in f and g
 (``f_bias_variance=1``, ``g_bias_variance=0.1``) and one scale fitted on the
 training codes (``normalize_x="scale"``) instead of putting each code on the
-sphere.
+sphere; the hyper-NNGP (``kernel="nngp"``) with a Fourier length scale fitted
+to the points' spread (``length_scale="scale"``) keeps the model smooth in the
+code and the point.
 
 The default ``HyperKernelRegressor(z_dim=3)``, with no tuning, is set against
 an RBF ``KernelRidge`` whose ``alpha`` and ``gamma`` a ``GridSearchCV``

@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._params.architecture import check_z_dim, x_width
+from ._params.architecture import check_f_input, check_z_dim, x_width
 from ._params.network_parameters import ESTIMATOR_CONSTRAINTS, WARM_START_FIXED
 from ._training.loop import (
     Plateau,
@@ -41,6 +41,7 @@ from ._training.loop import (
     warn_if_not_learned,
 )
 from ._utils.device import fallback_device, resolve_device
+from ._utils.rows import distinct_rows
 from ._utils.versioning import NETWORK_ESTIMATOR_HISTORY, upgrade_state, versioned_state
 from .config import get_config
 from .progress import format_log_line, log
@@ -246,6 +247,9 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
         """Set the fitted attributes of a fresh model (module at initialisation)."""
         torch = import_torch()
         check_z_dim(self.z_dim, X.shape[1])
+        check_f_input(
+            self.f_architecture, self.image_shape, self.filter_size, x_width(X.shape[1], self.z_dim)
+        )
         self.device_ = torch_device(self.device)
         self._rng = check_random_state(self.random_state)
         self._normalize_x_fitted = bool(self.normalize_x)
@@ -270,6 +274,9 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
             negative_slope=self.negative_slope,
             f_bias_variance=self.f_bias_variance,
             g_bias_variance=self.g_bias_variance,
+            f_architecture=self.f_architecture,
+            image_shape=self.image_shape,
+            filter_size=self.filter_size,
             generator=torch.Generator().manual_seed(int(seed)),
             dtype=torch.float64 if self.dtype == "float64" else torch.float32,
             device=self.device_,
@@ -429,21 +436,35 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
 
         Rows are converted to tensors and evaluated in blocks of at most
         ``predict_block_rows`` rows whose generated weights of g take at most
-        ``predict_block_bytes`` (:mod:`sklearn_hyperkernel.config`), so memory
-        does not grow with the number of rows.
+        ``predict_block_bytes`` (:mod:`sklearn_hyperkernel.config`); f runs once
+        per distinct x of a block, on as many distinct x at a time as f's widest
+        layer (a conv f's feature maps, ``H W f_width`` values per x) fits in
+        ``predict_block_bytes``. So memory does not grow with the number of rows.
         """
         torch = import_torch()
-        result = np.empty((X.shape[0], self.module_.n_outputs), dtype=np.float64)
-        row_bytes = self.module_.n_generated * torch.finfo(self._torch_dtype()).bits // 8
+        module = self.module_
+        result = np.empty((X.shape[0], module.n_outputs), dtype=np.float64)
+        item_bytes = torch.finfo(self._torch_dtype()).bits // 8
         config = get_config()
         block_rows = max(
-            1, min(config["predict_block_rows"], config["predict_block_bytes"] // row_bytes)
+            1,
+            min(
+                config["predict_block_rows"],
+                config["predict_block_bytes"] // (module.n_generated * item_bytes),
+            ),
+        )
+        f_rows = max(
+            1, config["predict_block_bytes"] // (max(module.f_layer_sizes[1:]) * item_bytes)
         )
         with torch_threads(self.n_jobs), torch.no_grad():
             for start in range(0, X.shape[0], block_rows):
                 stop = min(start + block_rows, X.shape[0])
                 x, z = self._x_and_z(X[start:stop])
-                block = self.module_(x, z, deduplicate_x=True)
+                x, x_index = distinct_rows(x)
+                flat = torch.cat(
+                    [module.f_forward(x[i : i + f_rows]) for i in range(0, x.shape[0], f_rows)]
+                )
+                block = module.g_forward(module.split_generated(flat[x_index]), z)
                 result[start:stop] = block.to("cpu", torch.float64).numpy()
         if not np.all(np.isfinite(result)):
             raise ValueError("The network output is not finite; check the scale of X.")

@@ -184,6 +184,7 @@ def pixel_regression(
     n_samples: int | None = None,
     pixels_per_image: int | None = None,
     coordinates: str = "scaled",
+    inpainting_x: str = "top-half",
     random_state=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``[x | z]`` and targets of the paper's pixel-regression tasks.
@@ -212,6 +213,14 @@ def pixel_regression(
         ``"scaled"``: (row, column) mapped linearly to ``[-1, 1]``.
         ``"pixel"``: raw integer (row, column) indices, as in the authors'
         code (whose Gaussian z kernel then has length scale ``sqrt(2)``).
+    inpainting_x : {"top-half", "masked"}, default="top-half"
+        What x holds for ``task="inpainting"`` (ignored otherwise).
+        ``"top-half"``: the top ``height // 2`` rows of pixels only.
+        ``"masked"``: the whole image with the unobserved bottom rows set to 0
+        (the authors' "sparse image containing the context points"), so that
+        x keeps the image's shape, ``image_shape=(height, width)`` for a
+        convolutional f. Both are scaled to unit norm; for the bias-free dense
+        f they give the same kernel up to a constant factor.
     random_state : int, RandomState instance or None, default=None
         Draws the images and the pixel coordinates.
 
@@ -239,6 +248,8 @@ def pixel_regression(
         raise ValueError(f"task must be 'representation' or 'inpainting'; got {task!r}.")
     if coordinates not in ("scaled", "pixel"):
         raise ValueError(f"coordinates must be 'scaled' or 'pixel'; got {coordinates!r}.")
+    if inpainting_x not in ("top-half", "masked"):
+        raise ValueError(f"inpainting_x must be 'top-half' or 'masked'; got {inpainting_x!r}.")
     rng = check_random_state(random_state)
     if n_samples is not None:
         if not 1 <= n_samples <= images.shape[0]:
@@ -249,7 +260,13 @@ def pixel_regression(
     if pixels_per_image is not None and not 1 <= pixels_per_image <= n_pixels:
         raise ValueError(f"pixels_per_image must be in [1, {n_pixels}]; got {pixels_per_image}.")
     scale = images.max() or 1.0
-    seen = images if task == "representation" else images[:, : height // 2, :]
+    if task == "representation":
+        seen = images
+    elif inpainting_x == "top-half":
+        seen = images[:, : height // 2, :]
+    else:
+        seen = images.copy()
+        seen[:, height // 2 :, :] = 0.0
     x = seen.reshape(n_images, -1)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)

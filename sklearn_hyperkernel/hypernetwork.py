@@ -62,7 +62,10 @@ _ROWS_DOC = """Each row ``u = [x | z]`` of ``X`` holds the input ``x`` of the hy
     ``f`` (all but the last ``z_dim`` columns) and the input ``z`` of the
     primary network ``g`` (the last ``z_dim`` columns). ``f`` maps ``x`` to the
     weights of ``g``; every row gets its own weights and ``g`` runs batched over
-    the rows."""
+    the rows. With ``f_architecture="conv"`` ``x`` is an image of
+    ``image_shape`` (flattened row-major, channels last) and ``f`` a
+    convolutional network of ``f_width`` channels per layer with a dense
+    readout."""
 
 
 class HypernetworkRegressor(MultiOutputMixin, RegressorMixin, BaseHypernetwork):
@@ -129,6 +132,9 @@ class HypernetworkRegressor(MultiOutputMixin, RegressorMixin, BaseHypernetwork):
         negative_slope: float = 0.01,
         f_bias_variance: float = 0.0,
         g_bias_variance: float = 0.0,
+        f_architecture: str = "dense",
+        image_shape: tuple[int, ...] | None = None,
+        filter_size: int = 3,
         normalize_x: bool = True,
         normalize_y: bool = True,
         optimizer: str = "adam",
@@ -281,6 +287,9 @@ class HypernetworkClassifier(ClassifierMixin, BaseHypernetwork):
         negative_slope: float = 0.01,
         f_bias_variance: float = 0.0,
         g_bias_variance: float = 0.0,
+        f_architecture: str = "dense",
+        image_shape: tuple[int, ...] | None = None,
+        filter_size: int = 3,
         normalize_x: bool = True,
         optimizer: str = "adam",
         learning_rate: float = 1e-3,

@@ -24,7 +24,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._operator.gram_operator import gram_operator
-from ._params.architecture import CONSTRAINTS, check_z_dim, parameters_doc
+from ._params.architecture import (
+    CONSTRAINTS,
+    check_f_input,
+    check_z_dim,
+    parameters_doc,
+    x_width,
+)
 from ._solvers.cg import fit_cg
 from ._solvers.dense import solve_dense, training_gram
 from ._solvers.nystrom import fit_nystrom
@@ -35,6 +41,7 @@ from .config import get_config
 from .progress import log
 
 __all__ = [
+    "LENGTH_SCALE_PER_Z_SPREAD",
     "NYSTROM_DEFAULT_COMPONENTS",
     "RPCHOLESKY_POOL_FACTOR",
     "HyperKernelRegressor",
@@ -53,16 +60,18 @@ _INTRODUCTION = """Kernel ridge regression with the hyperkernel (the paper's Eq.
 
     the mean prediction of an infinitely wide hypernetwork trained by gradient
     descent on the squared loss (``kernel="ntk"``), or the posterior mean of its
-    Gaussian-process limit (``kernel="nngp"``). The defaults (Fourier encoding
-    of z, ``normalize_x``, ``normalize_y``, relative ridge) suit the package's
-    tasks and plain tabular data (user guide, "Why the defaults are what they
-    are"); the paper's exact kernel regression is ``HyperKernelRegressor(
-    alpha=1e-9, z_encoding=..., length_scale=..., normalize_x=False,
-    normalize_y=False)``.
+    Gaussian-process limit (``kernel="nngp"``, the default). The defaults
+    (the hyper-NNGP, Fourier encoding of z with a length scale fitted to z's
+    spread, biases, ``normalize_x``, ``normalize_y``, relative ridge) suit
+    the package's pixel tasks, shape codes and plain tabular data (user
+    guide, "Why the defaults are what they are"); the paper's exact kernel
+    regression is ``HyperKernelRegressor("ntk", alpha=1e-9, z_encoding=...,
+    length_scale=..., f_bias_variance=0, g_bias_variance=0,
+    normalize_x=False, normalize_y=False)``.
 
     Parameters
     ----------
-    kernel : {"ntk", "nngp"} or Kernel, default="ntk"
+    kernel : {"ntk", "nngp"} or Kernel, default="nngp"
         :class:`~sklearn_hyperkernel.HyperKernel` (the hyperkernel
         ``Theta^h``) or :class:`~sklearn_hyperkernel.HyperNNGP` (the
         hyper-NNGP ``Lambda^H``) of the architecture parameters below; or any
@@ -70,6 +79,11 @@ _INTRODUCTION = """Kernel ridge regression with the hyperkernel (the paper's Eq.
         it is (its hyperparameters searchable as ``kernel__<name>``; the
         architecture parameters, ``n_jobs``, ``device`` and ``dtype`` then
         ignored, as ``KernelRidge`` ignores ``gamma`` for a callable kernel).
+        ``"nngp"`` is the default since 0.2.0: with the defaults below it was
+        within 1.4x of a tuned RBF ``KernelRidge`` on shape codes, where the
+        NTK was 3-4x, at a cost on MNIST pixels (0.60 of the mean predictor's
+        error against the NTK's 0.55; user guide, "Why the defaults are what
+        they are").
     alpha : float or array-like of shape (n_targets,), default=1e-3
         Positive ridge (``eps`` of Eq. 18), one per target for an array;
         relative to the mean of the training Gram's diagonal by default. 1e-3
@@ -102,6 +116,22 @@ _BIAS_DOCS = {
         g's weights (docs/math.md, "Biases"); 0.1 measured as
         ``f_bias_variance``; 0 is the paper's bias-free g.""",
 }
+
+_LENGTH_SCALE_DOC = """\
+    length_scale : "scale", float or array-like of shape (z_dim,), \
+            default="scale"
+        Length scale of the Fourier encoding; unused with ``"linear"``. A
+        number (one per z column: anisotropic) is in the units of z, as the
+        kernels' ``length_scale``. ``"scale"``: fitted in :meth:`fit` as
+        ``LENGTH_SCALE_PER_Z_SPREAD`` (0.45) times z's spread ``sqrt(mean_i
+        |z_i - mean(z)|^2)`` over the training rows (both means weighted by
+        ``sample_weight``; a spread of 0 counts as 1), as ``SVC``'s
+        ``gamma="scale"`` follows X's variance: so that z's units do not
+        matter, and 3-D points get a longer scale than 2-D pixel coordinates
+        of the same range (0.67 on points in ``[-1.5, 1.5]^3``, 0.38 on MNIST
+        coordinates in ``[-1, 1]^2``). The value used is ``length_scale_``.
+        Measured in the user guide, "Why the defaults are what they are".
+"""
 
 _OWN_PARAMETERS = """\
     normalize_x : {"scale"} or bool, default="scale"
@@ -140,7 +170,7 @@ _OWN_PARAMETERS = """\
         n_components`` centres, an approximation whose error falls as ``m``
         grows (exact at ``m = n``): ``n m`` kernel entries, ``n m^2 + m^3``
         flops, memory ``O(m^2 + block)``, ``m`` kernel entries per predicted
-        row. The hyperkernel's spectrum is flat at the default ridge: on MNIST
+        row. The NTK's spectrum is flat at the default ridge: on MNIST
         pixels at ``n = 20,000`` the test MSE was 29 % above the exact solve's
         at ``m = 2000`` (fit in 1/20 of the time), 21 % at 4000 (1/5), 12 % at
         8000 (0.9 of it); it is the solver beyond the other two (a million rows
@@ -230,6 +260,10 @@ _OWN_PARAMETERS = """\
         Weights of the rows of ``X_fit_`` in ``predict(X) = K(X, X_fit_) @
         dual_coef_ + intercept_`` (in the unweighted problem's units; ``K``
         of the rows with x divided by ``x_scale_``).
+    length_scale_ : float, ndarray of shape (z_dim,) or None
+        The Fourier length scale the kernel uses, in z's units: ``length_scale``
+        itself, or the value fitted for ``length_scale="scale"``; ``None`` for
+        a given ``Kernel`` object.
     x_scale_ : float
         The number every x is divided by before the kernel sees it:
         ``sqrt(mean |x|^2 / n0)`` of the training rows (the mean weighted by
@@ -304,15 +338,23 @@ _ARCHITECTURE = (
     "negative_slope",
     "f_bias_variance",
     "g_bias_variance",
+    "f_architecture",
+    "image_shape",
+    "filter_size",
 )
 
 
 class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
-    __doc__ = _INTRODUCTION + parameters_doc(*_ARCHITECTURE, extra=_BIAS_DOCS) + _OWN_PARAMETERS
+    __doc__ = (
+        _INTRODUCTION
+        + parameters_doc(*_ARCHITECTURE, extra={**_BIAS_DOCS, "length_scale": _LENGTH_SCALE_DOC})
+        + _OWN_PARAMETERS
+    )
 
     _parameter_constraints: dict = {
         **CONSTRAINTS,
         "kernel": [StrOptions({"ntk", "nngp"}), Kernel],
+        "length_scale": [*CONSTRAINTS["length_scale"], StrOptions({"scale"})],
         "alpha": [Interval(Real, 0, None, closed="neither"), "array-like"],
         "alpha_scale": [StrOptions({"relative", "absolute"})],
         "normalize_x": ["boolean", StrOptions({"scale"})],
@@ -333,7 +375,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
 
     def __init__(
         self,
-        kernel: str | Kernel = "ntk",
+        kernel: str | Kernel = "nngp",
         *,
         alpha: float | np.ndarray = 1e-3,
         alpha_scale: str = "relative",
@@ -341,11 +383,14 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         f_depth: int = 3,
         g_depth: int = 2,
         z_encoding: str = "fourier",
-        length_scale: float | np.ndarray = 0.5,
+        length_scale: float | np.ndarray | str = "scale",
         activation: str = "relu",
         negative_slope: float = 0.01,
         f_bias_variance: float = 1.0,
         g_bias_variance: float = 0.1,
+        f_architecture: str = "dense",
+        image_shape: tuple[int, ...] | None = None,
+        filter_size: int = 3,
         normalize_x: bool | str = "scale",
         normalize_y: bool = True,
         block_size: int | None = None,
@@ -373,6 +418,9 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.negative_slope = negative_slope
         self.f_bias_variance = f_bias_variance
         self.g_bias_variance = g_bias_variance
+        self.f_architecture = f_architecture
+        self.image_shape = image_shape
+        self.filter_size = filter_size
         self.normalize_x = normalize_x
         self.normalize_y = normalize_y
         self.block_size = block_size
@@ -444,9 +492,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         weights = check_sample_weight(sample_weight, X.shape[0])
         if not isinstance(self.kernel, Kernel):
             check_z_dim(self.z_dim, X.shape[1])
+            n_x = x_width(X.shape[1], int(self.z_dim))
+            check_f_input(self.f_architecture, self.image_shape, self.filter_size, n_x)
         mean, scale = target_scaling(targets, weights, normalize=bool(self.normalize_y))
         targets = (targets - mean) / scale
         self.solver_ = self._choose_solver(X.shape[0])
+        self.length_scale_ = self._fit_length_scale(X, weights)
         self.kernel_ = self._build_kernel()
         self.x_scale_ = self._fit_x_scale(X, weights)
         # the largest |x| / sqrt(n0) of the training rows, in the kernel's units: what a
@@ -499,8 +550,10 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         from .kernels import HyperKernel, HyperNNGP  # kernels.py does not import this module
 
         cg = self.solver_ == "cg"
+        architecture = {name: getattr(self, name) for name in _ARCHITECTURE}
+        architecture["length_scale"] = self.length_scale_
         return (HyperKernel if self.kernel == "ntk" else HyperNNGP)(
-            **{name: getattr(self, name) for name in _ARCHITECTURE},
+            **architecture,
             normalize_x=self.normalize_x is True,
             block_size=self.block_size if cg else None,
             n_jobs=self.n_jobs,
@@ -532,6 +585,35 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             return 1.0
         mean_square = np.average(np.mean((x / peak) ** 2, axis=1), weights=weights)
         return peak * math.sqrt(float(mean_square))
+
+    def _fit_length_scale(
+        self, X: np.ndarray, weights: np.ndarray | None
+    ) -> float | np.ndarray | None:
+        """``length_scale_``: the Fourier length scale in z's units.
+
+        A number (or array) is used as it is. ``"scale"`` is
+        :data:`LENGTH_SCALE_PER_Z_SPREAD` times z's spread
+        ``sqrt(mean_i |z_i - mean(z)|^2)`` over the training rows, both means
+        weighted by ``sample_weight`` (an integer weight is a repeated row, a
+        weight of 0 a dropped one), computed on ``z / max |z|`` so that it
+        neither under- nor overflows; a spread of 0 (one z, or none of
+        positive weight) counts as 1. ``None`` for a given ``Kernel`` object.
+        """
+        if isinstance(self.kernel, Kernel):
+            return None
+        if not (isinstance(self.length_scale, str) and self.length_scale == "scale"):
+            return self.length_scale
+        z = X[:, X.shape[1] - int(self.z_dim) :]
+        if weights is not None:
+            z, weights = z[weights > 0], weights[weights > 0]
+        spread = 0.0
+        peak = float(np.max(np.abs(z))) if z.size else 0.0
+        if peak > 0:
+            z = z / peak
+            centred = z - np.average(z, axis=0, weights=weights)
+            squares = np.einsum("ij,ij->i", centred, centred)
+            spread = peak * math.sqrt(float(np.average(squares, weights=weights)))
+        return LENGTH_SCALE_PER_Z_SPREAD * (spread if spread > 0 else 1.0)
 
     def _x_divider(self) -> Callable[[np.ndarray], np.ndarray] | None:
         """The division of rows' x columns by ``x_scale_`` (``None`` when it is 1)."""
@@ -667,6 +749,13 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
                 stacklevel=3,
             )
 
+
+#: ``length_scale="scale"``: the Fourier length scale is this many times z's spread
+#: (the root of the mean squared distance of the training z's from their mean).
+#: Measured (docs/performance.md, "Defaults"): 0.45 gives 0.38 on MNIST pixel
+#: coordinates in [-1, 1]^2 (spread 0.84) and 0.67 on 3-D points in
+#: [-1.5, 1.5]^3 (spread 1.49).
+LENGTH_SCALE_PER_Z_SPREAD = 0.45
 
 #: How many times the largest training row's |x| a row to predict may have before
 #: predict warns (see ``_warn_if_x_is_far_outside_the_training_rows``).

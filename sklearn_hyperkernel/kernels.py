@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
@@ -11,9 +10,23 @@ import numpy as np
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 from sklearn.utils.validation import check_array
 
-from ._gram.engine import Architecture, FactorizedRows, diagonal, factorize, gram, gram_matvec
+from ._gram.engine import (
+    Architecture,
+    FactorizedRows,
+    diagonal,
+    factorize,
+    gram,
+    gram_matvec,
+    with_f,
+)
 from ._operator.gram_operator import FactorizingKernel
-from ._params.architecture import activation_slope, check_z_dim, validate_architecture
+from ._params.architecture import (
+    activation_slope,
+    check_f_input,
+    check_z_dim,
+    validate_architecture,
+    x_width,
+)
 from ._params.kernel_parameters import KERNEL_PARAMETERS_DOC
 from ._utils.device import Placement, fallback_device, resolve_placement
 from ._utils.versioning import KERNEL_HISTORY, upgrade_state, versioned_state
@@ -47,6 +60,9 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         f_bias_variance_bounds: tuple[float, float] | str = (1e-5, 1e5),
         g_bias_variance_bounds: tuple[float, float] | str = (1e-5, 1e5),
         normalize_x: bool = True,
+        f_architecture: str = "dense",
+        image_shape: tuple[int, ...] | None = None,
+        filter_size: int = 3,
         block_size: int | None = None,
         n_jobs: int | None = None,
         device: str | None = None,
@@ -66,6 +82,9 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         self.f_bias_variance_bounds = f_bias_variance_bounds
         self.g_bias_variance_bounds = g_bias_variance_bounds
         self.normalize_x = normalize_x
+        self.f_architecture = f_architecture
+        self.image_shape = image_shape
+        self.filter_size = filter_size
         self.block_size = block_size
         self.n_jobs = n_jobs
         self.device = device
@@ -117,6 +136,12 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         """Check the parameters (ValueError naming the bad one) and resolve the architecture."""
         validate_architecture(self.get_params(deep=False), caller_name=type(self).__name__)
         check_z_dim(self.z_dim, n_features)
+        image = check_f_input(
+            self.f_architecture,
+            self.image_shape,
+            self.filter_size,
+            x_width(n_features, int(self.z_dim)),
+        )
         if self.block_size is not None:
             _check_int(self.block_size, "block_size", 1)
         if not isinstance(self.verbose, (bool, np.bool_)):
@@ -131,6 +156,9 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
             kind=self._kind,
             f_bias_variance=float(self.f_bias_variance),
             g_bias_variance=float(self.g_bias_variance),
+            f_architecture=self.f_architecture,
+            image_shape=image,
+            filter_size=int(self.filter_size),
         )
 
     def _validate(self, X, name: str) -> np.ndarray:
@@ -186,15 +214,18 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         FactorizedRows
         """
         X = self._validate(X, "X")
-        self._architecture(X.shape[1])
         return self._factorize(X)
 
     def _as_factorized(self, rows) -> FactorizedRows:
         """``rows`` if already factorised, else :meth:`factorize_rows` of them."""
         return rows if isinstance(rows, FactorizedRows) else self.factorize_rows(rows)
 
+    def _with_f(self, rows: FactorizedRows, arch: Architecture) -> FactorizedRows:
+        """``rows`` with this kernel's f quantities (rows factorised by another kernel)."""
+        return with_f(rows, arch.f_kernel(), normalize=bool(self.normalize_x))
+
     def _factorize(self, X: np.ndarray, distinct: bool = True) -> FactorizedRows:
-        """Factorised rows of validated ``X``, with the two x conventions applied.
+        """Factorised rows of validated ``X`` (parameters checked), with the two x conventions.
 
         ``distinct=False`` skips finding the distinct x rows (enough for the
         diagonal).
@@ -202,18 +233,17 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         * No x columns (``X`` has exactly ``z_dim`` columns): every row shares
           the constant x = (1,), so f's output is the same for all rows and
           the kernel is that of the ordinary network g on z (docs/math.md).
-        * ``normalize_x``: each non-zero x is rescaled to ``|x|^2 / n0 = 1``;
-          only the variance ``s`` changes (correlations do not depend on
-          ``|x|``), so it is applied to the factorised rows directly.
+        * ``normalize_x``: each non-zero x is rescaled to ``|x|^2 / n0 = 1``
+          (by f's kernel: the dense f changes only the variance ``s``, as
+          correlations do not depend on ``|x|``; the conv f rescales the image).
         """
+        arch = self._architecture(X.shape[1])
         z_dim = int(self.z_dim)
         if X.shape[1] == z_dim:
             X = np.hstack([np.ones((X.shape[0], 1)), X])
         self._check_scale(X)
-        rows = factorize(X, z_dim, distinct=distinct)
-        if self.normalize_x:
-            rows = dataclasses.replace(rows, x_variance=(rows.x_variance > 0).astype(np.float64))
-        return rows
+        normalize = bool(self.normalize_x)
+        return factorize(X, z_dim, arch.f_kernel(), normalize=normalize, distinct=distinct)
 
     def _check_scale(self, X: np.ndarray) -> None:
         """Refuse rows whose kernel values float64 cannot hold (GPy #898, GPyTorch #623).
@@ -315,6 +345,8 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         arch = self._architecture(n_features)
         if rows_b is not None and rows_b.x_distinct.shape[1] + rows_b.z.shape[1] != n_features:
             raise ValueError("rows_a and rows_b have different numbers of columns.")
+        rows_a = self._with_f(rows_a, arch)
+        rows_b = None if rows_b is None else self._with_f(rows_b, arch)
         K, _ = self._gram(arch, rows_a, rows_b, stream_entries=stream_entries)
         if rows_b is None:
             np.fill_diagonal(K, diagonal(arch, rows_a))
@@ -354,6 +386,7 @@ class _HypernetworkKernel(FactorizingKernel, Kernel):
         rows = self._as_factorized(rows)
         n_features = rows.x_distinct.shape[1] + rows.z.shape[1]
         arch = self._architecture(n_features)
+        rows = self._with_f(rows, arch)
         vectors = np.asarray(vectors, dtype=np.float64)
         if vectors.shape[:1] != (rows.n_rows,) or vectors.ndim > 2:
             raise ValueError(
@@ -552,7 +585,9 @@ class HyperKernel(_HypernetworkKernel):
     f's quantities depend on x alone and are computed once per distinct x of
     each block, so rows that share an image (many pixel coordinates per image)
     cost little more than the z part. Without biases ``HyperKernel(u, u) = L *
-    H * s^H * e`` with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)``, and rows
+    H * s^H * e`` with ``s = |x|^2 / n0`` and ``e = Sigma^0(z, z)`` for the
+    dense f (``H * Theta^f(x, x) * S_f(x, x)^(H-1) * e`` for any f; the conv
+    f's ``S_f(x, x)`` comes from its recursion, not from ``|x|``), and rows
     with x = 0, or z = 0 under the linear encoding, have kernel 0 with every
     row; biases change both (docs/math.md, "Biases": x = 0 is an ordinary
     input when ``f_bias_variance > 0``, z = 0 when ``g_bias_variance > 0``).
@@ -608,7 +643,8 @@ class HyperNNGP(_HypernetworkKernel):
     Notes
     -----
     Without biases ``HyperNNGP(u, u) = s^H * e`` with ``s = |x|^2 / n0`` and
-    ``e = Sigma^0(z, z)`` (with them, docs/math.md, "Biases"). A bias
+    ``e = Sigma^0(z, z)`` for the dense f (``S_f(x, x)^H * e`` for any f; with
+    biases, docs/math.md, "Biases"). A bias
     variance of exactly 0 is a fixed hyperparameter, a positive one is
     learned in log space like ``length_scale``. The paper's closed form of
     the raw rows is ``HyperNNGP(normalize_x=False, f_bias_variance=0,

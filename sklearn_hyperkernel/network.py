@@ -9,7 +9,9 @@ compare its empirical hyperkernel (:func:`empirical_ntk`) with the closed
 form :class:`~sklearn_hyperkernel.HyperKernel` (the paper's Fig. 1).
 
 ``h(u) = g(z; f(x))`` for rows ``u = (x, z)``: ``f`` is a fully connected
-network of ``f_depth`` layers and hidden width ``f_width`` whose output, of size
+network of ``f_depth`` layers and hidden width ``f_width`` (or, with
+``f_architecture="conv"``, ``f_depth - 1`` convolutional layers of ``f_width``
+channels and a dense readout, see below) whose output, of size
 ``n_L = sum_l m_l * m_{l-1}`` (plus ``sum_l m_l`` with g's biases), is cut into
 the weight matrices ``V^1, ..., V^H`` (and biases ``c^1, ..., c^H``) of the
 primary network ``g`` (``g_depth`` layers, hidden width ``g_width``), one set
@@ -54,6 +56,22 @@ z encodings: ``"linear"`` feeds ``z`` itself (``m_0 = z_dim``);
 ``(k, z_dim)`` and ``b ~ U[-pi, pi]`` (``m_0 = k``); as ``k -> infinity`` the
 input kernel ``a0(z) . a0(z') / k`` tends to
 ``exp(-0.5 * sum_d (z_d - z'_d)^2 / ell_d^2)`` (Rahimi & Recht, 2007).
+
+A convolutional f (``f_architecture="conv"``, docs/math.md "A convolutional
+f"): x is read as an image ``x.reshape(H, W, C0)`` (``image_shape``, row-major,
+channels last), then ``D = f_depth - 1`` layers
+
+    y^l = conv(W^l, q^{l-1}) / sqrt(k * k * C_{l-1}) + sqrt(bf) beta^l     l = 1..D
+
+(``k = filter_size`` square filters ``W^l`` of shape (C_l, C_{l-1}, k, k),
+stride 1, SAME zero padding ``k // 2``, ``C_l = f_width``, one bias per
+channel, ``q^l = phi(y^l)``), then the dense readout
+``y^L = W^L vec(q^D) / sqrt(H W C_D) + sqrt(bf) beta^L`` of the last map
+flattened channels last (``H W C_D`` inputs), whose output is cut into g's
+weights (and biases) as for the dense f. At the border the window sum still
+divides by ``k * k`` (padded zeros count). ``f_depth=1`` is the dense f of
+depth 1, drawn identically from one seed. Under ``"standard"`` the conv
+weights are drawn from ``N(0, 1 / (k k C_{l-1}))``.
 """
 
 from __future__ import annotations
@@ -61,7 +79,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ._params.architecture import activation_gain, activation_slope
+from ._params.architecture import activation_gain, activation_slope, check_f_input
 from ._params.network_parameters import validate_network
 from ._training.loop import import_torch
 from ._utils.rows import distinct_rows
@@ -102,7 +120,8 @@ class Hypernetwork(torch.nn.Module):
     f_depth : int, default=3
         Number of weight matrices of ``f`` (``L``).
     f_width : int, default=256
-        Hidden width of ``f`` (unused when ``f_depth == 1``).
+        Hidden width of ``f`` (unused when ``f_depth == 1``); for a conv
+        ``f``, the number of channels of every convolutional layer.
     g_depth : int, default=2
         Number of weight matrices of ``g`` (``H``).
     g_width : int, default=32
@@ -134,6 +153,16 @@ class Hypernetwork(torch.nn.Module):
         ``bg``: ``g``'s layer ``l`` adds ``sqrt(bg) c^l``, where ``c^l`` (``m_l``
         numbers per row) are further outputs of ``f``. 0: ``f`` outputs no
         biases of ``g`` (the paper's ``g``).
+    f_architecture : {"dense", "conv"}, default="dense"
+        ``f`` an MLP on x, or ``f_depth - 1`` convolutional layers on x read as
+        an image and a dense readout (see the module's text).
+    image_shape : tuple (H, W) or (H, W, C) of int or None, default=None
+        With ``"conv"`` (required there): the image x's ``x_dim`` columns
+        hold, flattened row-major, channels last (``C = 1`` when omitted);
+        ``H * W * C`` must equal ``x_dim``. Ignored by the dense ``f``.
+    filter_size : int, default=3
+        Side ``k`` of the square filters of a conv ``f``, a positive odd
+        integer. Ignored by the dense ``f``.
     generator : torch.Generator or None, default=None
         CPU generator for all random draws (weights and Fourier features);
         ``None`` uses torch's global generator.
@@ -147,15 +176,21 @@ class Hypernetwork(torch.nn.Module):
     Attributes
     ----------
     f_weights : torch.nn.ParameterList
-        The trainable weight matrices of ``f``, each of shape (fan_out, fan_in).
+        The trainable weight matrices of ``f``, each of shape (fan_out, fan_in);
+        for a conv ``f`` the ``f_depth - 1`` filters first, each of shape
+        (C_l, C_{l-1}, k, k), then the readout of shape
+        (n_generated, H * W * C_D).
     f_biases : torch.nn.ParameterList
         The trainable biases of ``f``, each of shape (fan_out,) (``beta^l``,
-        or ``sqrt(bf) beta^l`` under ``"standard"``); empty when
+        or ``sqrt(bf) beta^l`` under ``"standard"``; one per channel,
+        shape (f_width,), for a conv layer); empty when
         ``f_bias_variance == 0``.
     g_layer_sizes : tuple of int
         ``(m_0, m_1, ..., m_H)``.
     f_layer_sizes : tuple of int
-        ``(x_dim, f_width, ..., f_width, n_generated)``.
+        ``(x_dim, f_width, ..., f_width, n_generated)``: the number of values
+        per row of each layer's input and output; for a conv ``f``
+        ``(H W C0, H W f_width, ..., H W f_width, n_generated)``.
     n_generated : int
         Number of weights (and biases) of ``g`` that ``f`` outputs per row.
 
@@ -164,8 +199,11 @@ class Hypernetwork(torch.nn.Module):
     ValueError
         Naming the parameter, when one is out of its range (a
         scikit-learn ``InvalidParameterError``; a negative bias variance
-        included), or when ``length_scale``
-        has neither 1 nor ``z_dim`` entries or is not positive and finite.
+        included), when ``length_scale``
+        has neither 1 nor ``z_dim`` entries or is not positive and finite, or
+        (for ``"conv"``) when ``image_shape`` is missing, malformed or does not
+        hold ``x_dim`` values, or ``filter_size`` is not a positive odd integer
+        (:func:`~sklearn_hyperkernel._params.architecture.check_f_input`).
 
     Examples
     --------
@@ -178,11 +216,23 @@ class Hypernetwork(torch.nn.Module):
     torch.Size([5, 1])
     >>> empirical_ntk(model, x, z).shape
     torch.Size([5, 5])
+
+    A conv ``f`` on 5 x 4 images of 2 channels (``x_dim = 40``), 8 channels per layer:
+
+    >>> conv = Hypernetwork(x_dim=40, z_dim=2, f_width=8, g_width=4, f_architecture="conv",
+    ...                     image_shape=(5, 4, 2), generator=torch.Generator().manual_seed(0))
+    >>> [tuple(w.shape) for w in conv.f_weights]
+    [(8, 2, 3, 3), (8, 8, 3, 3), (12, 160)]
+    >>> images = torch.randn(5, 40, dtype=torch.float64)
+    >>> empirical_ntk(conv, images, z).shape
+    torch.Size([5, 5])
     """
 
-    # modules pickled before biases existed have none
+    # modules pickled before biases existed have none; before the conv f, a dense f
     f_bias_variance = g_bias_variance = 0.0
     _g_bias_sizes: tuple[int, ...] = ()
+    f_architecture, image_shape, filter_size = "dense", None, 3
+    _n_conv = 0  # number of convolutional layers of f (the first ones)
 
     def __init__(
         self,
@@ -201,6 +251,9 @@ class Hypernetwork(torch.nn.Module):
         negative_slope: float = 0.01,
         f_bias_variance: float = 0.0,
         g_bias_variance: float = 0.0,
+        f_architecture: str = "dense",
+        image_shape: Sequence[int] | None = None,
+        filter_size: int = 3,
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
@@ -221,13 +274,20 @@ class Hypernetwork(torch.nn.Module):
             "negative_slope": negative_slope,
             "f_bias_variance": f_bias_variance,
             "g_bias_variance": g_bias_variance,
+            "f_architecture": f_architecture,
+            "image_shape": image_shape,
+            "filter_size": filter_size,
         }
         validate_network(architecture, caller_name=type(self).__name__)
+        image = check_f_input(f_architecture, image_shape, filter_size, x_dim)
         for name, value in architecture.items():
             setattr(self, name, value)
         self.negative_slope = negative_slope = float(negative_slope)
         self.f_bias_variance = f_bias_variance = float(f_bias_variance)
         self.g_bias_variance = g_bias_variance = float(g_bias_variance)
+        self.image_shape = None if image_shape is None else tuple(int(d) for d in image_shape)
+        self._image = image  # (H, W, C0) of a conv f, else None
+        self._n_conv = 0 if image is None else f_depth - 1
         self._activation_gain = activation_gain(activation, negative_slope)
         self._slope = activation_slope(activation, negative_slope)
 
@@ -241,24 +301,37 @@ class Hypernetwork(torch.nn.Module):
         self.n_generated = sum(rows * cols for rows, cols in self._g_weight_shapes) + sum(
             self._g_bias_sizes
         )
+        # values per row of each layer's input and output (a conv map: H W channels)
+        pixels = 1 if image is None else image[0] * image[1]
         self.f_layer_sizes: tuple[int, ...] = (
-            (x_dim,) + (f_width,) * (f_depth - 1) + (self.n_generated,)
+            (x_dim,) + (pixels * f_width,) * (f_depth - 1) + (self.n_generated,)
         )
+        # each weight's shape (fan_out, fan_in) or (C_out, C_in, k, k) and fan-in
+        shapes, fan_ins = [], []
+        for layer, (size_in, size_out) in enumerate(
+            zip(self.f_layer_sizes[:-1], self.f_layer_sizes[1:], strict=True)
+        ):
+            if layer < self._n_conv:
+                channels_in = size_in // pixels
+                shapes.append((f_width, channels_in, filter_size, filter_size))
+                fan_ins.append(filter_size * filter_size * channels_in)
+            else:
+                shapes.append((size_out, size_in))
+                fan_ins.append(size_in)
 
         def normal(*shape: int) -> torch.Tensor:
             return torch.randn(*shape, generator=generator, dtype=dtype)
 
         weights = []
-        for fan_in, fan_out in zip(self.f_layer_sizes[:-1], self.f_layer_sizes[1:], strict=True):
-            w = normal(fan_out, fan_in)
+        for shape, fan_in in zip(shapes, fan_ins, strict=True):
+            w = normal(*shape)
             if parameterization == "standard":
                 w = w / math.sqrt(fan_in)
             weights.append(torch.nn.Parameter(w))
         self.f_weights = torch.nn.ParameterList(weights)
         # multiplier of each f layer: y = c * W q
         self._f_multipliers = [
-            1.0 / math.sqrt(fan_in) if parameterization == "ntk" else 1.0
-            for fan_in in self.f_layer_sizes[:-1]
+            1.0 / math.sqrt(fan_in) if parameterization == "ntk" else 1.0 for fan_in in fan_ins
         ]
 
         if z_encoding == "fourier":
@@ -277,8 +350,8 @@ class Hypernetwork(torch.nn.Module):
         # f's biases come last, so that bf = 0 draws the bias-free network of the same seed
         biases = []
         if f_bias_variance > 0:
-            for fan_out in self.f_layer_sizes[1:]:
-                beta = normal(fan_out)
+            for shape in shapes:
+                beta = normal(shape[0])  # one per output unit, or per channel
                 if parameterization == "standard":
                     beta = beta * math.sqrt(f_bias_variance)
                 biases.append(torch.nn.Parameter(beta))
@@ -325,7 +398,8 @@ class Hypernetwork(torch.nn.Module):
         Parameters
         ----------
         x : torch.Tensor of shape (n_rows, x_dim)
-            The x columns of the rows.
+            The x columns of the rows (for a conv ``f``, each an image
+            flattened row-major, channels last).
         return_hidden : bool, default=False
             Also return the layer inputs ``q^0..q^{L-1}`` and pre-activations
             ``y^1..y^L`` (used by :func:`empirical_ntk`).
@@ -335,17 +409,33 @@ class Hypernetwork(torch.nn.Module):
         y : torch.Tensor of shape (n_rows, n_generated)
             The generated weights of ``g``, flat (see :meth:`split_generated`).
         layer_inputs, preactivations : lists of torch.Tensor
-            Only with ``return_hidden``.
+            Only with ``return_hidden``. Of shape (n_rows, fan_in) and
+            (n_rows, fan_out) for a dense layer; for a conv layer its input
+            map (n_rows, C_{l-1}, H, W) and pre-activation map
+            (n_rows, C_l, H, W); the readout's input is the last map flattened
+            channels last, shape (n_rows, H * W * C_D).
         """
         q = x
+        if self._n_conv:
+            height, width, channels = self._image
+            q = x.reshape(-1, height, width, channels).permute(0, 3, 1, 2)
         layer_inputs, preactivations = [], []
         for index, (weight, multiplier) in enumerate(
             zip(self.f_weights, self._f_multipliers, strict=True)
         ):
+            conv = index < self._n_conv
+            if self._n_conv and index == self._n_conv:
+                q = q.permute(0, 2, 3, 1).reshape(q.shape[0], -1)  # the readout's input
             layer_inputs.append(q)
-            y = (q @ weight.T) * multiplier if multiplier != 1.0 else q @ weight.T
+            if conv:
+                y = torch.nn.functional.conv2d(q, weight, padding=weight.shape[-1] // 2)
+            else:
+                y = q @ weight.T
+            if multiplier != 1.0:
+                y = y * multiplier
             if self.f_bias_variance > 0:
-                y = y + self.f_biases[index] * self._f_bias_multiplier
+                bias = self.f_biases[index] * self._f_bias_multiplier
+                y = y + (bias[:, None, None] if conv else bias)
             preactivations.append(y)
             if index < self.f_depth - 1:
                 q = self._phi(y)
@@ -489,6 +579,12 @@ class Hypernetwork(torch.nn.Module):
             f"n_outputs={self.n_outputs}, z_encoding={self.z_encoding!r}, "
             f"parameterization={self.parameterization!r}, activation={self.activation!r}, "
             f"f_bias_variance={self.f_bias_variance}, g_bias_variance={self.g_bias_variance}"
+            + (
+                f", f_architecture='conv', image_shape={self.image_shape}, "
+                f"filter_size={self.filter_size}"
+                if self.f_architecture == "conv"
+                else ""
+            )
         )
 
 
@@ -507,7 +603,8 @@ def _backpropagated_vectors(
     """``dh_o / dy^l`` for every row, output ``o`` in ``outputs`` and layer ``l`` of ``f``.
 
     Returns a list over the layers of ``f`` of tensors of shape
-    (len(outputs), n_rows, fan_out_l).
+    (len(outputs), n_rows, fan_out_l), or (len(outputs), n_rows, C_l, H, W) for a
+    conv layer.
     """
     with torch.enable_grad():
         flat_leaf = flat.detach().requires_grad_(True)
@@ -520,9 +617,72 @@ def _backpropagated_vectors(
     deltas = [delta]
     with torch.no_grad():
         for index in range(model.f_depth - 1, 0, -1):
-            back = (deltas[0] @ model.f_weights[index]) * model._f_multipliers[index]
-            deltas.insert(0, back * model._phi_derivative(preactivations[index - 1]))
+            weight, multiplier = model.f_weights[index], model._f_multipliers[index]
+            below = preactivations[index - 1]
+            if index < model._n_conv:  # conv -> conv: the transposed convolution
+                maps = deltas[0].reshape(-1, *deltas[0].shape[2:])
+                back = torch.nn.functional.conv_transpose2d(
+                    maps, weight, padding=weight.shape[-1] // 2
+                ).reshape(*deltas[0].shape[:2], *below.shape[1:])
+            else:
+                back = deltas[0] @ weight
+                if below.dim() == 4:  # readout -> the last map (flattened channels last)
+                    _, channels, height, width = below.shape
+                    back = back.reshape(*back.shape[:2], height, width, channels)
+                    back = back.permute(0, 1, 4, 2, 3)
+            deltas.insert(0, back * multiplier * model._phi_derivative(below))
     return deltas
+
+
+def _conv_layer_kernel(
+    q1: torch.Tensor,
+    d1: torch.Tensor,
+    q2: torch.Tensor,
+    d2: torch.Tensor,
+    filter_size: int,
+    multiplier: float,
+    bias_square: float,
+) -> torch.Tensor:
+    """A conv layer's term of ``J J^T``, of shape (n_outputs, n1, n2).
+
+    ``q``: the layer's input maps, (n, C_in, H, W); ``d = dh / dy``, (n_outputs,
+    n, C_out, H, W). Row ``i``'s gradient over the filters is ``c G_i`` with
+    ``G_i = sum_p d_i(p) patch_i(p)^T`` (the ``k x k x C_in`` input values around
+    ``p``, zero padded), over the channel biases ``b sum_p d_i(p)``; the term is
+    ``c^2 <G_i, G_j> + b^2 (sum_p d_i(p)) . (sum_p d_j(p))``. ``G`` is formed for
+    a chunk of rows at a time, at most ``ntk_chunk_elements`` values with the chunk's
+    patches (``C_out C_in k^2 + C_in k^2 H W`` per row and output); a chunk of the
+    second set of rows is formed again for every chunk of the first, so the time
+    grows as ``n1 n2 / chunk`` row gradients when the rows do not fit one chunk.
+    """
+    n_outputs, n1, channels_out = d1.shape[:3]
+    n2 = d2.shape[1]
+    pixels = d1.shape[3] * d1.shape[4]
+    patch = q1.shape[1] * filter_size * filter_size
+    per_row = n_outputs * channels_out * patch + patch * pixels
+    rows = max(1, get_config()["ntk_chunk_elements"] // max(1, per_row))
+
+    def gradients(q: torch.Tensor, d: torch.Tensor, chunk: slice) -> torch.Tensor:
+        patches = torch.nn.functional.unfold(q[chunk], filter_size, padding=filter_size // 2)
+        flat = d[:, chunk].reshape(n_outputs, -1, channels_out, pixels)
+        return (flat @ patches.transpose(1, 2).unsqueeze(0)).reshape(n_outputs, flat.shape[1], -1)
+
+    same = q1 is q2 and d1 is d2  # a symmetric Gram: the blocks above the diagonal, mirrored
+    kernel = torch.empty(n_outputs, n1, n2, dtype=d1.dtype, device=d1.device)
+    for start1 in range(0, n1, rows):
+        chunk1 = slice(start1, min(start1 + rows, n1))
+        g1 = gradients(q1, d1, chunk1)
+        for start2 in range(start1 if same else 0, n2, rows):
+            chunk2 = slice(start2, min(start2 + rows, n2))
+            g2 = g1 if same and start2 == start1 else gradients(q2, d2, chunk2)
+            block = (multiplier * multiplier) * (g1 @ g2.transpose(1, 2))
+            kernel[:, chunk1, chunk2] = block
+            if same and start2 != start1:
+                kernel[:, chunk2, chunk1] = block.transpose(1, 2)
+    if bias_square:
+        sums1, sums2 = d1.sum(dim=(3, 4)), d2.sum(dim=(3, 4))
+        kernel += bias_square * (sums1 @ sums2.transpose(1, 2))
+    return kernel
 
 
 def empirical_ntk(
@@ -538,7 +698,10 @@ def empirical_ntk(
     For a layer ``y = c W q + b beta`` the gradient of ``h`` with respect to
     ``W`` is ``c * delta q^T`` and with respect to ``beta`` is ``b * delta``,
     with ``delta = dh / dy``, so the layer contributes
-    ``(c^2 (q . q') + b^2) (delta . delta')`` (``b = 0`` without biases); the
+    ``(c^2 (q . q') + b^2) (delta . delta')`` (``b = 0`` without biases); a
+    conv layer (``f_architecture="conv"``) contributes
+    ``c^2 <G, G'> + b^2 (sum_p delta(p)) . (sum_p delta'(p))`` with the filter
+    gradient ``G = sum_p delta(p) patch(p)^T`` over the positions ``p``. The
     kernel is the sum of these layer terms. This is exactly ``J J^T`` (tested against
     ``torch.func.jacrev``) without ever forming ``J``.
 
@@ -597,8 +760,11 @@ def empirical_ntk(
                 q2 = q1 if same else inputs2[layer]
                 d1 = deltas1[layer]
                 d2 = d1 if same else deltas2[layer]
-                inputs = (c * c) * (q1 @ q2.T) + bias_square
-                term = inputs * (d1 @ d2.transpose(1, 2))
+                if layer < model._n_conv:
+                    term = _conv_layer_kernel(q1, d1, q2, d2, model.filter_size, c, bias_square)
+                else:
+                    inputs = (c * c) * (q1 @ q2.T) + bias_square
+                    term = inputs * (d1 @ d2.transpose(1, 2))
                 kernel = term if kernel is None else kernel + term
         kernels.append(kernel.sum(dim=0) if reduce == "mean" else kernel)
     if reduce == "mean":

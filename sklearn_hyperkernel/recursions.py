@@ -53,12 +53,14 @@ from ._utils.rows import FIND, Coincidence, find_coincidence, set_where
 __all__ = [
     "relu_duals",
     "dual_correlations",
+    "kappa0_slope",
     "Direction",
     "mlp_correlations",
     "MLPCorrelations",
     "hyper_correlations",
     "HyperCorrelations",
     "f_output_variance",
+    "f_ntk_variance",
     "hyper_scales",
     "hyper_from_correlations",
     "HyperKernels",
@@ -141,8 +143,12 @@ def dual_correlations(
     return kappa1, (kappa0 if need_kappa0 else None)
 
 
-def _kappa0_slope(rho: Array, negative_slope: float) -> Array:
-    """d kappa0 / d rho; zero where |rho| = 1, where every caller's tangent is 0."""
+def kappa0_slope(rho: Array, negative_slope: float = 0.0) -> Array:
+    """``d kappa0 / d rho = c / (pi sin t)`` of :func:`dual_correlations`, elementwise.
+
+    Zero where ``|rho| = 1`` (it is infinite there), where every caller's
+    tangent of ``rho`` is 0. Forward-mode tangents through a dual use it.
+    """
     xp = array_namespace(rho)
     sine = xp.sqrt((1.0 - rho) * (1.0 + rho))
     positive = sine > 0.0
@@ -418,7 +424,7 @@ def mlp_correlations(
         d_next = [_times(d, kappa0) for d in d_rho]
         if need_ntk:
             if tangents:
-                slope = _kappa0_slope(rho, negative_slope)
+                slope = kappa0_slope(rho, negative_slope)
                 d_ntk = [
                     _plus(_plus(_times(dn, kappa0), _times(dr, ntk * slope)), dx)
                     for dn, dr, dx in zip(d_ntk, d_rho, d_next, strict=True)
@@ -436,26 +442,31 @@ def mlp_correlations(
     return MLPCorrelations(rho, ntk, d_rho, d_ntk if need_ntk else [None] * len(d_rho))
 
 
+def _side(pair: tuple[Array, Array] | None, k: int) -> Array | None:
+    """Side ``k`` (0: rows, 1: columns) of a pair of tangents, None where zero."""
+    return None if pair is None else pair[k]
+
+
 def _g_variances(
     sigma: Array,
     e: Array,
     g_depth: int,
     bias_variance: float,
-    d_sigma: Sequence[float],
+    d_sigma: Sequence[Array | None],
     d_bias: Sequence[float],
 ) -> list[tuple[Array, list]]:
     """Row variances ``w_l`` of g's layers and their tangents, ``l = 0 .. H``.
 
     ``w_0 = e``, ``w_l = sigma (w_{l-1} + bg)`` (``sigma``: f's output
     variance; ``HyperNNGP(u, u) = w_H``). Tangents per direction from those
-    of ``sigma`` and ``bg`` (scalars), None where zero.
+    of ``sigma`` (per row, or scalars; None where zero) and of ``bg`` (scalars).
     """
     w, dw = e, [None] * len(d_sigma)
     chain = [(w, dw)]
     for _ in range(g_depth):
         p = w + bias_variance
         dw = [
-            _plus(None if ds == 0.0 else ds * p, _times(_plus(d, db or None), sigma))
+            _plus(None if ds is None else ds * p, _times(_plus(d, db or None), sigma))
             for d, ds, db in zip(dw, d_sigma, d_bias, strict=True)
         ]
         w = sigma * p
@@ -483,7 +494,7 @@ def hyper_correlations(
     variances: tuple[Array, Array, Array, Array] | None = None,
     bias_variance: float = 0.0,
     rho_f_tangents: Sequence[Array | None] = (),
-    sigma_tangents: Sequence[float] = (),
+    sigma_tangents: Sequence[tuple[Array, Array] | None] = (),
     directions: Sequence[Direction] = (),
 ) -> HyperCorrelations:
     """The primary network g's recursion on f's output correlation.
@@ -501,16 +512,18 @@ def hyper_correlations(
     need_nngp, need_ntk : bool, default=True
         Which kernels to return.
     variances : tuple of 4 arrays, default=None
-        ``(sigma_a, sigma_b, e_a, e_b)``: f's output variance ``s + L bf``
-        and ``e = Sigma^0(z, z)`` of the rows and of the columns; needed when
-        ``bias_variance > 0``.
+        ``(sigma_a, sigma_b, e_a, e_b)``: f's output variance ``S_f(x, x)``
+        (the dense f's ``s + L bf``) and ``e = Sigma^0(z, z)`` of the rows and
+        of the columns; needed when ``bias_variance > 0``.
     bias_variance : float, default=0.0
         ``bg``, the variance of the biases f generates for g (docs/math.md,
         "Biases"): ``Lambda^l = S_f (Sigma^{l-1} + bg)``.
     rho_f_tangents : sequence of arrays or None, default=()
         Tangents of ``rho_f`` along ``directions`` (None: zero; empty: all zero).
-    sigma_tangents : sequence of float, default=()
-        Tangents of ``sigma`` (``L dbf``) along ``directions``; empty: zero.
+    sigma_tangents : sequence of pairs of arrays or None, default=()
+        Tangents ``(dsigma_a, dsigma_b)`` of the rows' and columns' ``sigma``
+        along ``directions`` (the dense f's ``L dbf``), None where zero;
+        empty: all zero.
     directions : sequence of Direction, default=()
         Forward-mode tangents to carry: ``Direction.g_bias`` and
         ``Direction.z`` (a unit tangent of ``rho_z``) enter here.
@@ -527,7 +540,7 @@ def hyper_correlations(
     in_place = _arrays.in_place_allowed(rho_f, rho_z, *(variances or ()))
     n = len(directions)
     d_f = list(rho_f_tangents) or [None] * n
-    d_sigma = list(sigma_tangents) or [0.0] * n
+    d_sigma = list(sigma_tangents) or [None] * n
     d_bias = [d.g_bias for d in directions]
     ones = xp.ones_like(rho_z) if any(d.z for d in directions) else None
     rho_p = rho_z  # correlation of Sigma^{l-1} + bg
@@ -539,8 +552,10 @@ def hyper_correlations(
             raise ValueError("hyper_correlations needs the row variances when bias_variance > 0.")
         sigma_a, sigma_b, e_a, e_b = variances
         chains = [
-            _g_variances(sigma, e, g_depth - 1, bias_variance, d_sigma, d_bias)
-            for sigma, e in ((sigma_a, e_a), (sigma_b, e_b))
+            _g_variances(
+                sigma, e, g_depth - 1, bias_variance, [_side(d, k) for d in d_sigma], d_bias
+            )
+            for k, (sigma, e) in enumerate(((sigma_a, e_a), (sigma_b, e_b)))
         ]
         same = _exact_ones(
             (rho_f == 1.0)
@@ -576,7 +591,7 @@ def hyper_correlations(
             if tangents:
                 # d(ntk rho_f kappa0 + rho_sigma): the product rule on the backward
                 # factor; kappa0 is also d rho_sigma / d rho_lambda
-                slope = _kappa0_slope(rho_lambda, negative_slope)
+                slope = kappa0_slope(rho_lambda, negative_slope)
                 d_ntk = [
                     _plus(
                         _plus(_times(dn, rho_f * kappa0), _times(df, ntk * kappa0)),
@@ -605,44 +620,53 @@ def hyper_correlations(
 
 
 def f_output_variance(s: Array, f_depth: int, f_bias_variance: float = 0.0) -> Array:
-    """``sigma = s + L bf``: the variance of f's outputs (``S_f(x, x)``)."""
+    """``sigma = s + L bf``: the variance of the dense f's outputs (``S_f(x, x)``)."""
     return s + f_depth * f_bias_variance if f_bias_variance else s
 
 
+def f_ntk_variance(s: Array, f_depth: int, f_bias_variance: float = 0.0) -> Array:
+    """``Theta^f(x, x) = L s + bf L (L + 1) / 2`` of the dense f (docs/math.md, "Biases")."""
+    theta = f_depth * s
+    if f_bias_variance:
+        theta = theta + f_bias_variance * f_depth * (f_depth + 1) / 2.0
+    return theta
+
+
 def hyper_scales(
-    s: Array,
+    sigma: Array,
     e: Array,
-    f_depth: int,
     g_depth: int,
-    f_bias_variance: float = 0.0,
     g_bias_variance: float = 0.0,
     directions: Sequence[Direction] = (),
+    sigma_tangents: Sequence[Array | None] = (),
 ) -> tuple[Array, list]:
     """Row scale ``sqrt(HyperNNGP(u, u))`` of both kernels, and its log-derivatives.
 
     Parameters
     ----------
-    s, e : arrays of shape (n,)
-        ``|x|^2 / n0`` and ``Sigma^0(z, z)`` per row.
-    f_depth, g_depth : int
-    f_bias_variance, g_bias_variance : float, default=0.0
+    sigma, e : arrays of shape (n,)
+        f's output variance ``S_f(x, x)`` (from f's kernel, :mod:`._f`; the
+        dense f's ``s + L bf``) and ``Sigma^0(z, z)`` per row.
+    g_depth : int
+    g_bias_variance : float, default=0.0
     directions : sequence of Direction, default=()
+    sigma_tangents : sequence of arrays of shape (n,) or None, default=()
+        Tangent of ``sigma`` along each direction (None: zero; empty: all zero).
 
     Returns
     -------
     scale : array of shape (n,)
         ``sqrt(w_H)`` (:func:`_g_variances`); without g's biases the closed
-        form ``sigma^(H/2) sqrt(e)`` (``s^(H/2) sqrt(e)`` without any).
+        form ``sigma^(H/2) sqrt(e)``.
     d_log_scale : list
         Per direction, ``d log(scale)`` per row (an array, or None where 0).
     """
-    xp = array_namespace(s, e)
-    sigma = f_output_variance(s, f_depth, f_bias_variance)
-    d_sigma = [f_depth * d.f_bias for d in directions]
+    xp = array_namespace(sigma, e)
+    d_sigma = list(sigma_tangents) or [None] * len(directions)
     if not g_bias_variance:
         scale = sigma ** (g_depth / 2.0) * xp.sqrt(e)
         inverse = _arrays.safe_inverse(sigma, xp)
-        return scale, [None if ds == 0.0 else (0.5 * g_depth * ds) * inverse for ds in d_sigma]
+        return scale, [None if ds is None else (0.5 * g_depth * ds) * inverse for ds in d_sigma]
     d_bias = [d.g_bias for d in directions]
     w, dw = _g_variances(sigma, e, g_depth, g_bias_variance, d_sigma, d_bias)[-1]
     inverse = _arrays.safe_inverse(w, xp)
@@ -662,33 +686,38 @@ def hyper_from_correlations(
     f: MLPCorrelations,
     rho_z: Array,
     rows: tuple[Array, Array, Array, Array],
-    f_depth: int,
     g_depth: int,
     negative_slope: float = 0.0,
     *,
-    f_bias_variance: float = 0.0,
     g_bias_variance: float = 0.0,
     need_nngp: bool = True,
     need_ntk: bool = True,
     directions: Sequence[Direction] = (),
+    sigma_tangents: Sequence[tuple[Array, Array] | None] = (),
 ) -> HyperKernels:
     """Both kernels (and their tangents) from f's correlations and g's input correlations.
 
     Parameters
     ----------
     f : MLPCorrelations
-        :func:`mlp_correlations` of the pairs, with the same ``directions``
-        (gathered to the rows and columns of ``rho_z``).
+        f's output correlation and NTK over ``sqrt(sigma sigma')`` on the
+        pairs (:func:`mlp_correlations` for the dense f; any f's kernel of
+        :mod:`._f`), with the same ``directions`` (gathered to the rows and
+        columns of ``rho_z``).
     rho_z : array of shape (n, m)
         From :func:`z_correlations`; left unchanged.
     rows : tuple of 4 arrays
-        ``(s_a, s_b, e_a, e_b)``: ``|x|^2 / n0`` and ``Sigma^0(z, z)`` of the
-        rows (shape (n,)) and of the columns (shape (m,)).
-    f_depth, g_depth : int
+        ``(sigma_a, sigma_b, e_a, e_b)``: f's output variance ``S_f(x, x)``
+        (the dense f's :func:`f_output_variance`) and ``Sigma^0(z, z)`` of
+        the rows (shape (n,)) and of the columns (shape (m,)).
+    g_depth : int
     negative_slope : float, default=0.0
-    f_bias_variance, g_bias_variance : float, default=0.0
+    g_bias_variance : float, default=0.0
     need_nngp, need_ntk : bool, default=True
     directions : sequence of Direction, default=()
+    sigma_tangents : sequence of pairs of arrays or None, default=()
+        Tangents ``(dsigma_a, dsigma_b)`` of ``sigma`` along ``directions``
+        (the dense f's ``L dbf``), None where zero; empty: all zero.
 
     Returns
     -------
@@ -698,9 +727,8 @@ def hyper_from_correlations(
         ``directions`` (None where zero). The NTK is built in ``f.ntk``'s
         memory where allowed.
     """
-    s_a, s_b, e_a, e_b = rows
-    sigma_a = f_output_variance(s_a, f_depth, f_bias_variance)
-    sigma_b = f_output_variance(s_b, f_depth, f_bias_variance)
+    sigma_a, sigma_b, e_a, e_b = rows
+    d_sigma = list(sigma_tangents) or [None] * len(directions)
     g = hyper_correlations(
         f.rho,
         rho_z,
@@ -711,13 +739,13 @@ def hyper_from_correlations(
         variances=(sigma_a, sigma_b, e_a, e_b),
         bias_variance=g_bias_variance,
         rho_f_tangents=f.rho_tangents,
-        sigma_tangents=[f_depth * d.f_bias for d in directions],
+        sigma_tangents=d_sigma,
         directions=directions,
     )
-    biases = (f_depth, g_depth, f_bias_variance, g_bias_variance, directions)
-    scale_a, d_scale_a = hyper_scales(s_a, e_a, *biases)
-    scale_b, d_scale_b = hyper_scales(s_b, e_b, *biases)
-    in_place = _arrays.in_place_allowed(f.rho, rho_z, s_a, s_b, e_a, e_b)
+    biases = (g_depth, g_bias_variance, directions)
+    scale_a, d_scale_a = hyper_scales(sigma_a, e_a, *biases, [_side(d, 0) for d in d_sigma])
+    scale_b, d_scale_b = hyper_scales(sigma_b, e_b, *biases, [_side(d, 1) for d in d_sigma])
+    in_place = _arrays.in_place_allowed(f.rho, rho_z, sigma_a, sigma_b, e_a, e_b)
     # both sides' tangents are None together (the same direction moves every row)
     d_scales = [
         None if a is None else _sum_outer((a, b)) for a, b in zip(d_scale_a, d_scale_b, strict=True)
@@ -748,45 +776,42 @@ def hyper_from_correlations(
 
 
 def hyper_diagonal(
-    s: Array,
+    sigma: Array,
+    theta: Array,
     e: Array,
-    f_depth: int,
     g_depth: int,
     kind: str,
-    f_bias_variance: float = 0.0,
     g_bias_variance: float = 0.0,
 ) -> Array:
     """The kernels at coincident rows, in closed form (every correlation is 1 there).
 
-    ``HyperNNGP(u, u) = w_H`` (:func:`hyper_scales` squared; ``s^H e``
-    without biases) and ``HyperKernel(u, u) = Theta^f(x, x) K^g(u, u)`` with
-    ``Theta^f(x, x) = L s + bf L (L + 1) / 2`` and ``K^g(u, u) = H sigma^(H-1)
-    e + bg sum_{i<H} (i + 1) sigma^i``, ``sigma = s + L bf``
-    (docs/math.md, "Biases"); ``L H s^H e`` without biases.
+    ``HyperNNGP(u, u) = w_H`` (:func:`hyper_scales` squared; ``sigma^H e``
+    without g's biases) and ``HyperKernel(u, u) = Theta^f(x, x) K^g(u, u)``
+    with ``K^g(u, u) = H sigma^(H-1) e + bg sum_{i<H} (i + 1) sigma^i``
+    (docs/math.md, "Biases"). The dense f's ``sigma = s + L bf``
+    (:func:`f_output_variance`) and ``Theta^f(x, x) = L s + bf L (L + 1) / 2``
+    (:func:`f_ntk_variance`) give ``L H s^H e`` without biases.
 
     Parameters
     ----------
-    s, e : arrays of shape (n,)
-        ``|x|^2 / n0`` and ``Sigma^0(z, z)`` per row.
-    f_depth, g_depth : int
+    sigma, theta, e : arrays of shape (n,)
+        f's ``S_f(x, x)`` and ``Theta^f(x, x)`` (from f's kernel, :mod:`._f`)
+        and ``Sigma^0(z, z)`` per row.
+    g_depth : int
     kind : {"nngp", "ntk"}
-    f_bias_variance, g_bias_variance : float, default=0.0
+    g_bias_variance : float, default=0.0
 
     Returns
     -------
     array of shape (n,)
     """
-    L, H, bf, bg = f_depth, g_depth, f_bias_variance, g_bias_variance
-    sigma = f_output_variance(s, L, bf)
+    H, bg = g_depth, g_bias_variance
     if kind == "nngp":
         return _g_variances(sigma, e, H, bg, (), ())[-1][0] if bg else sigma**H * e
-    if not (bf or bg):
-        return s**H * e * (L * H)
-    theta_f = L * s + bf * L * (L + 1) / 2.0
     k_g = H * sigma ** (H - 1) * e
     for i in range(H):
         k_g = k_g + bg * (i + 1) * sigma**i
-    return theta_f * k_g
+    return theta * k_g
 
 
 def mlp_kernels(
@@ -1021,14 +1046,14 @@ def hyper_kernels(
     f = mlp_correlations(
         rho_x, f_depth, negative_slope, variances=(s_a, s_b), bias_variance=f_bias_variance
     )
+    sigma_a = f_output_variance(s_a, f_depth, f_bias_variance)
+    sigma_b = f_output_variance(s_b, f_depth, f_bias_variance)
     kernels = hyper_from_correlations(
         f,
         rho_z,
-        (s_a, s_b, e_a, e_b),
-        f_depth,
+        (sigma_a, sigma_b, e_a, e_b),
         g_depth,
         negative_slope,
-        f_bias_variance=f_bias_variance,
         g_bias_variance=g_bias_variance,
     )
     return kernels.nngp, kernels.ntk

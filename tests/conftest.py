@@ -203,6 +203,12 @@ def finished_tasks(stream, name: str = "_gram_block") -> list[dict]:
 #: Tests of those pass them explicitly; the package's defaults (x on the sphere, biases) are
 #: tested in tests/test_defaults.py and wherever a test is about the defaults.
 PAPER_KERNEL = {"normalize_x": False, "f_bias_variance": 0.0, "g_bias_variance": 0.0}
-#: The regressor without biases and with each x on the sphere (its defaults before 0.2.0):
-#: the settings of the tests that check it against the bias-free closed forms.
-BIAS_FREE_REGRESSOR = {"normalize_x": True, "f_bias_variance": 0.0, "g_bias_variance": 0.0}
+#: The regressor without biases, with each x on the sphere and the kernels' length scale in
+#: z's units (its defaults before 0.2.0, but for the kernel): the settings of the tests that
+#: check it against the bias-free closed forms.
+BIAS_FREE_REGRESSOR = {
+    "length_scale": 0.5,
+    "normalize_x": True,
+    "f_bias_variance": 0.0,
+    "g_bias_variance": 0.0,
+}

@@ -36,6 +36,46 @@ def test_inpainting_x_is_the_top_half_and_targets_cover_the_image():
     np.testing.assert_allclose(y, images.reshape(-1) / images.max())
 
 
+def test_masked_inpainting_keeps_the_image_shape_with_the_bottom_half_zero():
+    images = load_digits().images[:3]
+    U, y = pixel_regression(images, task="inpainting", inpainting_x="masked")
+    top, _ = pixel_regression(images, task="inpainting")
+    assert U.shape == (192, 66)
+    x = U[0, :64].reshape(8, 8)
+    np.testing.assert_array_equal(x[4:], 0.0)
+    # the seen half, unit norm as the top-half layout's
+    np.testing.assert_allclose(x[:4].ravel(), top[0, :32], rtol=1e-15)
+    np.testing.assert_allclose(U[:, 64:], top[:, 32:])
+    np.testing.assert_array_equal(y, pixel_regression(images, task="inpainting")[1])
+    # the input is left as it was
+    np.testing.assert_array_equal(images, load_digits().images[:3])
+    with pytest.raises(ValueError, match="inpainting_x must be"):
+        pixel_regression(images, task="inpainting", inpainting_x="bottom")
+
+
+def test_masked_and_top_half_inpainting_give_one_bias_free_dense_model():
+    # zeros add nothing to x.x'; the kernel only changes by a constant factor,
+    # which a relative ridge absorbs: the same predictions
+    from sklearn_hyperkernel import HyperKernelRegressor
+
+    images = load_digits().images[:12]
+    predictions = []
+    for layout in ("top-half", "masked"):
+        U, y = pixel_regression(
+            images[:10],
+            task="inpainting",
+            inpainting_x=layout,
+            pixels_per_image=20,
+            random_state=0,
+        )
+        U_test, _ = pixel_regression(images[10:], task="inpainting", inpainting_x=layout)
+        model = HyperKernelRegressor(
+            normalize_x=False, f_bias_variance=0.0, g_bias_variance=0.0, alpha=1e-3
+        )
+        predictions.append(model.fit(U, y).predict(U_test))
+    np.testing.assert_allclose(predictions[0], predictions[1], rtol=1e-8, atol=1e-10)
+
+
 def test_random_pixels_are_distinct_per_image_and_reproducible():
     images = load_digits().images[:4]
     U, y = pixel_regression(images, pixels_per_image=20, random_state=0)

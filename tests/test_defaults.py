@@ -25,6 +25,7 @@ from sklearn.svm import SVC, SVR
 
 from sklearn_hyperkernel import HyperKernel, HyperKernelRegressor, HyperNNGP
 from sklearn_hyperkernel.datasets import make_sdf_shapes, pixel_regression
+from sklearn_hyperkernel.kernel_ridge import LENGTH_SCALE_PER_Z_SPREAD
 
 PAPER = PAPER_KERNEL  # the paper's raw-row closed forms
 
@@ -50,6 +51,9 @@ def test_the_defaults_and_the_papers_forms_one_argument_away():
     U = np.random.default_rng(0).normal(size=(6, 5))
     assert HyperKernel().get_params()["normalize_x"] is True
     assert HyperKernelRegressor().get_params()["normalize_x"] == "scale"
+    # the regressor: the hyper-NNGP with a length scale fitted to z's spread
+    assert HyperKernelRegressor().get_params()["kernel"] == "nngp"
+    assert HyperKernelRegressor().get_params()["length_scale"] == "scale"
     for kernel in (HyperKernel(), HyperNNGP()):
         params = kernel.get_params()
         assert (params["f_bias_variance"], params["g_bias_variance"]) == (1.0, 0.1)
@@ -111,24 +115,82 @@ def test_kernel_pca_then_a_classifier_and_nystroem_then_ridge(cancer):
     assert ours >= rbf - 0.05 and ours > 0.6, (ours, rbf)
 
 
-def test_default_regressor_on_shape_codes_is_within_2x_of_a_tuned_rbf():
-    U, y = make_sdf_shapes(120, 20, "sphere", random_state=11)
-    U_test, y_test = make_sdf_shapes(40, 20, "sphere", random_state=12)
+@pytest.mark.parametrize("kind", ["sphere", "box"])
+def test_default_regressor_on_shape_codes_is_within_2x_of_a_tuned_rbf(kind):
+    """Issue 18's bar: the default HyperKernelRegressor(z_dim=3) within 2x of an RBF
+    KernelRidge tuned on the raw columns (measured, docs/performance.md "Defaults": 1.4x on
+    spheres, 1.3x on boxes); the NTK with the same fitted length scale is not (4.4x, 1.9x),
+    which is why the default kernel is the NNGP."""
+    U, y = make_sdf_shapes(120, 20, kind, random_state=11)
+    U_test, y_test = make_sdf_shapes(40, 20, kind, random_state=12)
     baseline = np.mean((y_test - y.mean()) ** 2)
 
     def ratio(model):
         return np.mean((model.fit(U, y).predict(U_test) - y_test) ** 2) / baseline
 
     ours = ratio(HyperKernelRegressor(z_dim=3))
-    # the best of a small grid, chosen on the test set itself: a generous baseline
+    # the best of a small grid on the raw columns, chosen on the test set itself: a
+    # generous baseline (on standardised columns the RBF is 4x worse here)
     rbf = min(
-        ratio(make_pipeline(StandardScaler(), KernelRidge(kernel="rbf", alpha=a, gamma=g)))
-        for a in (1e-5, 1e-4, 1e-3)
-        for g in (0.01, 0.03, 0.1)
+        ratio(KernelRidge(kernel="rbf", alpha=a, gamma=g))
+        for a in (1e-4, 1e-3)
+        for g in (0.1, 0.3, 1.0)
     )
-    sphere = ratio(HyperKernelRegressor(z_dim=3, normalize_x=True))
-    assert ours <= 2.0 * rbf, (ours, rbf)
-    assert ours < 0.5 * sphere  # on the sphere a code loses its radius
+    assert ours <= 1.6 * rbf, (ours, rbf)
+    on_the_sphere = ratio(HyperKernelRegressor(z_dim=3, normalize_x=True))
+    assert ours < 0.5 * on_the_sphere  # on the sphere a code loses its size
+    if kind == "sphere":
+        assert ratio(HyperKernelRegressor("ntk", z_dim=3)) > 3.0 * rbf
+        # the kernels' length scale in z's units (0.5) is too short for 3-D points
+        assert ratio(HyperKernelRegressor(z_dim=3, length_scale=0.5)) > 2.0 * ours
+
+
+def test_default_regressor_on_digits_pixels():
+    """No regression on images: the default call of ../shared/tools/default_call.py (digits,
+    60 images x 20 pixels) stays below issue 18's 0.25 of the mean predictor's error
+    (measured 0.198; the NTK default before the fitted length scale: 0.213)."""
+    images = load_digits().images
+    pick = np.random.RandomState(2024).permutation(len(images))
+    U, y = pixel_regression(images[pick[:60]], pixels_per_image=20, random_state=1)
+    U_test, y_test = pixel_regression(images[pick[60:80]])
+    prediction = HyperKernelRegressor().fit(U, y).predict(U_test)
+    ratio = np.mean((prediction - y_test) ** 2) / np.mean((y_test - y.mean()) ** 2)
+    assert ratio <= 0.21, ratio
+
+
+def test_the_fitted_length_scale_follows_z_spread():
+    """length_scale="scale": length_scale_ = LENGTH_SCALE_PER_Z_SPREAD * sqrt(weighted mean
+    |z - weighted mean z|^2); so z's units do not matter (z times c: the same predictions),
+    an integer weight is a repeated row, and a number is used as it is."""
+    U, y = make_sdf_shapes(12, 5, "sphere", random_state=3)
+    U_test, _ = make_sdf_shapes(4, 5, "sphere", random_state=4)
+    weights = np.random.default_rng(0).integers(0, 4, size=len(y))
+    weights[0] = 0
+    U[0, -3:] = 1e6  # dropped by its weight
+    model = HyperKernelRegressor(z_dim=3).fit(U, y, sample_weight=weights)
+    kept = np.repeat(U, weights, axis=0)[:, -3:]
+    spread = np.sqrt(np.mean(np.sum((kept - kept.mean(axis=0)) ** 2, axis=1)))
+    np.testing.assert_allclose(model.length_scale_, LENGTH_SCALE_PER_Z_SPREAD * spread, rtol=1e-13)
+    assert LENGTH_SCALE_PER_Z_SPREAD == 0.45
+    assert model.kernel_.length_scale == model.length_scale_
+    repeated = HyperKernelRegressor(z_dim=3).fit(
+        np.repeat(U, weights, axis=0), np.repeat(y, weights)
+    )
+    np.testing.assert_allclose(repeated.length_scale_, model.length_scale_, rtol=1e-13)
+    np.testing.assert_allclose(model.predict(U_test), repeated.predict(U_test), rtol=1e-7)
+    # z in other units (times 1000): the same model
+    scale = np.ones(U.shape[1])
+    scale[-3:] = 1000.0
+    km = HyperKernelRegressor(z_dim=3).fit(U * scale, y, sample_weight=weights)
+    np.testing.assert_allclose(km.length_scale_, 1000.0 * model.length_scale_, rtol=1e-13)
+    np.testing.assert_allclose(km.predict(U_test * scale), model.predict(U_test), rtol=1e-8)
+    # a number is in z's units, as the kernels' length_scale
+    assert HyperKernelRegressor(z_dim=3, length_scale=0.7).fit(U, y).length_scale_ == 0.7
+    # one z for every row: no spread, counted as 1
+    U[:, -3:] = 0.25
+    assert HyperKernelRegressor(z_dim=3).fit(U, y).length_scale_ == LENGTH_SCALE_PER_Z_SPREAD
+    with pytest.raises(ValueError, match="length_scale"):
+        HyperKernelRegressor(length_scale="auto").fit(U, y)
 
 
 def test_the_fitted_x_scale_is_weighted_and_applied_in_predict():

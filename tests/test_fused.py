@@ -775,6 +775,7 @@ def test_nystrom_and_prediction_tiles_choose_the_fused_pass_by_the_whole_product
     X, X_test = rows(rng, 300, n_images=12), rows(rng, 200, n_images=5)
     y = np.sin(X[:, 0]) + X[:, -1]
     model = HyperKernelRegressor(
+        "ntk",  # the kernel the 1e-12 was measured on (the default NNGP rounds to 4e-12)
         solver="nystrom",
         n_components=40,
         block_size=50,
@@ -862,7 +863,8 @@ def test_engine_fused_pass_with_biases(
         g_bias_variance=bg,
     )
     monkeypatch.setenv(FUSED_ENV, "1")
-    a, b = _gram_engine.factorize(A, Z_DIM), _gram_engine.factorize(B, Z_DIM)
+    f = arch.f_kernel()
+    a, b = _gram_engine.factorize(A, Z_DIM, f), _gram_engine.factorize(B, Z_DIM, f)
     symmetric, _ = _gram_engine.gram(arch, a, block_size=block_size)
     cross, _ = _gram_engine.gram(arch, a, b, block_size=block_size)
     assert len(fused_calls) == (2 if block_size is None else 5 + 5)  # blocks of the 30 rows

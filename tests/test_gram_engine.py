@@ -231,3 +231,84 @@ def test_biased_grams_on_every_path_equal_the_reference(kind, f_bias, g_bias, en
     else:  # an ordinary input, except against z = 0 (row 2, linear) without g's biases
         zero_z = encoding == "linear" and g_bias == 0.0
         assert np.all(np.abs(np.delete(K[1], 2) if zero_z else K[1]) > 0)
+
+
+# ------------------------------------------------------------ a third f: one file, one entry
+
+
+def _tabled_dense_f():
+    """The dense f as an f that is not elementwise: the engine tables its correlations per
+    block (the conv f's paths) instead of running it per tile or per entry."""
+    from sklearn_hyperkernel._f.dense import DenseF
+
+    class TabledDenseF(DenseF):
+        elementwise = False
+
+    return TabledDenseF
+
+
+@pytest.mark.parametrize("kind", ["ntk", "nngp"])
+@pytest.mark.parametrize("bf, bg", [(0.0, 0.0), (0.4, 0.0), (0.0, 0.3), (0.7, 0.2)])
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_a_new_f_is_one_class_and_one_registry_entry(monkeypatch, kind, bf, bg, device):
+    """An f registered in ``_f.F_KERNELS`` runs on every path of the engine (tiles, the fused
+    pass's table mode, the gradient, ``K @ V``, torch): here the dense f's correlations
+    tabled per block, which must give the dense kernel."""
+    from sklearn_hyperkernel import _f, config_context
+    from sklearn_hyperkernel._gram import engine, tiles
+    from sklearn_hyperkernel._utils.device import resolve_placement
+
+    if device is not None:
+        pytest.importorskip("torch")
+    monkeypatch.setitem(_f.F_KERNELS, "tabled-dense", _tabled_dense_f())
+    arch = tiles.Architecture(
+        f_depth=3,
+        g_depth=2,
+        z_encoding="fourier",
+        length_scale=np.array([0.7, 1.3]),
+        negative_slope=0.1,
+        kind=kind,
+        f_bias_variance=bf,
+        g_bias_variance=bg,
+    )
+    new = tiles.Architecture(**{**arch.__dict__, "f_architecture": "tabled-dense"})
+    U, V = shared_image_rows(), shared_image_rows(n_rows=11, seed=3)
+    V[0] = U[4]
+    placement = resolve_placement(device, "float64")
+    names = tuple(n for n, v in (("f_bias_variance", bf), ("g_bias_variance", bg)) if v)
+    names += ("length_scale",)
+    for fused in (False, True):
+        with config_context(fused=fused):
+            for b in (None, V):
+                results = []
+                for a_arch in (arch, new):
+                    f = a_arch.f_kernel()
+                    rows_u = engine.factorize(U, 2, f)
+                    rows_v = None if b is None else engine.factorize(b, 2, f)
+                    results.append(
+                        engine.gram(a_arch, rows_u, rows_v, placement=placement, block_size=5)[0]
+                    )
+                assert_close(results[1], results[0], 1e-12)
+    f_dense, f_new = arch.f_kernel(), new.f_kernel()
+    rows_dense, rows_new = engine.factorize(U, 2, f_dense), engine.factorize(U, 2, f_new)
+    K, gradient = engine.gram(arch, rows_dense, eval_gradient=names, placement=placement)
+    K_new, gradient_new = engine.gram(new, rows_new, eval_gradient=names, placement=placement)
+    assert_close(K_new, K, 1e-13)
+    assert_close(gradient_new, gradient, 1e-12)
+    vectors = np.random.default_rng(0).normal(size=(U.shape[0], 2))
+    diagonal = engine.diagonal(arch, rows_dense)
+    assert_close(engine.diagonal(new, rows_new), diagonal, 0.0)
+    assert_close(
+        engine.gram_matvec(new, rows_new, vectors, diagonal),
+        engine.gram_matvec(arch, rows_dense, vectors, diagonal),
+        1e-12,
+    )
+
+
+def test_every_f_architecture_has_its_kernel():
+    """The values of ``f_architecture`` are the f registered for the engine."""
+    from sklearn_hyperkernel._f import F_KERNELS, FKernel
+    from sklearn_hyperkernel._params.architecture import F_ARCHITECTURES
+
+    assert set(F_KERNELS) == set(F_ARCHITECTURES)
+    assert all(issubclass(cls, FKernel) for cls in F_KERNELS.values())

@@ -90,9 +90,10 @@ def regression_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 # The paper's kernel ridge regression (Eq. 18): an absolute ridge, raw x, raw targets, no
-# biases. The defaults differ (relative ridge, one fitted x scale, biases, standardised
-# targets; tested below and in test_defaults.py). A case's own biases come after it.
-PAPER = {"alpha_scale": "absolute", "normalize_y": False, **PAPER_KERNEL}
+# biases, a Fourier length scale in z's units (the kernels' 0.5). The defaults differ
+# (relative ridge, one fitted x scale, biases, standardised targets, the length scale fitted
+# to z's spread; tested below and in test_defaults.py). A case's own parameters come after it.
+PAPER = {"alpha_scale": "absolute", "normalize_y": False, "length_scale": 0.5, **PAPER_KERNEL}
 
 KERNEL_CASES = [
     pytest.param(
@@ -117,12 +118,12 @@ KERNEL_CASES = [
     ),
     pytest.param(
         {
+            **PAPER,
             "kernel": "ntk",
             "z_encoding": "fourier",
             "length_scale": 0.7,
             "f_depth": 2,
             "g_depth": 3,
-            **PAPER,
         },
         HyperKernel(**PAPER_KERNEL, z_encoding="fourier", length_scale=0.7, f_depth=2, g_depth=3),
         id="ntk-fourier",
@@ -220,14 +221,15 @@ def test_bias_variances_are_validated_in_fit_and_passed_to_the_kernel(regression
 
 def test_fitted_attributes(regression_data):
     X, y, _ = regression_data
-    model = HyperKernelRegressor(f_depth=2, g_depth=3).fit(X, y)
+    model = HyperKernelRegressor("ntk", f_depth=2, g_depth=3, length_scale=0.7).fit(X, y)
     assert model.n_features_in_ == X.shape[1]
     assert_array_equal(model.X_fit_, X)
     assert model.dual_coef_.shape == (X.shape[0],)
     assert isinstance(model.kernel_, HyperKernel)
     assert model.kernel_.get_params()["f_depth"] == 2
     assert model.kernel_.get_params()["g_depth"] == 3
-    assert isinstance(HyperKernelRegressor(kernel="nngp").fit(X, y).kernel_, HyperNNGP)
+    assert model.length_scale_ == model.kernel_.length_scale == 0.7
+    assert isinstance(HyperKernelRegressor().fit(X, y).kernel_, HyperNNGP)  # the default
 
 
 def test_kernel_object_is_cloned_and_architecture_ignored(regression_data):
@@ -237,7 +239,10 @@ def test_kernel_object_is_cloned_and_architecture_ignored(regression_data):
     assert model.kernel_ is not kernel
     assert model.kernel_.get_params() == kernel.get_params()
     assert model.x_scale_ == 1.0  # a given kernel sees the rows as they are
-    direct = HyperKernelRegressor(f_depth=2, g_depth=1, normalize_x=True).fit(X, y)
+    assert model.length_scale_ is None
+    direct = HyperKernelRegressor(
+        "ntk", f_depth=2, g_depth=1, normalize_x=True, length_scale=0.5
+    ).fit(X, y)
     assert_allclose(model.predict(X_test), direct.predict(X_test), rtol=1e-12)
 
 
@@ -350,16 +355,16 @@ def test_sample_weight_equals_precomputed_kernel_ridge(regression_data):
     X, y, X_test = regression_data
     weights = np.random.default_rng(1).uniform(0.1, 3.0, size=X.shape[0])
     kernel = HyperKernel(**PAPER_KERNEL)
-    model = HyperKernelRegressor(alpha=1e-2, **PAPER).fit(X, y, sample_weight=weights)
+    model = HyperKernelRegressor("ntk", alpha=1e-2, **PAPER).fit(X, y, sample_weight=weights)
     reference = KernelRidge(kernel="precomputed", alpha=1e-2).fit(
         kernel(X), y, sample_weight=weights
     )
     assert_allclose(model.predict(X_test), reference.predict(kernel(X_test, X)), rtol=1e-8)
     # a scalar weight w is alpha / w
-    scaled = HyperKernelRegressor(alpha=1e-2, **PAPER).fit(X, y, sample_weight=4.0)
+    scaled = HyperKernelRegressor("ntk", alpha=1e-2, **PAPER).fit(X, y, sample_weight=4.0)
     assert_allclose(
         scaled.predict(X_test),
-        HyperKernelRegressor(alpha=2.5e-3, **PAPER).fit(X, y).predict(X_test),
+        HyperKernelRegressor("ntk", alpha=2.5e-3, **PAPER).fit(X, y).predict(X_test),
         rtol=1e-8,
     )
 
@@ -453,13 +458,13 @@ BLOCKS_AND_WORKERS = [(1, None), (1, 2), (7, 2), (16, None), (None, 2), (None, -
 # sum over blocks in another order, which the conditioning amplifies (an RBF's K_mm has a
 # condition number of 1e10 here)
 BLOCK_CASES = [
-    pytest.param("cholesky", {}, None, None, id="cholesky-ntk"),
+    pytest.param("cholesky", {"kernel": "ntk"}, None, None, id="cholesky-ntk"),
     pytest.param("cholesky", {"kernel": "nngp"}, None, None, id="cholesky-nngp"),
     pytest.param("cholesky", {"kernel": RBF()}, None, None, id="cholesky-rbf"),
-    pytest.param("cg", {}, 1e-9, 1e-12, id="cg-ntk"),
+    pytest.param("cg", {"kernel": "ntk"}, 1e-9, 1e-12, id="cg-ntk"),
     pytest.param("cg", {"kernel": "nngp"}, 1e-9, 1e-12, id="cg-nngp"),
     pytest.param("cg", {"kernel": RBF()}, 1e-9, 1e-12, id="cg-rbf"),
-    pytest.param("nystrom", {}, 1e-9, 1e-12, id="nystrom-ntk"),
+    pytest.param("nystrom", {"kernel": "ntk"}, 1e-9, 1e-12, id="nystrom-ntk"),
     pytest.param(
         "nystrom", {"kernel": "nngp", **BIAS_FREE_REGRESSOR}, 1e-9, 1e-11, id="nystrom-nngp"
     ),
@@ -763,7 +768,9 @@ def test_relative_ridge_is_alpha_times_the_mean_diagonal(regression_data):
     X, y, X_test = regression_data
     kernel = HyperKernel(normalize_x=True)
     mean_diagonal = np.mean(kernel.diag(X))
-    model = HyperKernelRegressor(alpha=1e-2, normalize_x=True, normalize_y=False).fit(X, y)
+    model = HyperKernelRegressor(
+        "ntk", alpha=1e-2, normalize_x=True, normalize_y=False, length_scale=0.5
+    ).fit(X, y)
     assert_allclose(model.ridge_, [1e-2 * mean_diagonal], rtol=1e-12)
     reference = KernelRidge(kernel="precomputed", alpha=1e-2 * mean_diagonal).fit(kernel(X), y)
     expected = reference.predict(kernel(X_test, X))

@@ -19,7 +19,13 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import PAPER_KERNEL, no_floating_point_warnings
+from conftest import (
+    PAPER_KERNEL,
+    distinct_rows,
+    no_floating_point_warnings,
+    relative_error,
+    shared_image_rows,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -402,6 +408,9 @@ def test_get_params_set_params_round_trip(cls, name):
         "f_bias_variance_bounds",
         "g_bias_variance_bounds",
         "normalize_x",
+        "f_architecture",
+        "image_shape",
+        "filter_size",
         "block_size",
         "n_jobs",
         "device",
@@ -1150,3 +1159,19 @@ def test_gaussian_process_learns_the_bias_variances_and_a_higher_likelihood():
     assert plain.kernel_.k1.k2.f_bias_variance == 0.0  # fixed
     # biases let the norm of the code (the radius) shift the distance: a far better fit
     assert biased.log_marginal_likelihood_value_ > plain.log_marginal_likelihood_value_
+
+
+@pytest.mark.parametrize("cls", [HyperKernel, HyperNNGP])
+def test_rows_factorised_by_another_kernel_get_this_kernels_f(cls):
+    """f's per-x quantities depend on f (its depth, bias variance, ``normalize_x``): rows
+    factorised by one kernel and evaluated by another are that other kernel's Gram."""
+    U, V = distinct_rows(), shared_image_rows()
+    first = cls(f_depth=2, f_bias_variance=0.3, normalize_x=False)
+    rows_u, rows_v = first.factorize_rows(U), first.factorize_rows(V)
+    for params in (dict(f_depth=4), dict(f_bias_variance=1.7), dict(normalize_x=True)):
+        other = clone(first).set_params(**params)
+        assert_array_equal(other.gram_factorized(rows_u), other(U))
+        assert_array_equal(other.gram_factorized(rows_u, rows_v), other(U, V))
+        vectors = np.arange(U.shape[0], dtype=float)
+        assert_array_equal(other.gram_matvec(rows_u, vectors), other.gram_matvec(U, vectors))
+        assert relative_error(other(U), first(U)) > 1e-3

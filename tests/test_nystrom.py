@@ -53,6 +53,9 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 PAPER = {"alpha_scale": "absolute", "normalize_y": False, **PAPER_KERNEL}
+#: The kernel the tests build by hand, HyperKernel(length_scale=0.5), in the regressor (whose
+#: defaults are the NNGP and a length scale fitted to z's spread)
+KERNEL_05 = {"kernel": "ntk", "length_scale": 0.5}
 
 CASES = [
     pytest.param({}, id="defaults"),
@@ -107,7 +110,9 @@ def test_few_centres_approximate_and_improve_with_m():
     y, y_test = target(X), target(X_test)
     exact_mse = np.mean(
         (
-            HyperKernelRegressor(normalize_x=True, solver="cholesky").fit(X, y).predict(X_test)
+            HyperKernelRegressor(normalize_x=True, solver="cholesky", **KERNEL_05)
+            .fit(X, y)
+            .predict(X_test)
             - y_test
         )
         ** 2
@@ -117,6 +122,7 @@ def test_few_centres_approximate_and_improve_with_m():
         errors, traces = [], []
         for m in (10, 40, 150):
             model = HyperKernelRegressor(
+                **KERNEL_05,
                 normalize_x=True,
                 solver="nystrom",
                 n_components=m,
@@ -167,6 +173,7 @@ def test_equals_sklearn_nystroem_ridge_pipeline(data, alpha_scale):
     m, alpha, seed = 40, 1e-2, 7
     kernel = HyperKernel(z_encoding="fourier", length_scale=0.5, normalize_x=True)
     model = HyperKernelRegressor(
+        **KERNEL_05,
         normalize_x=True,
         solver="nystrom",
         n_components=m,
@@ -192,7 +199,12 @@ def test_equals_sklearn_pipeline_with_weights_and_normalized_targets(data):
     weights = np.random.default_rng(0).integers(1, 4, size=X.shape[0]).astype(float)
     kernel = HyperKernel(z_encoding="fourier", length_scale=0.5, normalize_x=True)
     model = HyperKernelRegressor(
-        normalize_x=True, solver="nystrom", n_components=50, random_state=1, alpha=1e-3
+        **KERNEL_05,
+        normalize_x=True,
+        solver="nystrom",
+        n_components=50,
+        random_state=1,
+        alpha=1e-3,
     )
     model.fit(X, y, sample_weight=weights)
     mean = np.average(y, weights=weights)
@@ -252,6 +264,7 @@ def test_matches_the_dense_nystroem_formula(data):
     X, y, X_test = data
     weights = np.random.default_rng(5).uniform(0.5, 2.0, size=X.shape[0])
     model = HyperKernelRegressor(
+        **KERNEL_05,
         normalize_x=True,
         solver="nystrom",
         n_components=30,
@@ -477,7 +490,12 @@ def test_bad_center_selection_raises(data, selection, message):
 def test_nngp_and_predict_in_blocks(data):
     X, y, X_test = data
     model = HyperKernelRegressor(
-        normalize_x=True, kernel="nngp", solver="nystrom", n_components=50, random_state=0
+        normalize_x=True,
+        kernel="nngp",
+        length_scale=0.5,
+        solver="nystrom",
+        n_components=50,
+        random_state=0,
     ).fit(X, y)
     kernel = HyperNNGP(z_encoding="fourier", length_scale=0.5, normalize_x=True)
     expected = kernel(X_test, model.components_) @ model.dual_coef_ + model.intercept_

@@ -542,7 +542,9 @@ def test_biased_kernels_equal_the_covariance_space_reference(f_bias, g_bias, enc
             s = np.sum(x_a * x_a, axis=1) / 4
             e = np.sum(z_a * z_a, axis=1) / 2 if encoding == "linear" else np.ones(5)
             for kind, i in (("nngp", 0), ("ntk", 1)):
-                closed = recursions.hyper_diagonal(s, e, f_depth, g_depth, kind, f_bias, g_bias)
+                sigma = recursions.f_output_variance(s, f_depth, f_bias)
+                theta = recursions.f_ntk_variance(s, f_depth, f_bias)
+                closed = recursions.hyper_diagonal(sigma, theta, e, g_depth, kind, g_bias)
                 reference = np.diag(hyper_grams(x_a, z_a, **architecture)[i])
                 assert_allclose(closed, reference, rtol=1e-13, atol=1e-300)
                 assert_allclose(np.diag(hyper_kernels(x_a, z_a, **architecture)[i]), closed, 1e-13)

@@ -102,7 +102,7 @@ def test_regressor_float32_is_within_1e3_of_float64(pixel_task, device):
 
 def test_regressor_cg_equals_cholesky_through_the_streamed_product(pixel_task, monkeypatch):
     X, y, X_test = pixel_task
-    cholesky = HyperKernelRegressor(solver="cholesky", **PIXEL_PARAMS).fit(X, y)
+    cholesky = HyperKernelRegressor("ntk", solver="cholesky", **PIXEL_PARAMS).fit(X, y)
     products = []
     original = HyperKernel.gram_matvec
 
@@ -114,7 +114,7 @@ def test_regressor_cg_equals_cholesky_through_the_streamed_product(pixel_task, m
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cg = HyperKernelRegressor(
-            solver="cg", tol=1e-10, cg_rank=20, block_size=37, n_jobs=2, **PIXEL_PARAMS
+            "ntk", solver="cg", tol=1e-10, cg_rank=20, block_size=37, n_jobs=2, **PIXEL_PARAMS
         ).fit(X, y)
     assert len(products) >= cg.n_iter_ > 1  # every CG product is streamed by the kernel
     np.testing.assert_allclose(cg.predict(X_test), cholesky.predict(X_test), rtol=0, atol=1e-6)

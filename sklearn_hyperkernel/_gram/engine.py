@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
+from .._f import FKernel, FRows
 from .._utils.device import Placement
 from .._utils.linalg import mirror_below, mirror_leading_square, upper_block_product
 from .._utils.rows import distinct_rows_and_keys
@@ -60,6 +61,7 @@ __all__ = [
     "Architecture",
     "FactorizedRows",
     "factorize",
+    "with_f",
     "gram",
     "gram_matvec",
     "diagonal",
@@ -76,12 +78,12 @@ class FactorizedRows:
         The distinct x rows, in order of first appearance.
     x_index : ndarray of shape (n_rows,)
         For each row, the index of its x in ``x_distinct``.
-    x_variance : ndarray of shape (n_distinct,)
-        ``|x|^2 / n0`` per distinct x.
+    f : FRows
+        f's quantities per distinct x (:meth:`._f.base.FKernel.rows`): its
+        output variance ``S_f(x, x)``, ``Theta^f(x, x)`` and the features its
+        pairs are computed from (the dense f's ``x / |x|``, so that a block's
+        correlations are one matrix product).
     z : ndarray of shape (n_rows, m0)
-    x_unit : ndarray of shape (n_distinct, n0)
-        ``x / |x|`` per distinct x (zero rows stay zero), so that a block's
-        correlations are one matrix product.
     x_key : ndarray of shape (n_distinct,), dtype uint64, or None
         A hash of each distinct x's values (see
         :func:`~sklearn_hyperkernel._utils.rows.row_keys`), with which equal x
@@ -90,9 +92,8 @@ class FactorizedRows:
 
     x_distinct: np.ndarray
     x_index: np.ndarray
-    x_variance: np.ndarray
+    f: FRows
     z: np.ndarray
-    x_unit: np.ndarray | None = None
     x_key: np.ndarray | None = None
 
     @property
@@ -104,10 +105,6 @@ class FactorizedRows:
     def all_distinct(self) -> bool:
         """Whether every row has its own x."""
         return self.x_distinct.shape[0] == self.n_rows
-
-    def unit_rows(self) -> np.ndarray:
-        """``x_unit``, computed from ``x_distinct`` when it is None."""
-        return self.x_unit if self.x_unit is not None else _unit(self.x_distinct)
 
     def take(self, index: slice | np.ndarray) -> FactorizedRows:
         """The rows ``index``, sharing this object's table of distinct x rows.
@@ -145,23 +142,34 @@ class FactorizedRows:
         return FactorizedRows(
             self.x_distinct[used],
             local.reshape(-1).astype(self.x_index.dtype, copy=False),
-            self.x_variance[used],
+            self.f.take(used),
             self.z,
-            None if self.x_unit is None else self.x_unit[used],
             None if self.x_key is None else self.x_key[used],
         )
 
 
-def factorize(U: np.ndarray, z_dim: int, *, distinct: bool = True) -> FactorizedRows:
-    """Split validated rows ``[x | z]`` into x and z and find the distinct x rows.
+def factorize(
+    U: np.ndarray,
+    z_dim: int,
+    f: FKernel,
+    *,
+    normalize: bool = False,
+    distinct: bool = True,
+) -> FactorizedRows:
+    """Split validated rows ``[x | z]`` into x and z, find the distinct x rows and ask f about them.
 
     Parameters
     ----------
     U : ndarray of shape (n_rows, n0 + z_dim), float64
     z_dim : int
+    f : FKernel
+        f's kernel (:func:`._f.f_kernel`), asked for its :class:`._f.base.FRows`
+        of the distinct x.
+    normalize : bool, default=False
+        Each non-zero x rescaled to ``|x|^2 / n0 = 1`` (``normalize_x``).
     distinct : bool, default=True
-        False keeps every row's x as its own (no hashing; ``x_unit`` and
-        ``x_key`` left None): enough for :func:`diagonal`.
+        False keeps every row's x as its own (no hashing, no features, no
+        ``x_key``): enough for :func:`diagonal`.
 
     Returns
     -------
@@ -170,23 +178,29 @@ def factorize(U: np.ndarray, z_dim: int, *, distinct: bool = True) -> Factorized
     x = U[:, : U.shape[1] - z_dim]
     z = np.ascontiguousarray(U[:, U.shape[1] - z_dim :])
     if not distinct:
-        variance = np.einsum("ij,ij->i", x, x) / max(x.shape[1], 1)
-        return FactorizedRows(x, np.arange(x.shape[0]), variance, z)
+        f_rows = f.rows(x, normalize=normalize, need_features=False)
+        return FactorizedRows(x, np.arange(x.shape[0]), f_rows, z)
     x_distinct, x_index, x_key = distinct_rows_and_keys(x)
     if x_distinct.shape[0] == x.shape[0]:
         # every x distinct: x itself, in order (a view of U), so that only
-        # x_unit copies it while the Gram is computed
+        # f's features copy it while the Gram is computed
         x_distinct = x
-    squared_norm = np.einsum("ij,ij->i", x_distinct, x_distinct)
-    x_unit = _unit(x_distinct, squared_norm)
-    return FactorizedRows(x_distinct, x_index, squared_norm / max(x.shape[1], 1), z, x_unit, x_key)
+    f_rows = f.rows(x_distinct, normalize=normalize)
+    return FactorizedRows(x_distinct, x_index, f_rows, z, x_key)
 
 
-def _unit(x: np.ndarray, squared_norm: np.ndarray | None = None) -> np.ndarray:
-    """``x / |x|`` per row, zero rows staying zero."""
-    squared_norm = np.einsum("ij,ij->i", x, x) if squared_norm is None else squared_norm
-    norm = np.sqrt(squared_norm)
-    return x * np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)[:, None]
+def with_f(rows: FactorizedRows, f: FKernel, *, normalize: bool) -> FactorizedRows:
+    """``rows`` with f's quantities of ``f`` (recomputed from ``x_distinct`` if another f's).
+
+    Rows factorised by one kernel may be evaluated by another (a different
+    ``f_depth``, bias variance or ``f_architecture``): f's ``sigma`` and
+    ``theta`` depend on them, the distinct x do not.
+    """
+    if rows.f.key == f.key(normalize):
+        return rows
+    need_features = rows.f.features is not None
+    f_rows = f.rows(rows.x_distinct, normalize=normalize, need_features=need_features)
+    return dataclasses.replace(rows, f=f_rows)
 
 
 # ---------------------------------------------------------------- tasks
@@ -484,21 +498,20 @@ def gram_matvec(
 def diagonal(arch: Architecture, a: FactorizedRows) -> np.ndarray:
     """The Gram's diagonal in O(n): every correlation there is exactly 1.
 
-    :func:`.recursions.hyper_diagonal` of ``s = |x|^2 / n0`` and ``e =
-    Sigma^0(z, z)``; without biases ``HyperNNGP(u, u) = s^H e`` and
-    ``HyperKernel(u, u) = L H s^H e`` (docs/math.md, "Biases", for the rest).
+    :func:`.recursions.hyper_diagonal` of f's ``sigma = S_f(x, x)`` and
+    ``theta = Theta^f(x, x)`` (``a.f``) and ``e = Sigma^0(z, z)``; without
+    biases ``HyperNNGP(u, u) = sigma^H e`` and ``HyperKernel(u, u) = H theta
+    sigma^(H-1) e`` (docs/math.md, "Biases", for the rest).
     """
-    s = a.x_variance[a.x_index]
     if arch.z_encoding == "linear":
         e = np.einsum("ij,ij->i", a.z, a.z) / a.z.shape[1]
     else:
         e = np.ones(a.n_rows)
     return hyper_diagonal(
-        s,
+        a.f.sigma[a.x_index],
+        a.f.theta[a.x_index],
         e,
-        arch.f_depth,
         arch.g_depth,
         arch.kind,
-        float(arch.f_bias_variance),
         float(arch.g_bias_variance),
     )

@@ -25,14 +25,9 @@ computed once per row), a ``sqrt`` and a division more per entry and layer;
 tests/test_fused.py checks them against tests/reference.py's covariance-space
 recursions to 1e-12.
 
-numba would call the C library's scalar ``acos`` and ``exp`` (20 and 8 ns a
-value, against 2-3 ns in numpy's vector loops; the llvmlite wheels have no
-vector math library), so
-``_acos`` and ``_exp`` follow fdlibm's ``e_acos.c`` and ``e_exp.c`` (Sun
-Microsystems: "Permission to use, copy, modify, and distribute this software
-is freely granted, provided that this notice is preserved"), written without
-branches so that LLVM vectorises them; both are within 1 ulp of numpy's, and
-exact where the kernel needs it: ``acos(1) = 0``, ``exp(0) = 1``, so coincident
+The scalar ``acos``, ``exp`` and duals are :mod:`._utils.compiled`'s (fdlibm's,
+vectorised by LLVM, within 1 ulp of numpy's), exact where the kernel needs
+it: ``acos(1) = 0``, ``exp(0) = 1``, so coincident
 rows (x correlation set to exactly 1 by the caller, z correlation exactly 1
 here) give the closed form; with biases too, since ``sqrt(v v) == v`` in
 binary floating point and each row's variances are rounded as an equal pair's
@@ -46,135 +41,30 @@ which is what g needs, and NTK).
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
+from .._utils import compiled as _compiled
+from .._utils.compiled import numba
 from ..config import get_config
-from . import fork as _fork
-
-try:  # a core dependency; where it cannot be imported the engine keeps its numpy path
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    numba = None
 
 __all__ = ["available", "hyper_block"]
+
+# the package's shared numba options, scalar math and thread rule (_utils.compiled)
+_jit, _acos, _exp, _dual = _compiled.jit, _compiled.acos, _compiled.exp, _compiled.dual
+_relu_slope, _threads_are_safe = _compiled.relu_slope, _compiled.threads_are_safe
+
+
+def available() -> bool:
+    """Whether :func:`hyper_block` can run compiled (numba installed, its JIT not disabled)."""
+    return numba is not None and _compiled.available()
+
 
 #: Columns of one tile: 5 buffers of 2 KiB, in the L1 cache.
 _TILE = 256
 #: Rows a thread takes at a time (its buffers are allocated once per group).
 _ROW_GROUP = 8
-
-# fdlibm e_acos.c: acos(x) = pi/2 - (x + x^3 R(x^2)) for |x| < 1/2, else
-# 2 asin(sqrt((1 - |x|) / 2)) (or pi minus it) with the same R = P / Q
-_PIO2_HI = 1.57079632679489655800e00
-_PIO2_LO = 6.12323399573676603587e-17
-_PS = (
-    1.66666666666666657415e-01,
-    -3.25565818622400915405e-01,
-    2.01212532134862925881e-01,
-    -4.00555345006794114027e-02,
-    7.91534994289814532176e-04,
-    3.47933107596021167570e-05,
-)
-_QS = (
-    -2.40339491173441421878e00,
-    2.02094576023350569471e00,
-    -6.88283971605453293030e-01,
-    7.70381505559019352791e-02,
-)
-# fdlibm e_exp.c: x = k ln2 + r with |r| <= ln2 / 2, exp(r) a rational in r^2
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-_INV_LN2 = 1.44269504088896338700e00
-_P = (
-    1.66666666666666019037e-01,
-    -2.77777777770155933842e-03,
-    6.61375632143793436117e-05,
-    -1.65339022054652515390e-06,
-    4.13813679705723846039e-08,
-)
-_EXP_UNDERFLOW = -745.1332191019412  # exp(x) rounds to 0 below
-
-
-def available() -> bool:
-    """Whether :func:`hyper_block` can run compiled (numba installed, its JIT not disabled)."""
-    return numba is not None and not numba.config.DISABLE_JIT
-
-
-def _jit(**options: Any):
-    """``numba.njit`` with this module's options; the identity without numba."""
-    if numba is None:
-        return lambda function: function
-    # fastmath off: no reassociation, no contraction into FMAs (a * b + c stays
-    # two roundings, as in numpy); error_model="numpy": a division by 0 gives
-    # inf or nan instead of raising, which keeps the loops free of checks
-    options.update(fastmath=False, error_model="numpy", nogil=True)
-
-    def decorate(function):
-        try:
-            return numba.njit(cache=True, **options)(function)
-        except RuntimeError:  # no writable cache folder: compiled in every process
-            return numba.njit(**options)(function)
-
-    return decorate
-
-
-# ---------------------------------------------------------------- one entry
-
-
-@_jit()
-def _acos(x: float) -> float:
-    """``arccos(x)`` for ``x`` in [-1, 1], within 1 ulp; ``_acos(1.0) == 0.0``."""
-    ax = abs(x)
-    small = ax < 0.5
-    z = x * x if small else (1.0 - ax) * 0.5
-    p = z * (_PS[0] + z * (_PS[1] + z * (_PS[2] + z * (_PS[3] + z * (_PS[4] + z * _PS[5])))))
-    r = p / (1.0 + z * (_QS[0] + z * (_QS[1] + z * (_QS[2] + z * _QS[3]))))
-    s = math.sqrt(z)
-    near_zero = _PIO2_HI - (x - (_PIO2_LO - x * r))
-    near_minus_one = 2.0 * _PIO2_HI - 2.0 * (s + (r * s - _PIO2_LO))
-    # fdlibm adds the rounding error of s here, (z - h^2) / (s + h) with h the
-    # high half of s: a division for less than an ulp, left out
-    near_one = 2.0 * (s + r * s)
-    if small:
-        return near_zero
-    return near_minus_one if x < 0.0 else near_one
-
-
-@_jit()
-def _exp(x: float) -> float:
-    """``exp(x)`` for ``x <= 0``, within 1 ulp; ``_exp(0.0) == 1.0``."""
-    k = max(math.floor(x * _INV_LN2 + 0.5), -1100.0)  # -1100: the result is 0 anyway
-    high = x - k * _LN2_HI
-    low = k * _LN2_LO
-    r = high - low
-    t = r * r
-    c = r - t * (_P[0] + t * (_P[1] + t * (_P[2] + t * (_P[3] + t * _P[4]))))
-    y = 1.0 - ((low - (r * c) / (2.0 - c)) - high)
-    # y 2^k as two exact powers of two, so that a subnormal result is rounded once
-    k_int = np.int64(k)
-    half = k_int >> 1
-    first = np.int64((half + 1023) << 52).view(np.float64)
-    second = np.int64((k_int - half + 1023) << 52).view(np.float64)
-    value = (y * first) * second
-    return 0.0 if x < _EXP_UNDERFLOW else value
-
-
-@_jit()
-def _dual(rho: float, slope: float) -> tuple[float, float]:
-    """``(kappa1, kappa0)`` of :func:`~.recursions.dual_correlations` for one entry.
-
-    ``slope`` is ``c / pi`` with ``c = (1 - a)^2 / (1 + a^2)``; the operations
-    are those of the array form, in its order.
-    """
-    rho = min(max(rho, -1.0), 1.0)
-    kappa0 = _acos(rho) * -slope + 1.0
-    kappa1 = math.sqrt(((1.0 - rho) * (1.0 + rho)) * (slope * slope)) + kappa0 * rho
-    return kappa1, kappa0
-
 
 # ---------------------------------------------------------------- one tile
 
@@ -418,11 +308,6 @@ def _f_table(rho_x, ntk_x, f_depth, slope, bias):  # pragma: no cover - compiled
 # ---------------------------------------------------------------- the block
 
 
-def _relu_slope(negative_slope: float) -> float:
-    """``c / pi``, ``c = (1 - a)^2 / (1 + a^2)`` as :func:`~.recursions.dual_correlations`'s."""
-    return (1.0 - negative_slope) ** 2 / (1.0 + negative_slope * negative_slope) / math.pi
-
-
 def _side(
     index: np.ndarray | None,
     z: np.ndarray,
@@ -432,8 +317,8 @@ def _side(
     scales: np.ndarray,
     g_depth: int,
     name: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(x index, z, 1/|z|, scale, e)`` of the rows or the columns, as the loops read them.
+) -> tuple[np.ndarray, ...]:
+    """``(x index, z, 1/|z|, scale, e, s)`` of the rows or the columns, as the loops read them.
 
     Fourier z are divided by the length scales (``e = 1``); linear z come with
     their inverse norms (0 for a zero row) and ``e = |z|^2 / m0``; the scale
@@ -459,7 +344,7 @@ def _side(
         inverse = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
         z, e = np.ascontiguousarray(z), norm * norm / z.shape[1]
     scale = s ** (g_depth / 2.0) * np.sqrt(e)
-    return index, z, inverse, scale, e
+    return index, z, inverse, scale, e, s
 
 
 def _f_variances(s: np.ndarray, f_depth: int, bf: float) -> np.ndarray:
@@ -499,18 +384,6 @@ def _distinct_variances(s: np.ndarray, index: np.ndarray, size: int) -> np.ndarr
     return distinct
 
 
-def _threads_are_safe() -> bool:
-    """Whether this call may use numba's thread pool.
-
-    Only from the main thread: numba's "workqueue" layer (numba's without TBB
-    or GNU OpenMP) aborts on concurrent launches, and a caller's worker thread
-    has its share of the cores already. Not where :func:`._gram.fork.pool_usable`
-    says no: in a process forked after GNU OpenMP's pool started (the "omp"
-    layer, not fork-safe), or where the configured layer cannot be loaded.
-    """
-    return threading.current_thread() is threading.main_thread() and _fork.pool_usable()
-
-
 def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two arrays are the same memory with the same layout."""
     same = a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
@@ -537,6 +410,8 @@ def hyper_block(
     n_threads: int | None = None,
     f_bias_variance: float = 0.0,
     g_bias_variance: float = 0.0,
+    f_tabled: bool = False,
+    f_ntk: np.ndarray | None = None,
 ) -> np.ndarray:
     """A block of the hyperkernel (``kind="ntk"``) or hyper-NNGP (``"nngp"``) Gram.
 
@@ -583,7 +458,7 @@ def hyper_block(
         caller running blocks on threads of its own should ask. Called from
         a thread other than the main one, in a process forked after numba's
         OpenMP threads started (whoever started them), or where numba's
-        configured threading layer cannot be loaded (:mod:`._gram.fork`), the
+        configured threading layer cannot be loaded (:mod:`._utils.compiled`), the
         block is computed on the calling thread whatever ``n_threads`` says
         (the same values).
     f_bias_variance, g_bias_variance : float >= 0, default=0.0
@@ -597,6 +472,15 @@ def hyper_block(
         exactly 0; x = 0 with ``bf > 0``, and linear z = 0 with ``bg > 0``,
         are ordinary rows; equal rows still give correlation exactly 1 at every
         layer.
+    f_tabled : bool, default=False
+        True: f was evaluated already (any f's kernel, :mod:`.._f`):
+        ``rho_x`` is f's output correlation ``S_f / sqrt(sigma sigma')`` on
+        the distinct pairs (exactly 1 at equal x), ``f_ntk`` f's NTK over
+        ``sqrt(sigma sigma')`` there (needed for ``kind="ntk"``), and
+        ``s_a``, ``s_b`` are f's output variances ``sigma = S_f(x, x)`` of
+        every row and column; only g runs here (``f_depth`` is then unused).
+    f_ntk : ndarray of the shape of ``rho_x``, default=None
+        See ``f_tabled``.
 
     Returns
     -------
@@ -642,6 +526,8 @@ def hyper_block(
         if not np.isfinite(variance) or variance < 0:
             raise ValueError(f"{name} must be a finite number >= 0; got {variance!r}.")
     bf, bg = float(f_bias_variance), float(g_bias_variance)
+    if f_tabled and kind == "ntk" and (f_ntk is None or np.shape(f_ntk) != rho_x.shape):
+        raise ValueError(f"f_tabled with kind='ntk' needs f_ntk of shape {rho_x.shape}.")
     side_a = _side(x_index_a, z_a, s_a, rho_x.shape[0], z_encoding, scales, g_depth, "x_index_a")
     side_b = _side(x_index_b, z_b, s_b, rho_x.shape[1], z_encoding, scales, g_depth, "x_index_b")
     rows = side_a[:4]
@@ -661,6 +547,10 @@ def hyper_block(
         return out
     slope = _relu_slope(float(negative_slope))
     entries = n * m / 2.0 if symmetric else float(n * m)
+    if f_tabled:
+        options = (z_encoding, slope, symmetric)
+        args = (rows, cols, out, bg, g_depth, kind, n_threads, options)
+        return _g_block(rho_x, f_ntk, side_a, side_b, *args)
     tabled = indexed and rho_x.size <= get_config()["fused_table_fraction"] * entries
     biased = bf != 0.0 or bg != 0.0
     bias = None
@@ -683,6 +573,54 @@ def hyper_block(
         x = (np.ascontiguousarray(rho_x), x[1])
     arch = (int(f_depth), int(g_depth), z_encoding == "fourier", kind == "ntk", slope)
     arch += (bool(symmetric), bool(tabled))
+    return _run_block(out, x, rows, cols, arch, bias, n_threads)
+
+
+def _g_block(
+    rho_f: np.ndarray,
+    ntk_f: np.ndarray | None,
+    side_a: tuple,
+    side_b: tuple,
+    rows: tuple,
+    cols: tuple,
+    out: np.ndarray,
+    bg: float,
+    g_depth: int,
+    kind: str,
+    n_threads: int | None,
+    options: tuple,
+) -> np.ndarray:
+    """:func:`hyper_block` of a tabled f (``f_tabled``): g on f's correlation table.
+
+    ``side_a[3]`` and ``side_b[3]`` are the scales ``sigma^(H/2) sqrt(e)`` of
+    the bias-free g (``s`` was f's output variance ``sigma``); with g's biases
+    the table becomes f's covariances ``rho sqrt(sigma sigma')`` (exactly
+    ``sigma`` at equal x: ``sqrt(v v) == v``) and g's variances
+    ``w_l = sigma (w_{l-1} + bg)`` come from ``sigma``.
+    """
+    z_encoding, slope, symmetric = options
+    ntk_kind = kind == "ntk"
+    rho = np.array(rho_f, dtype=np.float64, order="C")
+    ntk = np.array(ntk_f, dtype=np.float64, order="C") if ntk_kind else np.empty(rho.shape)
+    bias = None
+    if bg != 0.0:
+        sigma_a, sigma_b = side_a[5], side_b[5]  # s is sigma here
+        table_a = _distinct_variances(sigma_a, rows[0], rho.shape[0])
+        table_b = _distinct_variances(sigma_b, cols[0], rho.shape[1])
+        root = np.sqrt(table_a[:, None] * table_b[None, :])
+        rho *= root
+        if ntk_kind:
+            ntk *= root
+        w_a = _g_variances(sigma_a, side_a[4], g_depth, bg)
+        w_b = _g_variances(sigma_b, side_b[4], g_depth, bg)
+        unused = np.zeros((1, 1))
+        bias = (0.0, bg, unused, unused, w_a, w_b)
+    arch = (1, int(g_depth), z_encoding == "fourier", ntk_kind, slope, bool(symmetric), True)
+    return _run_block(out, (rho, ntk), rows, cols, arch, bias, n_threads)
+
+
+def _run_block(out, x, rows, cols, arch, bias, n_threads) -> np.ndarray:
+    """:func:`_block_serial` or :func:`_block_parallel`, as :func:`hyper_block` says."""
     if n_threads == 1 or not _threads_are_safe():
         _block_serial(out, x, rows, cols, arch, bias)
         return out

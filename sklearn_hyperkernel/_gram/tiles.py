@@ -28,19 +28,19 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
+from .._f import FKernel, FRows, f_kernel
+from .._utils import fork as _fork  # noqa: F401 - registers its fork hook before any pool starts
 from .._utils.arrays import squared_distances
 from .._utils.device import Placement
-from .._utils.rows import coincident_pairs, row_ids, set_where, sorted_ids
+from .._utils.rows import coincident_pairs, row_ids, sorted_ids
 from ..config import fused_setting, get_config
 from ..recursions import (
     Direction,
     MLPCorrelations,
     hyper_from_correlations,
-    mlp_correlations,
     z_correlations,
     z_needs_coincidence,
 )
-from . import fork as _fork  # noqa: F401 - registers its fork hook before any numba pool starts
 
 _NUMPY = Placement()  # numpy, float64: the fused pass's placement
 
@@ -122,6 +122,20 @@ class Architecture:
     kind: str  # "ntk" or "nngp"
     f_bias_variance: float = 0.0  # variance of f's biases (docs/math.md, "Biases")
     g_bias_variance: float = 0.0  # variance of the biases f generates for g
+    f_architecture: str = "dense"  # a key of _f.F_KERNELS
+    image_shape: tuple[int, int, int] | None = None  # (H, W, C) of a conv f's images
+    filter_size: int = 3  # a conv f's filters
+
+    def f_kernel(self) -> FKernel:
+        """f's kernel (:func:`._f.f_kernel`) of this architecture."""
+        return f_kernel(
+            self.f_architecture,
+            self.f_depth,
+            self.negative_slope,
+            self.f_bias_variance,
+            self.image_shape,
+            self.filter_size,
+        )
 
 
 #: The hyperparameters a Gram can be differentiated by (in log space), in the
@@ -160,14 +174,20 @@ class PlacedRows:
 
     ``x_index`` and the ids of :func:`coincidence_ids` stay host arrays:
     which distinct rows a block needs, and which entries coincide, is
-    bookkeeping done on the host. ``x_order``, ``x_sorted``, ``z_order`` and
-    ``z_sorted`` sort the ids (:func:`._utils.rows.sorted_ids`), so that a block or
-    a tile finds its equal rows by binary search instead of comparing every
-    entry.
+    bookkeeping done on the host. ``x_features`` to ``x_state`` are the
+    fields of the rows' :class:`._f.base.FRows` (per distinct x).
+    ``x_order``, ``x_sorted``, ``z_order`` and ``z_sorted`` sort the ids
+    (:func:`._utils.rows.sorted_ids`), so that a block or a tile finds its
+    equal rows by binary search instead of comparing every entry.
     """
 
-    x_unit: Any
-    x_variance: Any
+    x_features: Any
+    x_s: Any
+    x_sigma: Any
+    x_theta: Any
+    x_d_sigma: Any
+    x_d_theta: Any
+    x_state: Any
     z: Any
     x_index: np.ndarray
     x_ids: np.ndarray
@@ -188,6 +208,13 @@ class PlacedRows:
     @property
     def n_rows(self) -> int:
         return self.x_index.shape[0]
+
+    def f_rows(self, used: Any) -> FRows:
+        """f's :class:`._f.base.FRows` of the distinct x ``used`` (a slice or placed indices)."""
+        fields_ = (self.x_features, self.x_s, self.x_sigma, self.x_theta)
+        fields_ += (self.x_d_sigma, self.x_d_theta)
+        taken = [_take(field, used, 0) for field in fields_]
+        return FRows(*taken, state=_take(self.x_state, used, 0))
 
 
 N_ROW_ARRAYS = len(fields(PlacedRows))  # arrays per set of rows in a task's arguments
@@ -226,7 +253,10 @@ def place_rows(placement: Placement, a: Any, b: Any = None) -> tuple:
     ids = coincidence_ids(a, b)
     placed = ()
     for rows, x_ids, z_ids in zip((a, b), ids[0::2], ids[1::2], strict=False):
-        placed += (placement.put(rows.unit_rows()), placement.put(rows.x_variance))
+        f = rows.f
+        placed += (placement.put(f.features), placement.put(f.s), placement.put(f.sigma))
+        placed += (placement.put(f.theta), placement.put(f.d_sigma), placement.put(f.d_theta))
+        placed += (None if f.state is None else placement.put(f.state),)
         placed += (placement.put(rows.z), rows.x_index, x_ids, *sorted_ids(x_ids))
         placed += (z_ids, *sorted_ids(z_ids))
     return placed
@@ -256,44 +286,65 @@ def _local_distinct(index: np.ndarray) -> tuple[np.ndarray | slice, np.ndarray |
 
 
 def _take(table: Any, index: Any, axis: int) -> Any:
-    if index is None:
+    if index is None or table is None:
         return table
     if isinstance(index, slice):
         return table[index] if axis == 0 else table[:, index]
     return array_namespace(table).take(table, index, axis=axis)
 
 
-def _block_x_correlations(
+def _block_f(
+    arch: Architecture,
     placement: Placement,
     a: PlacedRows,
     rows: slice,
     b: PlacedRows,
     cols: slice,
+    *,
+    tabled: bool = False,
+    need_ntk: bool = True,
+    directions: tuple = (),
     destination: np.ndarray | None = None,
-) -> tuple[Any, tuple, tuple]:
-    """x's correlations of a block on the distinct x rows it uses, equal x exactly 1.
+) -> tuple[FKernel, Any, tuple, tuple]:
+    """f's part of a block on the distinct x rows it uses, equal x exactly 1.
 
-    One matrix product for the whole block. Returns ``(rho_x, (used_a,
-    used_b), (local_a, local_b))`` as :func:`_local_distinct` gives them. With
-    ``destination`` and every x of the block distinct, the product is computed
-    into ``destination``.
+    Returns ``(f, pairs, (used_a, used_b), (local_a, local_b))`` as
+    :func:`_local_distinct` gives them, ``f`` the architecture's
+    :class:`._f.base.FKernel`. ``pairs``: an elementwise f's input
+    correlation (one matrix product for the whole block; computed into
+    ``destination`` when given and every x of the block is distinct); else f's
+    correlations on the block's distinct pairs: ``tabled`` (numpy rows, no
+    tangents) ``(rho, ntk)`` of :meth:`._f.base.FKernel.table`, otherwise the
+    :class:`.recursions.MLPCorrelations` of :meth:`._f.base.FKernel.correlations`
+    (with the tangents of ``directions``).
     """
+    f = arch.f_kernel()
     used_a, local_a = _local_distinct(a.x_index[rows])
     used_b, local_b = _local_distinct(b.x_index[cols])
-    x_a = _take(a.x_unit, placement.put_index(used_a), 0)
-    x_b = _take(b.x_unit, placement.put_index(used_b), 0)
-    if destination is not None and local_a is None and local_b is None:
-        rho_x = np.matmul(x_a, x_b.T, out=destination)
-    else:
-        rho_x = x_a @ x_b.T
-    # equal x: correlation exactly 1 (a unit row times itself is 1 only up to
-    # rounding, and kappa0 moves by ~sqrt(ulp) there)
+    # equal x: correlation exactly 1 (for the dense f: a unit row times itself
+    # is 1 only up to rounding, and kappa0 moves by ~sqrt(ulp) there)
     if isinstance(used_b, slice):
         same_x = coincident_pairs(a.x_ids[used_a], b.x_ids, b.x_search, used_b)
     else:
         same_x = coincident_pairs(a.x_ids[used_a], b.x_ids[used_b])
-    rho_x = set_where(rho_x, _put_coincidence(same_x, placement), 1.0, True)
-    return rho_x, (used_a, used_b), (local_a, local_b)
+    if tabled and not f.elementwise:
+        f_a, f_b = _host_f_rows(a, used_a), _host_f_rows(b, used_b)
+        pairs = f.table(f_a, f_b, same_x, need_ntk=need_ntk)
+        return f, pairs, (used_a, used_b), (local_a, local_b)
+    same_x = _put_coincidence(same_x, placement)
+    f_a = a.f_rows(placement.put_index(used_a))
+    f_b = b.f_rows(placement.put_index(used_b))
+    if f.elementwise:
+        into = destination if local_a is None and local_b is None else None
+        pairs = f.input_correlations(f_a.features, f_b.features, same_x, out=into)
+    else:
+        pairs = f.correlations(f_a, f_b, same_x, need_ntk=need_ntk, directions=directions)
+    return f, pairs, (used_a, used_b), (local_a, local_b)
+
+
+def _host_f_rows(rows: PlacedRows, used: Any) -> FRows:
+    """:meth:`PlacedRows.f_rows` of numpy rows (host indices)."""
+    return rows.f_rows(used if isinstance(used, slice) else np.asarray(used))
 
 
 def fused_block(
@@ -311,12 +362,58 @@ def fused_block(
     Numpy rows only, values only (no gradient). In a symmetric Gram the
     block's leading square comes mirrored. Given ``destination`` (a host view
     of the output's block ``[rows, cols]``, rows of unit stride), the pass
-    writes there and returns it: with every x distinct, x's product is
-    computed into it and becomes the kernel where it lies, so the block needs
-    no memory of its own.
+    writes there and returns it: with the dense f and every x distinct, x's
+    product is computed into it and becomes the kernel where it lies, so the
+    block needs no memory of its own. Another f's correlations come as a table
+    on the block's distinct pairs (:meth:`._f.base.FKernel.table`), which the
+    pass reads with f's output variances ``sigma``.
     """
-    rho_x, _, local = _block_x_correlations(_NUMPY, a, rows, b, cols, destination)
-    return _fused_block(arch, a, rows, b, cols, rho_x, local, symmetric, destination)
+    elementwise = arch.f_kernel().elementwise
+    _, pairs, _, local = _block_f(
+        arch,
+        _NUMPY,
+        a,
+        rows,
+        b,
+        cols,
+        tabled=not elementwise,
+        need_ntk=arch.kind == "ntk",
+        destination=destination,
+    )
+    from .fused import hyper_block
+
+    if elementwise:
+        rho, f_ntk = pairs, None
+        in_place = local[0] is None and local[1] is None
+        s_a, s_b = a.x_s[a.x_index[rows]], b.x_s[b.x_index[cols]]
+    else:
+        (rho, f_ntk), in_place = pairs, False
+        s_a, s_b = a.x_sigma[a.x_index[rows]], b.x_sigma[b.x_index[cols]]
+    if destination is not None:
+        out = destination
+    else:
+        out = rho if in_place else None
+    return hyper_block(
+        rho,
+        a.z[rows],
+        b.z[cols],
+        s_a,
+        s_b,
+        f_depth=arch.f_depth,
+        g_depth=arch.g_depth,
+        z_encoding=arch.z_encoding,
+        length_scale=arch.length_scale,
+        negative_slope=arch.negative_slope,
+        kind=arch.kind,
+        x_index_a=local[0],
+        x_index_b=local[1],
+        symmetric=symmetric,
+        out=out,
+        f_bias_variance=arch.f_bias_variance,
+        g_bias_variance=arch.g_bias_variance,
+        f_tabled=not elementwise,
+        f_ntk=f_ntk,
+    )
 
 
 def block_tiles(
@@ -337,11 +434,16 @@ def block_tiles(
     ``gradient_names``: the hyperparameters of :data:`GRADIENT_NAMES` whose
     log the gradient's columns differentiate by, in that order (empty: none).
 
-    x's correlations come from one matrix product for the whole block; the
-    elementwise recursions then run on tiles of ``tile_rows`` rows so their
-    temporaries stay small. Yields ``(tile_rows, tile_cols, value,
-    gradient)`` with arrays of the placement. In a symmetric Gram each tile
-    starts at its own diagonal, so every entry is computed once.
+    f's part comes once per block, on the block's distinct x
+    (:func:`_block_f`): for the dense f, x's correlations in one matrix
+    product, f's recursion then running tile by tile; for another f, its
+    correlations on the block's distinct pairs (compiled, its
+    :meth:`._f.base.FKernel.table`, on numpy without a gradient where numba
+    is installed). The elementwise recursions
+    of g then run on tiles of ``tile_rows`` rows so their temporaries stay
+    small. Yields ``(tile_rows, tile_cols, value, gradient)`` with arrays of
+    the placement. In a symmetric Gram each tile starts at its own diagonal,
+    so every entry is computed once.
 
     ``fused`` (from :func:`fused_pass`; ignored where numba is missing): the
     whole block is one tile of :func:`fused_block`, its leading square
@@ -350,13 +452,19 @@ def block_tiles(
     if fused and fused_available():
         yield rows, cols, fused_block(arch, a, rows, b, cols, symmetric=symmetric), None
         return
-    rho_x_block, (used_a, used_b), (local_a, local_b) = _block_x_correlations(
-        placement, a, rows, b, cols
+    need_ntk = arch.kind == "ntk"
+    directions = _directions(arch, gradient_names)
+    # a tabled f on numpy without tangents: its compiled table (where numba is)
+    compiled = not (directions or placement.uses_torch) and fused_available()
+    f, pairs, (used_a, used_b), (local_a, local_b) = _block_f(
+        arch, placement, a, rows, b, cols, tabled=compiled, need_ntk=need_ntk, directions=directions
     )
-    xp = array_namespace(rho_x_block)
-    # |x|^2 / n0 of the block's distinct x rows and columns (f's row variances)
-    s_block_a = _take(a.x_variance, placement.put_index(used_a), 0)
-    s_block_b = _take(b.x_variance, placement.put_index(used_b), 0)
+    if compiled and not f.elementwise:  # the table: no tangents
+        pairs = MLPCorrelations(pairs[0], pairs[1], [], [])
+    xp = array_namespace(pairs.rho if isinstance(pairs, MLPCorrelations) else pairs)
+    # the dense f's input variances |x|^2 / n0 of the block's distinct x rows and columns
+    s_block_a = _take(a.x_s, placement.put_index(used_a), 0)
+    s_block_b = _take(b.x_s, placement.put_index(used_b), 0)
     for start in range(rows.start, rows.stop, tile_rows):
         tile = slice(start, min(start + tile_rows, rows.stop))
         within = slice(tile.start - rows.start, tile.stop - rows.start)
@@ -364,66 +472,34 @@ def block_tiles(
         tile_cols = slice(cols.start + skip, cols.stop)
         if local_a is None:
             # distinct rows: this tile owns its rows of the block
-            rho_x, local_tile, s_a = rho_x_block[within], None, s_block_a[within]
+            tile_rows_f, local_tile, s_a = within, None, s_block_a[within]
         else:
             used_tile, local_tile = _local_distinct(local_a[within])
-            rho_x = _take(rho_x_block, placement.put_index(used_tile), 0)
-            s_a = _take(s_block_a, placement.put_index(used_tile), 0)
+            tile_rows_f = placement.put_index(used_tile)
+            s_a = _take(s_block_a, tile_rows_f, 0)
         if local_b is None:
-            rho_x, local_tile_b, s_b = rho_x[:, skip:], None, s_block_b[skip:]
+            tile_cols_f, local_tile_b, s_b = slice(skip, None), None, s_block_b[skip:]
         else:
-            local_tile_b, s_b = local_b[skip:], s_block_b
-        rho_x = xp.asarray(rho_x, copy=True)  # the recursion works in place
+            tile_cols_f, local_tile_b, s_b = None, local_b[skip:], s_block_b
+
+        def part(table: Any, index: tuple = (tile_rows_f, tile_cols_f)) -> Any:
+            return None if table is None else _take(_take(table, index[0], 0), index[1], 1)
+
+        if f.elementwise:
+            rho_x = xp.asarray(part(pairs), copy=True)  # the recursion works in place
+            f_tile = f.from_input(rho_x, (s_a, s_b), need_ntk=need_ntk, directions=directions)
+        else:
+            f_tile = MLPCorrelations(
+                part(pairs.rho),
+                part(pairs.ntk),
+                [part(t) for t in pairs.rho_tangents],
+                [part(t) for t in pairs.ntk_tangents],
+            )
         local = (placement.put_index(local_tile), placement.put_index(local_tile_b))
         value, gradient = _tile(
-            arch, placement, a, tile, b, tile_cols, rho_x, (s_a, s_b), local, gradient_names
+            arch, placement, a, tile, b, tile_cols, f_tile, local, gradient_names, directions
         )
         yield tile, tile_cols, value, gradient
-
-
-def _fused_block(
-    arch: Architecture,
-    a: PlacedRows,
-    rows: slice,
-    b: PlacedRows,
-    cols: slice,
-    rho_x: np.ndarray,
-    local: tuple[np.ndarray | None, np.ndarray | None],
-    symmetric: bool,
-    destination: np.ndarray | None = None,
-) -> np.ndarray:
-    """The block by :func:`._gram.fused.hyper_block`, from its x correlations ``rho_x``.
-
-    ``local`` maps the block's rows and columns to those of ``rho_x`` (None:
-    one to one, and then the kernel overwrites ``rho_x`` in place). Written
-    into ``destination`` when given (``rho_x`` may be it).
-    """
-    from .fused import hyper_block
-
-    in_place = local[0] is None and local[1] is None
-    if destination is not None:
-        out = destination
-    else:
-        out = rho_x if in_place else None
-    return hyper_block(
-        rho_x,
-        a.z[rows],
-        b.z[cols],
-        a.x_variance[a.x_index[rows]],
-        b.x_variance[b.x_index[cols]],
-        f_depth=arch.f_depth,
-        g_depth=arch.g_depth,
-        z_encoding=arch.z_encoding,
-        length_scale=arch.length_scale,
-        negative_slope=arch.negative_slope,
-        kind=arch.kind,
-        x_index_a=local[0],
-        x_index_b=local[1],
-        symmetric=symmetric,
-        out=out,
-        f_bias_variance=arch.f_bias_variance,
-        g_bias_variance=arch.g_bias_variance,
-    )
 
 
 def _tile(
@@ -433,32 +509,22 @@ def _tile(
     rows: slice,
     b: PlacedRows,
     cols: slice,
-    rho_x: Any,
-    x_variances: tuple[Any, Any],
+    f: MLPCorrelations,
     local: tuple[Any, Any],
     need_gradient: tuple[str, ...],
+    directions: list[Direction],
 ) -> tuple[Any, Any]:
-    """The recursions on one tile, from x's correlations on its distinct rows.
+    """g's recursions on one tile, from f's correlations on its distinct rows.
 
-    ``x_variances``: ``|x|^2 / n0`` of the rows and columns of ``rho_x``;
-    ``local`` maps the tile's rows and columns to the rows and columns of
-    ``rho_x`` (None: one to one). Returns the kernel and, for
-    ``need_gradient`` (names of :data:`GRADIENT_NAMES`), its gradient with
-    respect to their logs, of shape (rows, cols, :func:`gradient_columns`).
+    ``f``: f's output correlation and NTK (and their tangents along
+    ``directions``, those of ``need_gradient``) on the distinct x of the
+    tile's rows and columns; ``local`` maps the tile's rows and columns to
+    them (None: one to one). Returns the kernel and, for ``need_gradient``
+    (names of :data:`GRADIENT_NAMES`), its gradient with respect to their
+    logs, of shape (rows, cols, :func:`gradient_columns`).
     """
-    xp = array_namespace(rho_x)
     need_ntk = arch.kind == "ntk"
-    bf, bg = float(arch.f_bias_variance), float(arch.g_bias_variance)
-    directions = _directions(arch, need_gradient)
-    f = mlp_correlations(
-        rho_x,
-        arch.f_depth,
-        arch.negative_slope,
-        need_ntk=need_ntk,
-        variances=x_variances,
-        bias_variance=bf,
-        directions=directions,
-    )
+    bg = float(arch.g_bias_variance)
 
     def gather(array: Any) -> Any:
         return None if array is None else _take(_take(array, local[0], 0), local[1], 1)
@@ -469,6 +535,7 @@ def _tile(
         [gather(t) for t in f.rho_tangents],
         [gather(t) for t in f.ntk_tangents],
     )
+    xp = array_namespace(f.rho)
     z_a, z_b = a.z[rows], b.z[cols]
     same_z = None
     if z_needs_coincidence(arch.z_encoding, z_a.shape[1]):
@@ -476,20 +543,26 @@ def _tile(
             coincident_pairs(a.z_ids[rows], b.z_ids, b.z_search, cols), placement
         )
     rho_z, e_a, e_b = z_correlations(z_a, z_b, arch.z_encoding, arch.length_scale, same_z)
-    s_a = _take(a.x_variance, placement.put_index(a.x_index[rows]), 0)
-    s_b = _take(b.x_variance, placement.put_index(b.x_index[cols]), 0)
+    index_a = placement.put_index(a.x_index[rows])
+    index_b = placement.put_index(b.x_index[cols])
+    sigma_a, sigma_b = _take(a.x_sigma, index_a, 0), _take(b.x_sigma, index_b, 0)
+    # f's output variance moves with f's bias variance: d sigma = (d sigma / d bf) dbf
+    d_sigma_a, d_sigma_b = _take(a.x_d_sigma, index_a, 0), _take(b.x_d_sigma, index_b, 0)
+    sigma_tangents = [
+        None if d.f_bias == 0.0 else (d_sigma_a * d.f_bias, d_sigma_b * d.f_bias)
+        for d in directions
+    ]
     kernels = hyper_from_correlations(
         f,
         rho_z,
-        (s_a, s_b, e_a, e_b),
-        arch.f_depth,
+        (sigma_a, sigma_b, e_a, e_b),
         arch.g_depth,
         arch.negative_slope,
-        f_bias_variance=bf,
         g_bias_variance=bg,
         need_nngp=not need_ntk,
         need_ntk=need_ntk,
         directions=directions,
+        sigma_tangents=sigma_tangents,
     )
     if need_ntk:
         value, tangents = kernels.ntk, kernels.ntk_tangents

@@ -84,6 +84,9 @@ WARM_START_FIXED = (
     "negative_slope",
     "f_bias_variance",
     "g_bias_variance",
+    "f_architecture",
+    "image_shape",
+    "filter_size",
     "normalize_x",
     "normalize_y",
     "dtype",
@@ -112,8 +115,10 @@ def validate_network(params: Mapping[str, Any], caller_name: str) -> None:
 _OWN_DOCS = {
     "f_width": """\
     f_width : int, default=256
-        Hidden width of ``f``. Wider ``f`` is closer to the kernel limit and
-        slower; 256 trains a few thousand rows in seconds on a CPU.""",
+        Hidden width of ``f`` (for ``f_architecture="conv"``: the number of
+        channels of each convolutional layer). Wider ``f`` is closer to the
+        kernel limit and slower; 256 trains a few thousand rows in seconds on
+        a CPU (the dense ``f``).""",
     "g_width": """\
     g_width : int, default=32
         Hidden width of ``g``. ``f`` outputs all of ``g``'s weights
@@ -284,6 +289,9 @@ _ORDER = (
     "negative_slope",
     "f_bias_variance",
     "g_bias_variance",
+    "f_architecture",
+    "image_shape",
+    "filter_size",
     "normalize_x",
     "normalize_y",
     "optimizer",

@@ -38,6 +38,7 @@ __all__ = [
     "BIAS_PARAMETERS",
     "ESTIMATOR_HISTORY",
     "KERNEL_HISTORY",
+    "F_INPUT_PARAMETERS",
     "NETWORK_ESTIMATOR_HISTORY",
     "NETWORK_HISTORY",
     "REGRESSOR_HISTORY",
@@ -118,6 +119,13 @@ BIAS_PARAMETERS = (
     AddedParameter("f_bias_variance", "0.2.0", 0.0),
     AddedParameter("g_bias_variance", "0.2.0", 0.0),
 )
+#: f's input (docs/math.md, "A convolutional f"): the dense f of every version
+#: before 0.2.0.
+F_INPUT_PARAMETERS = (
+    AddedParameter("f_architecture", "0.2.0", "dense"),
+    AddedParameter("image_shape", "0.2.0", None),
+    AddedParameter("filter_size", "0.2.0", 3),
+)
 #: :class:`~sklearn_hyperkernel.HyperKernel`, :class:`~sklearn_hyperkernel.HyperNNGP`.
 KERNEL_HISTORY = (
     AddedParameter("normalize_x", "0.1.0", False),
@@ -125,6 +133,7 @@ KERNEL_HISTORY = (
     # the bounds matter only when the variance is positive (at 0 it is fixed)
     AddedParameter("f_bias_variance_bounds", "0.2.0", (1e-5, 1e5)),
     AddedParameter("g_bias_variance_bounds", "0.2.0", (1e-5, 1e5)),
+    *F_INPUT_PARAMETERS,
 )
 #: :class:`~sklearn_hyperkernel.HyperKernelRegressor` (before these: an absolute
 #: ridge, raw x and raw targets; every row a centre is moot without Nyström).
@@ -136,6 +145,7 @@ REGRESSOR_HISTORY = (
     AddedParameter("center_selection", "0.1.0", "uniform"),
     AddedParameter("random_state", "0.1.0", None),
     *BIAS_PARAMETERS,
+    *F_INPUT_PARAMETERS,
 )
 #: :class:`~sklearn_hyperkernel.HypernetworkRegressor` and
 #: :class:`~sklearn_hyperkernel.HypernetworkClassifier`.
@@ -144,6 +154,7 @@ NETWORK_ESTIMATOR_HISTORY = (
     AddedParameter("normalize_y", "0.1.0", False),
     AddedParameter("n_jobs", "0.1.0", None),
     *BIAS_PARAMETERS,
+    *F_INPUT_PARAMETERS,
 )
 #: Every estimator's table, by class name (for the docs and the tests).
 ESTIMATOR_HISTORY = {
@@ -155,7 +166,7 @@ ESTIMATOR_HISTORY = {
 }
 #: The torch :class:`~sklearn_hyperkernel.network.Hypernetwork` (constructor
 #: arguments it stores as attributes).
-NETWORK_HISTORY = BIAS_PARAMETERS
+NETWORK_HISTORY = (*BIAS_PARAMETERS, *F_INPUT_PARAMETERS)
 
 #: Private modules that pickles of older versions refer to, and the last version
 #: that had each. Their classes cannot be rebuilt here: such a pickle is refused.
@@ -184,7 +195,7 @@ MOVED_MODULES = {
         "_gram_engine": "_gram.engine",
         "_gram_tiles": "_gram.tiles",
         "_fused": "_gram.fused",
-        "_fork": "_gram.fork",
+        "_fork": "_utils.fork",
         "_cg": "_solvers.cg",
         "_dense_solver": "_solvers.dense",
         "_nystrom": "_solvers.nystrom",

@@ -12,7 +12,8 @@ layer are fork-safe. A threading layer that cannot be loaded (for example
 ``NUMBA_THREADING_LAYER=tbb`` without TBB) raises at that first call.
 
 :func:`pool_usable` says whether a parallel loop is safe here; where it is
-not, the fused pass (:mod:`._gram.fused`) computes on the calling thread, which
+not, the compiled passes (:mod:`._gram.fused`, :mod:`._f.conv_compiled`, through
+:func:`._utils.compiled.threads_are_safe`) compute on the calling thread, which
 gives the same values. To know which process started the pool, this module
 records it: the first process to launch the pool through :func:`pool_usable`,
 or, when someone else launched it, the process that forks afterwards (a hook
@@ -20,7 +21,7 @@ run by :func:`os.register_at_fork` in the parent before each fork). A pool
 already running when this module was imported has an unknown owner (it may
 have been inherited from a parent): under OpenMP it is then not used, so
 import the package before running parallel numba code of your own to keep
-the fused pass on all threads.
+the compiled passes on all threads.
 """
 
 from __future__ import annotations
