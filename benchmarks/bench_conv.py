@@ -2,12 +2,12 @@
 
 Run from the repository root (after ``make demo`` or ``make test`` made .venv)::
 
-    .venv/bin/python benchmarks/bench_conv.py --nt-python /work/nt-venv/bin/python
+    .venv/bin/python benchmarks/bench_conv.py --nt-python ../nt-venv/bin/python
     .venv/bin/python benchmarks/bench_conv.py --quick          # 100 images, about a minute
 
 neural-tangents is never a dependency of the package: it runs in a scratch
-environment (``python3 -m venv nt-venv && nt-venv/bin/pip install
-"neural-tangents==0.6.5" "jax[cpu]==0.4.30"``), whose interpreter
+environment beside the repository (``python3 -m venv ../nt-venv &&
+../nt-venv/bin/pip install "neural-tangents==0.6.5" "jax[cpu]==0.4.30"``), whose interpreter
 ``--nt-python`` names; its part runs there in a subprocess (:data:`NT_PROGRAM`)
 and is skipped, with a line saying so, without ``--nt-python``.
 

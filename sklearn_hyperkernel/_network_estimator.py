@@ -56,6 +56,60 @@ def store_parameters(estimator: BaseEstimator, values: dict) -> None:
             setattr(estimator, name, value)
 
 
+#: Copies of the parameters that training holds: the parameters, their gradients and
+#: the optimiser's state (Adam: two moments; SGD with momentum: one).
+_TRAINING_COPIES = {"adam": 4, "sgd": 3}
+
+
+def _physical_memory() -> int | None:
+    """Bytes of this machine's memory, or None where the platform does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_training_memory(estimator: BaseEstimator, module: Any) -> None:
+    """Raise before training a network whose parameters alone would fill the machine.
+
+    Training keeps :data:`_TRAINING_COPIES` copies of every parameter; when they
+    need more than half of the physical memory (where the platform reports
+    it), the fit would be killed for memory instead of failing with a message.
+
+    Raises
+    ------
+    ValueError
+        Naming the number of parameters, the bytes training needs, the
+        machine's memory and the parameters that set the size (``f_width``;
+        for a conv f, its readout of ``H * W * f_width`` inputs).
+    """
+    memory = _physical_memory()
+    if memory is None:
+        return
+    n_parameters = sum(int(p.numel()) for p in module.parameters())
+    itemsize = next(iter(module.parameters())).element_size() if n_parameters else 8
+    copies = _TRAINING_COPIES.get(getattr(estimator, "optimizer", "adam"), 4)
+    needed = n_parameters * itemsize * copies
+    if needed <= memory // 2:
+        return
+    readout = ""
+    if getattr(module, "_image", None) is not None and module.f_depth > 1:
+        height, width, _ = module._image
+        readout = (
+            f" A conv f's dense readout alone reads H * W * f_width = {height} * {width} * "
+            f"{module.f_width} values and writes the {module.n_generated} weights of g."
+        )
+    raise ValueError(
+        f"This network has {n_parameters:,} parameters: training it keeps {copies} copies "
+        f"({needed / 2**30:.1f} GiB in {estimator.dtype}), more than half of this machine's "
+        f"{memory / 2**30:.1f} GiB of memory.{readout} Reduce f_width={module.f_width} (or "
+        f"g_width={module.g_layer_sizes[1] if len(module.g_layer_sizes) > 2 else 'n/a'}, "
+        "n_fourier_features), or use dtype='float32'."
+    )
+
+
 def torch_device(device: Any):
     """The ``torch.device`` the package's device rule gives ``device`` (None: the CPU).
 
@@ -250,7 +304,7 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
         check_f_input(
             self.f_architecture, self.image_shape, self.filter_size, x_width(X.shape[1], self.z_dim)
         )
-        self.device_ = torch_device(self.device)
+        device = torch_device(self.device)
         self._rng = check_random_state(self.random_state)
         self._normalize_x_fitted = bool(self.normalize_x)
         self._fitted_architecture = self._architecture_params()
@@ -258,7 +312,7 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
         seed = self._rng.randint(np.iinfo(np.int32).max)
         from .network import Hypernetwork
 
-        self.module_ = Hypernetwork(
+        module = Hypernetwork(
             x_dim=x_width(X.shape[1], self.z_dim),  # no x columns: f reads x = (1,)
             z_dim=self.z_dim,
             f_depth=self.f_depth,
@@ -279,8 +333,10 @@ class BaseHypernetwork(TorchStateMixin, BaseEstimator):
             filter_size=self.filter_size,
             generator=torch.Generator().manual_seed(int(seed)),
             dtype=torch.float64 if self.dtype == "float64" else torch.float32,
-            device=self.device_,
+            device=device,
         )
+        check_training_memory(self, module)  # before any fitted attribute is set
+        self.device_, self.module_ = device, module
         self._optimizer = self._optimizer_state = None
         self.loss_curve_ = []
         self.n_iter_ = self.t_ = 0

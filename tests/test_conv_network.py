@@ -596,3 +596,33 @@ def conv_width_table() -> str:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     print(conv_width_table())
+
+
+def test_a_network_too_large_for_the_memory_is_refused_before_training(monkeypatch):
+    """Training keeps 4 copies of the parameters (Adam): beyond half the memory, a clear error
+    naming the sizes instead of a fit killed for memory (the default f_width=256 on 28 x 28
+    images is 418 million parameters)."""
+    import sklearn_hyperkernel._network_estimator as base
+    from sklearn_hyperkernel import HypernetworkRegressor
+
+    rng = np.random.default_rng(0)
+    X = np.hstack([rng.random((12, 20)), rng.random((12, 2))])
+    y = rng.random(12)
+    params = dict(f_architecture="conv", image_shape=(5, 4), f_width=8, max_epochs=1)
+    model = HypernetworkRegressor(**params, random_state=0).fit(X, y)
+    n_parameters = sum(int(p.numel()) for p in model.module_.parameters())
+    # conv 8 * 1 * 9 weights; readout 5 * 4 * 8 = 160 inputs times g's 2080 weights
+    assert n_parameters == 8 * 9 + 8 * 8 * 9 + 160 * model.module_.n_generated
+    needed = 4 * 8 * n_parameters
+    monkeypatch.setattr(base, "_physical_memory", lambda: 2 * needed - 2)
+    fresh = HypernetworkRegressor(**params, random_state=0)
+    with pytest.raises(ValueError, match=r"f_width=8.*") as error:
+        fresh.fit(X, y)
+    assert f"{n_parameters:,} parameters" in str(error.value)
+    assert "5 * 4 * 8" in str(error.value)
+    assert not hasattr(fresh, "module_") and not hasattr(fresh, "device_")
+    monkeypatch.setattr(base, "_physical_memory", lambda: 2 * needed)  # exactly half: fits
+    HypernetworkRegressor(**params, random_state=0).fit(X, y)
+    # SGD keeps one moment fewer
+    monkeypatch.setattr(base, "_physical_memory", lambda: 2 * needed - 2)
+    HypernetworkRegressor(**params, optimizer="sgd", random_state=0).fit(X, y)
