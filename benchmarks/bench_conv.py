@@ -296,7 +296,7 @@ def part_a(images: np.ndarray, args, workdir: str, report: dict) -> None:
         f"NTK {agreement['ntk']['max_over_largest']:.1e}; entrywise relative off the diagonal "
         f"(distinct images): NNGP {agreement['nngp']['max_entrywise_off_diagonal']:.1e}, "
         f"NTK {agreement['ntk']['max_entrywise_off_diagonal']:.1e} (neural-tangents' own NTK "
-        "is good to about 1e-9 on the diagonal: ../shared/docs/conv-f.md)"
+        "is good to about 1e-9 on the diagonal: docs/math.md, 'A convolutional f')"
     )
     print()
 
