@@ -35,6 +35,7 @@ from ._solvers.cg import fit_cg
 from ._solvers.dense import solve_dense, training_gram
 from ._solvers.nystrom import fit_nystrom
 from ._solvers.nystrom_components import NYSTROM_DEFAULT_COMPONENTS, RPCHOLESKY_POOL_FACTOR
+from ._utils.arrays import scale_safe_root
 from ._utils.targets import alpha_per_target, check_sample_weight, target_scaling
 from ._utils.versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
 from .config import get_config
@@ -578,13 +579,10 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         x = X[:, : X.shape[1] - int(self.z_dim)]
         if weights is not None:
             x, weights = x[weights > 0], weights[weights > 0]
-        if x.size == 0:
-            return 1.0
-        peak = float(np.max(np.abs(x)))
-        if not peak > 0:
-            return 1.0
-        mean_square = np.average(np.mean((x / peak) ** 2, axis=1), weights=weights)
-        return peak * math.sqrt(float(mean_square))
+        scale = scale_safe_root(
+            x, lambda scaled: np.average(np.mean(scaled**2, axis=1), weights=weights)
+        )
+        return scale if scale > 0 else 1.0
 
     def _fit_length_scale(
         self, X: np.ndarray, weights: np.ndarray | None
@@ -606,13 +604,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         z = X[:, X.shape[1] - int(self.z_dim) :]
         if weights is not None:
             z, weights = z[weights > 0], weights[weights > 0]
-        spread = 0.0
-        peak = float(np.max(np.abs(z))) if z.size else 0.0
-        if peak > 0:
-            z = z / peak
-            centred = z - np.average(z, axis=0, weights=weights)
-            squares = np.einsum("ij,ij->i", centred, centred)
-            spread = peak * math.sqrt(float(np.average(squares, weights=weights)))
+
+        def mean_squared_distance(scaled: np.ndarray) -> float:
+            centred = scaled - np.average(scaled, axis=0, weights=weights)
+            return np.average(np.einsum("ij,ij->i", centred, centred), weights=weights)
+
+        spread = scale_safe_root(z, mean_squared_distance)
         return LENGTH_SCALE_PER_Z_SPREAD * (spread if spread > 0 else 1.0)
 
     def _x_divider(self) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -764,16 +761,9 @@ X_EXTRAPOLATION_WARNING = 10.0
 
 def _largest_rms(x: np.ndarray) -> float:
     """``max_i |x_i| / sqrt(n0)`` without under- or overflow (0 for no x or all-zero x)."""
-    if x.size == 0:
-        return 0.0
-    peak = max(float(np.max(np.abs(x[start : start + 4096]))) for start in range(0, len(x), 4096))
-    if not peak > 0:
-        return 0.0
-    largest = 0.0
-    for start in range(0, x.shape[0], 4096):  # chunks: no copy of all the rows
-        chunk = x[start : start + 4096] / peak
-        largest = max(largest, float(np.max(np.einsum("ij,ij->i", chunk, chunk))))
-    return peak * math.sqrt(largest / x.shape[1])
+    return scale_safe_root(
+        x, lambda scaled: np.max(np.einsum("ij,ij->i", scaled, scaled)) / x.shape[1], chunked=True
+    )
 
 
 def _divide_x(X: np.ndarray, n_x: int, x_scale: float) -> np.ndarray:
