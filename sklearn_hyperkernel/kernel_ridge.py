@@ -328,21 +328,9 @@ _OWN_PARAMETERS = """\
     (3,)
     """
 
-#: the architecture parameters, passed on to the constructed kernel
-_ARCHITECTURE = (
-    "z_dim",
-    "f_depth",
-    "g_depth",
-    "z_encoding",
-    "length_scale",
-    "activation",
-    "negative_slope",
-    "f_bias_variance",
-    "g_bias_variance",
-    "f_architecture",
-    "image_shape",
-    "filter_size",
-)
+#: the architecture parameters, passed on to the constructed kernel (all the kernels'
+#: but ``normalize_x``, which the regressor extends with ``"scale"``)
+_ARCHITECTURE = tuple(name for name in CONSTRAINTS if name != "normalize_x")
 
 
 class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
