@@ -16,7 +16,7 @@ of rows -- for what they need of ``K``:
                               rows or another operator's (Nyström's sums)
 ``cross_product(X, coef)``    ``K(X, these rows) @ coef`` in blocks of rows,
                               the blocks parallel tasks (prediction)
-``take(index)``               the operator of a subset of the rows (centres)
+``take(index)``               the operator of a subset of the rows (Nyström's components)
 ``sequential()``              the operator for use inside parallel tasks
 ============================  ================================================
 

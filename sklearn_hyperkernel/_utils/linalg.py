@@ -49,7 +49,7 @@ def blas_threads(size: int, *, one_thread_up_to: int = 0) -> threadpool_limits:
     guard: the bundled OpenBLAS crashed in threaded ``dpotrf`` from 16,000
     rows up, see :mod:`sklearn_hyperkernel.config`) and up to
     ``one_thread_up_to`` (where threads are slower, see
-    :func:`._solvers.nystrom_system.centre_space_threads`); the library's default
+    :func:`._solvers.nystrom_system.component_space_threads`); the library's default
     otherwise.
     """
     one = size > get_config()["one_blas_thread_above"] or size <= one_thread_up_to
