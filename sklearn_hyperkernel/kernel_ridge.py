@@ -35,6 +35,7 @@ from ._solvers.cg import fit_cg
 from ._solvers.dense import solve_dense, training_gram
 from ._solvers.nystrom import fit_nystrom
 from ._solvers.nystrom_components import NYSTROM_DEFAULT_COMPONENTS, RPCHOLESKY_POOL_FACTOR
+from ._utils.arrays import scale_safe_root
 from ._utils.targets import alpha_per_target, check_sample_weight, target_scaling
 from ._utils.versioning import REGRESSOR_HISTORY, upgrade_state, versioned_state
 from .config import get_config
@@ -157,7 +158,7 @@ _OWN_PARAMETERS = """\
     block_size : int, default=None
         Rows per block, the work of one task, so that memory does not grow
         with the rows: test rows of :meth:`predict`; training rows of each CG
-        product and of Nyström's ``K(X, centres)``. ``None``: blocks of whole
+        product and of Nyström's ``K(X, components)``. ``None``: blocks of whole
         tiles of at most 16 MiB (64 MiB for Nyström's sums), at least 8 blocks
         of 256 rows or more with Nyström; in CG the hypernetwork kernels' own
         blocks (about 2^22 entries), tiles of at most 64 MiB for other kernels.
@@ -167,7 +168,7 @@ _OWN_PARAMETERS = """\
         on products ``K @ V`` streamed over the Gram, never holding it: memory
         ``O(n (block rows + cg_rank))``, half the kernel matrix per iteration.
         ``"nystrom"``: the model restricted to the span of ``m =
-        n_components`` centres, an approximation whose error falls as ``m``
+        n_components`` components, an approximation whose error falls as ``m``
         grows (exact at ``m = n``): ``n m`` kernel entries, ``n m^2 + m^3``
         flops, memory ``O(m^2 + block)``, ``m`` kernel entries per predicted
         row. The NTK's spectrum is flat at the default ridge: on MNIST
@@ -194,28 +195,28 @@ _OWN_PARAMETERS = """\
         row per rank); 0 runs plain CG. ``cg_rank`` kernel rows and
         ``O(n cg_rank^2)`` flops once, ``8 n cg_rank`` bytes (twice while built).
     n_components : int, default=None
-        Number of Nyström centres ``m`` (``Nystroem``'s name). ``None``:
+        Number of Nyström components ``m`` (``Nystroem``'s name). ``None``:
         ``min(n_samples, NYSTROM_DEFAULT_COMPONENTS)`` (2000: minutes for a
         million rows on two cores; raise it as time allows). A value above
         ``n_samples`` is reduced to it with a warning, as ``Nystroem`` does.
     center_selection : {"uniform", "rpcholesky"} or array-like of int, \
             default="uniform"
-        How ``solver="nystrom"`` chooses its centres (Falkon's name).
+        How ``solver="nystrom"`` chooses its components (the parameter keeps Falkon's name).
         ``"uniform"``: the first ``n_components`` of
         ``random_state.permutation(n_samples)``, ``Nystroem``'s draw.
         ``"rpcholesky"``: randomly pivoted Cholesky (Chen, Epperly, Tropp and
         Webber, 2022; blocked, with rejection sampling, Epperly, Tropp and
         Webber, 2024) on the weighted kernel of ``min(n_samples,
         RPCHOLESKY_POOL_FACTOR * n_components)`` uniform rows (10 ``m``), each
-        centre drawn in proportion to the diagonal the earlier ones leave
+        component drawn in proportion to the diagonal the earlier ones leave
         unexplained (no near-duplicates); about ``10 m^2`` more kernel entries
         and ``10 m^3`` flops. It approximates ``K`` better (a smaller trace of
-        ``K - K_nm K_mm^-1 K_mn``), yet uniform centres predicted better in 10
+        ``K - K_nm K_mm^-1 K_mn``), yet uniform components predicted better in 10
         of 11 MNIST comparisons (``n`` 5,000 and 20,000, ``m`` 250 to 4,000;
         rpcholesky 0.6 % better in one) at a third to a half of the fit time.
         An array of row indices uses those rows.
     random_state : int, RandomState instance or None, default=None
-        Draws the centres of ``solver="nystrom"``.
+        Draws the components of ``solver="nystrom"``.
     verbose : int, default=0
         1: the solver ``solver="auto"`` chose and why (``solver_``); progress
         with the time left while the Cholesky Gram is computed, then a line
@@ -246,10 +247,10 @@ _OWN_PARAMETERS = """\
     n_iter_ : int
         CG iterations; 1 with Cholesky and Nyström (one direct solve).
     n_components_ : int or None
-        Number of Nyström centres (``None`` with the other solvers, as the
+        Number of Nyström components (``None`` with the other solvers, as the
         next two).
     components_ : ndarray of shape (`n_components_`, n_features) or None
-        The Nyström centres, as ``Nystroem``'s ``components_``.
+        The Nyström components, as ``Nystroem``'s ``components_``.
     component_indices_ : ndarray of shape (`n_components_`,) or None
         Their indices in the training set.
     cg_residual_ : float or None
@@ -273,7 +274,7 @@ _OWN_PARAMETERS = """\
     ridge_ : ndarray of shape (n_targets,)
         The ridge added to the diagonal per target, in the kernel's units.
     X_fit_ : ndarray of shape (n_samples, n_features)
-        The rows a prediction needs: the training rows (Nyström: the centres).
+        The rows a prediction needs: the training rows (Nyström: the components).
     kernel_ : Kernel
         The kernel used.
     n_features_in_ : int
@@ -303,7 +304,7 @@ _OWN_PARAMETERS = """\
     Falkon: ``O(n^2)`` kernel evaluations per iteration, not ``O(n^3)`` flops.
 
     Nyström solves Falkon's problem ``(K_nm^T W K_nm + r K_mm) beta = K_nm^T
-    W y`` (``W`` the sample weights) in the space of the centres: ``K_nm``
+    W y`` (``W`` the sample weights) in the space of the components: ``K_nm``
     streamed block by block, only ``K_nm^T W K_nm`` and ``K_nm^T W y`` kept,
     the ``m x m`` system whitened by a Cholesky factor of ``K_mm``.
 
@@ -327,21 +328,9 @@ _OWN_PARAMETERS = """\
     (3,)
     """
 
-#: the architecture parameters, passed on to the constructed kernel
-_ARCHITECTURE = (
-    "z_dim",
-    "f_depth",
-    "g_depth",
-    "z_encoding",
-    "length_scale",
-    "activation",
-    "negative_slope",
-    "f_bias_variance",
-    "g_bias_variance",
-    "f_architecture",
-    "image_shape",
-    "filter_size",
-)
+#: the architecture parameters, passed on to the constructed kernel (all the kernels'
+#: but ``normalize_x``, which the regressor extends with ``"scale"``)
+_ARCHITECTURE = tuple(name for name in CONSTRAINTS if name != "normalize_x")
 
 
 class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
@@ -578,13 +567,10 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         x = X[:, : X.shape[1] - int(self.z_dim)]
         if weights is not None:
             x, weights = x[weights > 0], weights[weights > 0]
-        if x.size == 0:
-            return 1.0
-        peak = float(np.max(np.abs(x)))
-        if not peak > 0:
-            return 1.0
-        mean_square = np.average(np.mean((x / peak) ** 2, axis=1), weights=weights)
-        return peak * math.sqrt(float(mean_square))
+        scale = scale_safe_root(
+            x, lambda scaled: np.average(np.mean(scaled**2, axis=1), weights=weights)
+        )
+        return scale if scale > 0 else 1.0
 
     def _fit_length_scale(
         self, X: np.ndarray, weights: np.ndarray | None
@@ -606,13 +592,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         z = X[:, X.shape[1] - int(self.z_dim) :]
         if weights is not None:
             z, weights = z[weights > 0], weights[weights > 0]
-        spread = 0.0
-        peak = float(np.max(np.abs(z))) if z.size else 0.0
-        if peak > 0:
-            z = z / peak
-            centred = z - np.average(z, axis=0, weights=weights)
-            squares = np.einsum("ij,ij->i", centred, centred)
-            spread = peak * math.sqrt(float(np.average(squares, weights=weights)))
+
+        def mean_squared_distance(scaled: np.ndarray) -> float:
+            centred = scaled - np.average(scaled, axis=0, weights=weights)
+            return np.average(np.einsum("ij,ij->i", centred, centred), weights=weights)
+
+        spread = scale_safe_root(z, mean_squared_distance)
         return LENGTH_SCALE_PER_Z_SPREAD * (spread if spread > 0 else 1.0)
 
     def _x_divider(self) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -684,10 +669,10 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             verbose=int(self.verbose),
             source=type(self).__name__,
         )
-        self.n_components_ = result.centre_index.shape[0]
-        self.component_indices_ = result.centre_index
-        self.components_ = self.X_fit_ = X[result.centre_index]
-        self._operator = result.centres
+        self.n_components_ = result.component_index.shape[0]
+        self.component_indices_ = result.component_index
+        self.components_ = self.X_fit_ = X[result.component_index]
+        self._operator = result.components
         return result.coef
 
     # ------------------------------------------------------------ predicting
@@ -764,16 +749,9 @@ X_EXTRAPOLATION_WARNING = 10.0
 
 def _largest_rms(x: np.ndarray) -> float:
     """``max_i |x_i| / sqrt(n0)`` without under- or overflow (0 for no x or all-zero x)."""
-    if x.size == 0:
-        return 0.0
-    peak = max(float(np.max(np.abs(x[start : start + 4096]))) for start in range(0, len(x), 4096))
-    if not peak > 0:
-        return 0.0
-    largest = 0.0
-    for start in range(0, x.shape[0], 4096):  # chunks: no copy of all the rows
-        chunk = x[start : start + 4096] / peak
-        largest = max(largest, float(np.max(np.einsum("ij,ij->i", chunk, chunk))))
-    return peak * math.sqrt(largest / x.shape[1])
+    return scale_safe_root(
+        x, lambda scaled: np.max(np.einsum("ij,ij->i", scaled, scaled)) / x.shape[1], chunked=True
+    )
 
 
 def _divide_x(X: np.ndarray, n_x: int, x_scale: float) -> np.ndarray:

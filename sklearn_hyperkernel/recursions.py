@@ -334,6 +334,40 @@ def _set_ones(value: Array, tangents: list, where: Any, in_place: bool) -> tuple
     return value, tangents
 
 
+def _add_bias(
+    step: _BiasStep,
+    same: Any,
+    in_place: bool,
+    rho: Array,
+    d_rho: list,
+    ntk: Array | None = None,
+    d_ntk: list | None = None,
+    *,
+    keep_rho: bool = False,
+) -> tuple[Array, list, Array | None, list | None]:
+    """One layer's bias (:class:`_BiasStep`) on a correlation and, if given, its NTK.
+
+    ``rho`` and ``ntk`` (and their tangents, one per direction, None where
+    zero) become :func:`_apply_bias` of themselves, their tangents by
+    :func:`_bias_tangent`; ``rho`` is set to exactly 1 at the coincident pairs
+    ``same`` (:func:`_set_ones`). ``keep_rho`` leaves the caller's ``rho``
+    unchanged (a new array is returned) even where ``in_place``.
+
+    Returns
+    -------
+    rho, d_rho, ntk, d_ntk
+        ``ntk`` and ``d_ntk`` as given when ``ntk`` is None.
+    """
+    overwrite = in_place and not keep_rho
+    d_rho = [_bias_tangent(rho, d, step, k, overwrite) for k, d in enumerate(d_rho)]
+    rho = _apply_bias(rho, step, overwrite)
+    rho, d_rho = _set_ones(rho, d_rho, same, in_place)
+    if ntk is not None:
+        d_ntk = [_bias_tangent(ntk, d, step, k, in_place) for k, d in enumerate(d_ntk)]
+        ntk = _apply_bias(ntk, step, in_place)
+    return rho, d_rho, ntk, d_ntk
+
+
 class MLPCorrelations(NamedTuple):
     """Outputs of :func:`mlp_correlations` (see there)."""
 
@@ -409,10 +443,7 @@ def mlp_correlations(
             d_variances = [None if db == 0.0 else (layer * db, layer * db) for db in d_bias]
             return _bias_step(shifted, bias_variance, d_variances, d_bias)
 
-        first = step(0)
-        d_rho = [_bias_tangent(rho, None, first, k, in_place) for k in range(len(directions))]
-        rho = _apply_bias(rho, first, in_place)
-        rho, d_rho = _set_ones(rho, d_rho, same, in_place)
+        rho, d_rho, _, _ = _add_bias(step(0), same, in_place, rho, d_rho)
     if need_ntk:
         ntk = xp.asarray(rho, copy=True) if in_place else rho
         d_ntk = [None if d is None else xp.asarray(d, copy=True) for d in d_rho]
@@ -432,13 +463,7 @@ def mlp_correlations(
             ntk = _arrays.shift(_arrays.scale(ntk, kappa0, in_place), rho_next, in_place)
         rho, d_rho = rho_next, d_next
         if biased:
-            this = step(layer)
-            d_rho = [_bias_tangent(rho, d, this, k, in_place) for k, d in enumerate(d_rho)]
-            rho = _apply_bias(rho, this, in_place)
-            rho, d_rho = _set_ones(rho, d_rho, same, in_place)
-            if need_ntk:
-                d_ntk = [_bias_tangent(ntk, d, this, k, in_place) for k, d in enumerate(d_ntk)]
-                ntk = _apply_bias(ntk, this, in_place)
+            rho, d_rho, ntk, d_ntk = _add_bias(step(layer), same, in_place, rho, d_rho, ntk, d_ntk)
     return MLPCorrelations(rho, ntk, d_rho, d_ntk if need_ntk else [None] * len(d_rho))
 
 
@@ -569,10 +594,8 @@ def hyper_correlations(
             dv = [None if a is None else (a, b) for a, b in zip(dw_a, dw_b, strict=True)]
             return _bias_step((w_a, w_b), bias_variance, dv, d_bias)
 
-        first = step(0)
-        d_p = [_bias_tangent(rho_p, d, first, k, False) for k, d in enumerate(d_p)]
-        rho_p = _apply_bias(rho_p, first, False)  # rho_z stays for the caller
-        rho_p, d_p = _set_ones(rho_p, d_p, same, in_place)
+        # rho_z stays for the caller
+        rho_p, d_p, _, _ = _add_bias(step(0), same, in_place, rho_p, d_p, keep_rho=True)
     if need_ntk:
         ntk = xp.asarray(rho_p, copy=True) if in_place else rho_p
         d_ntk = [None if d is None else xp.asarray(d, copy=True) for d in d_p]
@@ -602,13 +625,7 @@ def hyper_correlations(
             ntk = _arrays.shift(_arrays.scale(ntk, rho_f * kappa0, in_place), rho_p, in_place)
         d_p = [_times(dl, kappa0) for dl in d_lambda]
         if biased:
-            this = step(layer)
-            d_p = [_bias_tangent(rho_p, d, this, k, in_place) for k, d in enumerate(d_p)]
-            rho_p = _apply_bias(rho_p, this, in_place)
-            rho_p, d_p = _set_ones(rho_p, d_p, same, in_place)
-            if need_ntk:
-                d_ntk = [_bias_tangent(ntk, d, this, k, in_place) for k, d in enumerate(d_ntk)]
-                ntk = _apply_bias(ntk, this, in_place)
+            rho_p, d_p, ntk, d_ntk = _add_bias(step(layer), same, in_place, rho_p, d_p, ntk, d_ntk)
     if need_nngp:
         nngp = rho_f * rho_p
         d_nngp = [

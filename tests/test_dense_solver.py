@@ -150,3 +150,20 @@ def test_training_gram_is_the_kernel_matrix_and_checks_it():
     huge[:, :-2] *= 1e200
     with pytest.raises(ValueError, match="would overflow to infinity"):
         training_gram(gram_operator(HyperKernel(normalize_x=False), huge))
+
+
+def test_unweighted_coefficients_map_back_and_refuse_non_finite():
+    """The one mapping of the weighted system's coefficients (dense and CG solvers):
+    ``c = sqrt(w) c_w``, and a non-finite coefficient is the solver's named error."""
+    from sklearn_hyperkernel._solvers.dense import unweighted_coefficients
+
+    weighted = np.array([[1.0, -2.0], [3.0, 0.5], [0.0, 4.0]])
+    root_weight = np.sqrt(np.array([4.0, 0.25, 9.0]))
+    expected = np.array([[2.0, -4.0], [1.5, 0.25], [0.0, 12.0]])
+    np.testing.assert_array_equal(
+        unweighted_coefficients(weighted.copy(), root_weight, "unused"), expected
+    )
+    np.testing.assert_array_equal(unweighted_coefficients(weighted.copy(), None, "x"), weighted)
+    weighted[1, 0] = np.nan
+    with pytest.raises(ValueError, match="the CG solve failed"):
+        unweighted_coefficients(weighted, root_weight, "the CG solve failed")

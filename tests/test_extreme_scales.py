@@ -141,3 +141,25 @@ def test_the_default_x_scale_makes_the_regressor_scale_free(scale, solver):
     assert_allclose(model.x_scale_, scale * reference.x_scale_, rtol=1e-13)
     assert_allclose(reference.x_scale_, np.sqrt(np.mean(U[:, :3] ** 2)), rtol=1e-13)
     assert_allclose(model.predict(V), reference.predict(U), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1.0, 1e200])
+def test_scale_safe_root_is_homogeneous_where_the_plain_square_is_not(scale):
+    """The one scale-safe root (``x_scale_``, z's spread for ``length_scale="scale"``, the
+    largest |x| that predict's extrapolation warning compares): the RMS and the largest row
+    RMS of rows scaled by 1e+-200 are the unscaled ones times the scale, where squaring the
+    rows themselves gives 0 or inf; chunked over 4096 rows, the maximum is that of all rows."""
+    from sklearn_hyperkernel._utils.arrays import scale_safe_root
+
+    rows = np.random.default_rng(1).normal(size=(9000, 3))
+    rows[7777] *= 5.0  # the largest row sits in the second chunk
+    rms = np.sqrt(np.mean(rows**2))
+    largest = np.sqrt(np.max(np.mean(rows**2, axis=1)))
+    V = rows * scale
+
+    assert_allclose(scale_safe_root(V, lambda r: np.mean(r**2)), scale * rms, rtol=1e-14)
+    row_max = scale_safe_root(V, lambda r: np.max(np.mean(r**2, axis=1)), chunked=True)
+    assert_allclose(row_max, scale * largest, rtol=1e-14)
+    assert np.mean(V**2) in (0.0, np.inf) or scale == 1.0  # what the plain square gives
+    assert scale_safe_root(np.zeros((3, 2)), lambda r: 1 / 0) == 0.0  # not called
+    assert scale_safe_root(np.zeros((0, 2)), lambda r: 1 / 0) == 0.0

@@ -26,7 +26,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_hyperkernel import HyperKernel, HyperNNGP
 from sklearn_hyperkernel._solvers import nystrom as _nystrom
-from sklearn_hyperkernel._solvers.nystrom_components import rpcholesky_centers
+from sklearn_hyperkernel._solvers.nystrom_components import rpcholesky_components
 from sklearn_hyperkernel.kernel_ridge import HyperKernelRegressor
 
 # ----------------------------------------------------------------------------- data
@@ -424,7 +424,9 @@ def test_rpcholesky_on_a_low_rank_matrix_is_exact():
     rng = np.random.default_rng(0)
     F = rng.normal(size=(50, 6))
     A = F @ F.T
-    pivots = rpcholesky_centers(np.diag(A), lambda index: A[:, index], 10, np.random.RandomState(0))
+    pivots = rpcholesky_components(
+        np.diag(A), lambda index: A[:, index], 10, np.random.RandomState(0)
+    )
     assert pivots.shape[0] == 6 and np.unique(pivots).shape[0] == 6
     C = A[:, pivots]
     assert_allclose(
@@ -438,7 +440,7 @@ def test_rpcholesky_samples_in_proportion_to_the_diagonal():
     A = np.diag(diagonal)
     rng = np.random.RandomState(0)
     first = [
-        rpcholesky_centers(diagonal, lambda index: A[:, index], 1, rng)[0] for _ in range(4000)
+        rpcholesky_components(diagonal, lambda index: A[:, index], 1, rng)[0] for _ in range(4000)
     ]
     frequencies = np.bincount(first, minlength=4) / 4000
     assert_allclose(frequencies, diagonal / diagonal.sum(), atol=0.03)

@@ -75,6 +75,30 @@ def test_matvec_is_the_gram_times_the_vectors(rows, kernel, block_size):
     assert_allclose(operator.matvec(V), K @ V, rtol=1e-12, atol=1e-12 * np.abs(K @ V).max())
 
 
+def test_matvec_of_any_kernel_runs_the_one_loop_in_blocks_of_matvec_block_bytes(rows):
+    """A kernel that does not factorise its rows: ``K @ V`` is the one upper-triangle loop
+    over kernel calls ``K[i:i+b, i:]``, ``b`` rows of ``matvec_block_bytes`` (here 10 rows of
+    53 columns), each entry of the triangle computed once."""
+    from sklearn_hyperkernel import config_context
+
+    calls = []
+
+    class CountedRBF(RBF):
+        def __call__(self, X, Y=None, eval_gradient=False):
+            calls.append((X.shape[0], X.shape[0] if Y is None else Y.shape[0]))
+            return super().__call__(X, Y, eval_gradient)
+
+    kernel = CountedRBF(length_scale=2.0)
+    operator = gram_operator(kernel, rows)
+    V = np.random.default_rng(1).normal(size=(53, 2))
+    K = RBF(length_scale=2.0)(rows)
+    with config_context(matvec_block_bytes=8 * 53 * 10):
+        calls.clear()
+        product = operator.matvec(V)
+    assert calls == [(10, 53), (10, 43), (10, 33), (10, 23), (10, 13), (3, 3)]
+    assert_allclose(product, K @ V, rtol=1e-13, atol=1e-13 * np.abs(K @ V).max())
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_cross_is_the_kernel_between_other_rows_and_these(rows, kernel):
     operator = gram_operator(kernel, rows)

@@ -15,7 +15,7 @@ stays bounded (:mod:`._gram.tiles` evaluates one block, tile by tile).
   once per call on the host (:func:`._gram.tiles.coincidence_ids`);
 * a symmetric Gram is filled from its upper block triangle and mirrored, and a
   product ``K @ V`` (:func:`gram_matvec`) streams over the same triangle
-  without ever holding ``K`` (:func:`._utils.linalg.upper_block_product`);
+  without ever holding ``K`` (the one loop, :func:`._utils.linalg.upper_triangle_matvec`);
 * on numpy, or torch tensors on a CPU or a GPU (:class:`._utils.device.Placement`);
 * on numpy where numba can be imported, a large Gram's blocks run their
   recursions in one compiled pass (:mod:`._gram.fused`), as the configuration's
@@ -29,15 +29,21 @@ stays bounded (:mod:`._gram.tiles` evaluates one block, tile by tile).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace
 
 from .._f import FKernel, FRows
 from .._utils.device import Placement
-from .._utils.linalg import mirror_below, mirror_leading_square, upper_block_product
+from .._utils.linalg import (
+    block_contribution,
+    mirror_below,
+    mirror_leading_square,
+    upper_triangle_matvec,
+)
 from .._utils.rows import distinct_rows_and_keys
 from .._utils.scheduling import run_tasks, runs_locally
 from ..progress import ProgressLog
@@ -300,33 +306,40 @@ def _matvec_block(
 ) -> tuple[int, np.ndarray]:
     """The contribution of the upper-triangle block ``K[rows, rows.start:]`` to ``K @ V``.
 
-    Tile by tile (:func:`._utils.linalg.upper_block_product`). Returns ``(rows.start,
+    Tile by tile (:func:`._utils.linalg.block_contribution`): a task of
+    :func:`._utils.linalg.upper_triangle_matvec`. Returns ``(rows.start,
     contribution to rows rows.start:)``.
     """
     a = PlacedRows(*row_arrays)
-    placed_vectors = placement.put(vectors[rows.start :])
-    placed_diagonal = placement.put(diagonal)
-    contribution = array_namespace(placed_vectors).zeros_like(placed_vectors)
     cols = slice(rows.start, a.n_rows)
     tiles = block_tiles(
         arch, placement, a, rows, a, cols, tile_rows=tile_rows, symmetric=True, fused=fused
     )
-    for tile, _, value, _ in tiles:
-        offset = tile.start - rows.start
-        upper_block_product(
-            value, placed_vectors[offset:], placed_diagonal[tile], contribution[offset:]
-        )
+    contribution = block_contribution(
+        ((tile, value) for tile, _, value, _ in tiles),
+        rows.start,
+        placement.put(vectors[rows.start :]),
+        placement.put(diagonal),
+    )
     return rows.start, Placement.host(contribution)
 
 
-def _run(task, calls, consume, placement, n_jobs, verbose, label, **options) -> None:
-    """:func:`._utils.scheduling.run_tasks` of the blocks, with one progress step per block.
-
-    The bar closes however the run ends (an interruption included).
-    """
-    progress = ProgressLog(label, len(calls), verbose, unit="blocks") if verbose else None
-    sequential = placement.uses_torch  # torch parallelises inside a block; a GPU runs one
+@contextmanager
+def _progress(label: str, n_blocks: int, verbose: int) -> Iterator[ProgressLog | None]:
+    """One progress step per block; the bar closes however the run ends (an interruption
+    included)."""
+    progress = ProgressLog(label, n_blocks, verbose, unit="blocks") if verbose else None
     try:
+        yield progress
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _run(task, calls, consume, placement, n_jobs, verbose, label, **options) -> None:
+    """:func:`._utils.scheduling.run_tasks` of the blocks, with one progress step per block."""
+    sequential = placement.uses_torch  # torch parallelises inside a block; a GPU runs one
+    with _progress(label, len(calls), verbose) as progress:
         run_tasks(
             task,
             calls,
@@ -336,9 +349,6 @@ def _run(task, calls, consume, placement, n_jobs, verbose, label, **options) -> 
             sequential_locally=sequential,
             **options,
         )
-    finally:
-        if progress is not None:
-            progress.close()
 
 
 def gram(
@@ -484,15 +494,15 @@ def gram_matvec(
         )
         for start in range(0, n, block_rows)
     ]
-    product = np.zeros_like(vectors)
-
-    def consume(result: tuple[int, np.ndarray]) -> None:
-        start, contribution = result
-        product[start:] += contribution
-
-    label = f"{label} {n} x {n}"
-    _run(_matvec_block, calls, consume, placement, n_jobs, verbose, label, ordered=True)
-    return product
+    with _progress(f"{label} {n} x {n}", len(calls), verbose) as progress:
+        return upper_triangle_matvec(
+            _matvec_block,
+            calls,
+            vectors,
+            n_jobs,
+            progress=progress,
+            sequential_locally=placement.uses_torch,
+        )
 
 
 def diagonal(arch: Architecture, a: FactorizedRows) -> np.ndarray:

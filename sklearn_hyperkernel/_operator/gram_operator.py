@@ -16,7 +16,7 @@ of rows -- for what they need of ``K``:
                               rows or another operator's (Nyström's sums)
 ``cross_product(X, coef)``    ``K(X, these rows) @ coef`` in blocks of rows,
                               the blocks parallel tasks (prediction)
-``take(index)``               the operator of a subset of the rows (centres)
+``take(index)``               the operator of a subset of the rows (Nyström's components)
 ``sequential()``              the operator for use inside parallel tasks
 ============================  ================================================
 
@@ -28,8 +28,8 @@ Two implementations, chosen once by :func:`gram_operator`:
 
 * :class:`GramOperator` serves any scikit-learn kernel: every block is a call
   ``kernel(X[rows], X[cols])`` and ``K @ V`` goes block by block over the
-  upper block triangle (:func:`._utils.linalg.upper_block_product`, the one
-  implementation of that product);
+  upper block triangle (:func:`._utils.linalg.upper_triangle_matvec`, the one
+  loop of that product, which the Gram engine's ``K @ V`` runs too);
 * :class:`FactorizedGramOperator` serves HyperKernel and HyperNNGP: the rows
   are factorised once (``factorize_rows``: each distinct x found and its
   quantities computed once), every block is ``gram_factorized`` on subsets
@@ -52,7 +52,7 @@ import numpy as np
 from sklearn.base import clone
 
 from .._utils.device import resolve_device
-from .._utils.linalg import upper_block_product
+from .._utils.linalg import block_contribution, upper_triangle_matvec
 from .._utils.scheduling import run_tasks
 from ..config import get_config
 from ..progress import ProgressLog
@@ -344,11 +344,6 @@ class GramOperator:
         K[index, np.arange(index.shape[0])] = self.diagonal[index]
         return K
 
-    def _matvec_block_rows(self) -> int:
-        if self.block_size is not None:
-            return int(self.block_size)
-        return max(1, get_config()["matvec_block_bytes"] // (8 * max(self.n_rows, 1)))
-
     def cross_product(
         self,
         X: np.ndarray,
@@ -412,10 +407,12 @@ class GramOperator:
         """``K @ vectors`` without holding ``K``.
 
         Only the blocks ``K[i:j, i:]`` of the upper block triangle are
-        evaluated, one at a time; each serves its own rows and, transposed,
-        the rows below (:func:`._utils.linalg.upper_block_product`), with
-        ``diagonal`` written in and each block's leading square made exactly
-        symmetric, as in :meth:`gram`.
+        evaluated, one at a time, each one kernel call of ``block_size`` rows
+        (None: of about the configuration's ``matvec_block_bytes``,
+        :func:`block_partition`'s tiles); each serves its own rows and,
+        transposed, the rows below (:func:`._utils.linalg.upper_triangle_matvec`),
+        with ``diagonal`` written in and each block's leading square made
+        exactly symmetric, as in :meth:`gram`.
 
         Parameters
         ----------
@@ -426,14 +423,11 @@ class GramOperator:
         ndarray of shape (n_rows, k)
         """
         n = self.n_rows
-        product = np.zeros_like(vectors)
+        tile_bytes = get_config()["matvec_block_bytes"]
+        _, block_rows = block_partition(n, n, self.block_size, tile_bytes=tile_bytes)
         diagonal = self.diagonal
-        rows_per_block = self._matvec_block_rows()
-        for start in range(0, n, rows_per_block):
-            stop = min(start + rows_per_block, n)
-            block = self.block(slice(start, stop), slice(start, None))
-            upper_block_product(block, vectors[start:], diagonal[start:stop], product[start:])
-        return product
+        calls = [(self, block, vectors, diagonal) for block in _slices(slice(0, n), block_rows)]
+        return upper_triangle_matvec(_matvec_task, calls, vectors, n_jobs=1)
 
 
 class FactorizedGramOperator(GramOperator):
@@ -519,6 +513,17 @@ class FactorizedGramOperator(GramOperator):
     def matvec(self, vectors: np.ndarray) -> np.ndarray:
         """``K @ vectors`` by the kernel's ``gram_matvec`` (see :meth:`GramOperator.matvec`)."""
         return self.kernel.gram_matvec(self.rows, vectors)
+
+
+def _matvec_task(
+    operator: GramOperator, rows: slice, vectors: np.ndarray, diagonal: np.ndarray
+) -> tuple[int, np.ndarray]:
+    """The contribution of ``K[rows, rows.start:]``, one kernel call, to ``K @ V``: a task of
+    :meth:`GramOperator.matvec`."""
+    block = operator.block(rows, slice(rows.start, None))
+    return rows.start, block_contribution(
+        [(rows, block)], rows.start, vectors[rows.start :], diagonal
+    )
 
 
 def _predict_task(

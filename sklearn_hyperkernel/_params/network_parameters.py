@@ -68,9 +68,8 @@ ESTIMATOR_CONSTRAINTS: dict[str, Any] = {
     "warm_start": ["boolean"],
 }
 
-#: parameters that fix the network's architecture or the scaling of its inputs
-#: and targets: a warm start (or partial_fit) cannot change them
-WARM_START_FIXED = (
+#: every parameter of the estimators, in the order of their docstrings
+_ORDER = (
     "z_dim",
     "f_depth",
     "f_width",
@@ -89,7 +88,33 @@ WARM_START_FIXED = (
     "filter_size",
     "normalize_x",
     "normalize_y",
+    "optimizer",
+    "learning_rate",
+    "batch_size",
+    "max_epochs",
+    "momentum",
+    "weight_decay",
+    "early_stopping",
+    "validation_fraction",
+    "n_iter_no_change",
+    "tol",
+    "random_state",
+    "device",
+    "n_jobs",
     "dtype",
+    "verbose",
+    "warm_start",
+)
+
+#: parameters that fix the network's architecture (the kernels' architecture
+#: parameters and the network's own) or the scaling of its inputs and targets
+#: and its floating-point type: a warm start (or partial_fit) cannot change them
+WARM_START_FIXED = tuple(
+    name
+    for name in _ORDER
+    if name in ARCHITECTURE_CONSTRAINTS
+    or name in NETWORK_CONSTRAINTS
+    or name in ("normalize_y", "dtype")
 )
 
 
@@ -274,43 +299,6 @@ _OWN_DOCS = {
         ``momentum``, ``weight_decay``); its state (momentum, Adam's moments)
         is kept when the optimizer type is unchanged.""",
 }
-
-_ORDER = (
-    "z_dim",
-    "f_depth",
-    "f_width",
-    "g_depth",
-    "g_width",
-    "z_encoding",
-    "length_scale",
-    "n_fourier_features",
-    "parameterization",
-    "activation",
-    "negative_slope",
-    "f_bias_variance",
-    "g_bias_variance",
-    "f_architecture",
-    "image_shape",
-    "filter_size",
-    "normalize_x",
-    "normalize_y",
-    "optimizer",
-    "learning_rate",
-    "batch_size",
-    "max_epochs",
-    "momentum",
-    "weight_decay",
-    "early_stopping",
-    "validation_fraction",
-    "n_iter_no_change",
-    "tol",
-    "random_state",
-    "device",
-    "n_jobs",
-    "dtype",
-    "verbose",
-    "warm_start",
-)
 
 
 def estimator_parameters_doc(normalize_y: bool) -> str:

@@ -26,6 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from .._operator.gram_operator import GramOperator, check_finite_kernel
 from ..config import get_config
 from ..progress import log
+from .dense import unweighted_coefficients
 from .iterative import LowRankPreconditioner, conjugate_gradient, pivoted_cholesky
 
 __all__ = ["CGFit", "fit_cg"]
@@ -170,14 +171,12 @@ def fit_cg(
     _warn_unless_converged(
         result.converged, result.breakdown, result.n_iter, residual, tol, max_iter
     )
-    dual_coef = result.solution
-    if root_weight is not None:
-        dual_coef *= root_weight[:, None]
-    if not np.all(np.isfinite(dual_coef)):
-        raise ValueError(
-            "The CG solve produced non-finite coefficients; the kernel matrix "
-            "may not be positive semi-definite. Increase alpha."
-        )
+    dual_coef = unweighted_coefficients(
+        result.solution,
+        root_weight,
+        "The CG solve produced non-finite coefficients; the kernel matrix "
+        "may not be positive semi-definite. Increase alpha.",
+    )
     return CGFit(dual_coef, result.n_iter, residual, preconditioner.rank)
 
 

@@ -30,7 +30,7 @@ from sklearn.exceptions import ConvergenceWarning
 from .._operator.gram_operator import GramOperator, check_finite_kernel
 from .._utils.linalg import blas_threads, guarded_cholesky, symmetrize
 
-__all__ = ["solve_dense", "training_gram"]
+__all__ = ["solve_dense", "training_gram", "unweighted_coefficients"]
 
 #: The first diagonal jitter tried, relative to the mean of the diagonal.
 FIRST_RELATIVE_JITTER = 1e-10
@@ -115,13 +115,44 @@ def _solve(
         dual_coef[:, columns] = _solve_one_ridge(
             gram_c, diagonal, targets[:, columns], float(ridge)
         )
-    if sample_weight is not None:
+    return unweighted_coefficients(
+        dual_coef,
+        None if sample_weight is None else root_weight,
+        "The kernel ridge solve produced non-finite coefficients; the Gram "
+        "matrix is too ill-conditioned for alpha. Increase alpha.",
+    )
+
+
+def unweighted_coefficients(
+    dual_coef: np.ndarray, root_weight: np.ndarray | None, failure: str
+) -> np.ndarray:
+    """The dual coefficients of the weighted system mapped back, refused when not finite.
+
+    The solvers solve ``(W^1/2 K W^1/2 + r I) c_w = W^1/2 y`` (``W`` the
+    sample weights); the coefficients of ``K`` are ``c = W^1/2 c_w``.
+
+    Parameters
+    ----------
+    dual_coef : ndarray of shape (n_samples, n_targets)
+        ``c_w``; overwritten.
+    root_weight : ndarray of shape (n_samples,) or None
+        ``sqrt(sample_weight)``; None: no weights.
+    failure : str
+        The message of the error.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_targets)
+
+    Raises
+    ------
+    ValueError
+        ``failure``, when a coefficient is not finite.
+    """
+    if root_weight is not None:
         dual_coef *= root_weight[:, None]
     if not np.all(np.isfinite(dual_coef)):
-        raise ValueError(
-            "The kernel ridge solve produced non-finite coefficients; the Gram "
-            "matrix is too ill-conditioned for alpha. Increase alpha."
-        )
+        raise ValueError(failure)
     return dual_coef
 
 

@@ -1,9 +1,9 @@
 """Nyström kernel ridge regression: the fit, streamed over blocks of training rows.
 
 ``HyperKernelRegressor(solver="nystrom")`` solves Falkon's problem (Rudi,
-Carratino and Rosasco 2017) directly in the space of ``m`` centres. With
-``K_nm`` the kernel between the ``n`` training rows and the centres, ``K_mm``
-the centres' Gram, ``W`` the sample weights and ``r`` the ridge, the
+Carratino and Rosasco 2017) directly in the space of ``m`` components. With
+``K_nm`` the kernel between the ``n`` training rows and the components, ``K_mm``
+the components' Gram, ``W`` the sample weights and ``r`` the ridge, the
 coefficients ``beta`` of ``f = sum_j beta_j k(., c_j)`` minimise
 ``sum_i w_i (y_i - f(u_i))^2 + r |f|^2`` over that span::
 
@@ -11,7 +11,7 @@ coefficients ``beta`` of ``f = sum_j beta_j k(., c_j)`` minimise
 
 :func:`fit_nystrom` takes three steps:
 
-* which rows are centres (:mod:`._solvers.nystrom_components`);
+* which rows are components (:mod:`._solvers.nystrom_components`);
 * :func:`normal_equations`: ``K_nm^T W K_nm`` and ``K_nm^T W y`` accumulated
   block of rows by block of rows (``K_nm`` never exists whole), the blocks
   being parallel tasks (:func:`._utils.scheduling.run_tasks`: threads, or a Dask
@@ -19,7 +19,7 @@ coefficients ``beta`` of ``f = sum_j beta_j k(., c_j)`` minimise
 * the ``m x m`` solve after whitening by ``K_mm`` (:mod:`._solvers.nystrom_system`).
 
 The prediction is :meth:`~._operator.GramOperator.cross_product` of the
-centres' operator. Every kernel evaluation goes through a
+components' operator. Every kernel evaluation goes through a
 :class:`~._operator.GramOperator`.
 """
 
@@ -37,8 +37,8 @@ from .._utils.linalg import symmetrize
 from .._utils.scheduling import run_tasks
 from ..config import get_config
 from ..progress import ProgressLog, format_log_line, log
-from .nystrom_components import select_centers
-from .nystrom_system import Whitening, centre_space_threads, solve_normal_equations
+from .nystrom_components import select_components
+from .nystrom_system import Whitening, component_space_threads, solve_normal_equations
 
 __all__ = ["NystromFit", "fit_nystrom", "kernel_scale", "normal_equations"]
 
@@ -50,16 +50,16 @@ class NystromFit:
     Attributes
     ----------
     coef : ndarray of shape (m, n_targets)
-        The coefficients ``beta`` of the centres.
-    centre_index : ndarray of shape (m,)
-        Indices of the centres among the training rows.
-    centres : GramOperator
-        The operator of the centres (the rows a prediction needs).
+        The coefficients ``beta`` of the components.
+    component_index : ndarray of shape (m,)
+        Indices of the components among the training rows.
+    components : GramOperator
+        The operator of the components (the rows a prediction needs).
     """
 
     coef: np.ndarray
-    centre_index: np.ndarray
-    centres: GramOperator
+    component_index: np.ndarray
+    components: GramOperator
 
 
 def fit_nystrom(
@@ -75,10 +75,10 @@ def fit_nystrom(
     verbose: int = 0,
     source: str = "HyperKernelRegressor",
 ) -> NystromFit:
-    """Coefficients of the centres of Nyström kernel ridge regression.
+    """Coefficients of the components of Nyström kernel ridge regression.
 
     The weighted loss of the exact solvers, minimised over the span of the
-    centres, so that every row a centre gives the exact solution.
+    components, so that every row a component gives the exact solution.
 
     Parameters
     ----------
@@ -88,7 +88,7 @@ def fit_nystrom(
     ridges : ndarray of shape (n_targets,)
     sample_weight : ndarray of shape (n,) or None
     center_selection, n_components, random_state
-        See :func:`._solvers.nystrom_components.select_centers`.
+        See :func:`._solvers.nystrom_components.select_components`.
     block_size : int or None
         Rows per block of ``K_nm`` (see :func:`._operator.gram_operator.block_partition`).
     verbose : int, default=0
@@ -108,29 +108,29 @@ def fit_nystrom(
         When the kernel or the solve gives non-finite values.
     """
     started = time.perf_counter()
-    centre_index = select_centers(
+    component_index = select_components(
         operator, sample_weight, center_selection, n_components, random_state
     )
-    m = centre_index.shape[0]
-    centres = operator.take(centre_index)
+    m = component_index.shape[0]
+    components = operator.take(component_index)
     if verbose:
         rule = center_selection if isinstance(center_selection, str) else "given"
         log(source, f"{m} Nystroem centres ({rule}) chosen in {time.perf_counter() - started:.1f}s")
-    centre_gram = np.require(centres.gram(), dtype=np.float64, requirements=["C", "W", "O"])
-    symmetrize(centre_gram, "lower")  # exactly symmetric, whatever the kernel
-    np.fill_diagonal(centre_gram, operator.diagonal[centre_index])
-    check_finite_kernel(centre_gram)
+    component_gram = np.require(components.gram(), dtype=np.float64, requirements=["C", "W", "O"])
+    symmetrize(component_gram, "lower")  # exactly symmetric, whatever the kernel
+    np.fill_diagonal(component_gram, operator.diagonal[component_index])
+    check_finite_kernel(component_gram)
     # the normal equations square the kernel: solve them for K / scale, ridge / scale
     # (beta is then scale times the coefficients), so that a kernel of 1e-180 or
     # 1e180 neither underflows nor overflows in K_nm^T W K_nm
     scale = kernel_scale(operator.diagonal)
-    centre_gram /= scale
-    with centre_space_threads(m):
-        whitening = Whitening.of(centre_gram)
-    del centre_gram
+    component_gram /= scale
+    with component_space_threads(m):
+        whitening = Whitening.of(component_gram)
+    del component_gram
     gram, rhs = normal_equations(
         operator,
-        centres,
+        components,
         targets,
         sample_weight,
         block_size=block_size,
@@ -142,7 +142,7 @@ def fit_nystrom(
     check_finite_kernel(gram)
     if verbose:
         log(source, f"K_nm^T W K_nm accumulated, {time.perf_counter() - started:.1f}s")
-    with centre_space_threads(m):
+    with component_space_threads(m):
         coef = solve_normal_equations(
             whitening, gram, rhs, ridges / scale, whitened=whitening.whiten_blocks
         )
@@ -157,12 +157,12 @@ def fit_nystrom(
         )
     if not np.all(np.isfinite(coef)):
         raise ValueError("The Nystroem solve produced non-finite coefficients. Increase alpha.")
-    return NystromFit(coef, centre_index, centres)
+    return NystromFit(coef, component_index, components)
 
 
 def normal_equations(
     operator: GramOperator,
-    centres: GramOperator,
+    components: GramOperator,
     targets: np.ndarray,
     weights: np.ndarray | None,
     *,
@@ -181,13 +181,13 @@ def normal_equations(
     :func:`._operator.gram_operator.block_partition` (at least the configuration's
     ``nystrom_min_blocks``, in tiles of ``nystrom_tile_bytes``) are parallel
     tasks over the kernel's ``n_jobs`` workers; each evaluates
-    ``K(tile, centres)`` tile by tile with the operators' :meth:`sequential
+    ``K(tile, components)`` tile by tile with the operators' :meth:`sequential
     <._operator.GramOperator.sequential>` kernel.
 
     Parameters
     ----------
-    operator, centres : GramOperator
-        The training rows and the centres.
+    operator, components : GramOperator
+        The training rows and the components.
     targets : ndarray of shape (n, n_targets)
     weights : ndarray of shape (n,) or None
     block_size : int or None
@@ -207,16 +207,16 @@ def normal_equations(
     """
     blocks, tile_rows = block_partition(
         operator.n_rows,
-        centres.n_rows,
+        components.n_rows,
         block_size,
         min_blocks=get_config()["nystrom_min_blocks"],
         tile_bytes=get_config()["nystrom_tile_bytes"],
     )
-    entries = operator.n_rows * centres.n_rows  # of K_nm, which the tiles make up
+    entries = operator.n_rows * components.n_rows  # of K_nm, which the tiles make up
     task_rows = operator.sequential(stream_entries=entries)
-    task_centres = centres.sequential(stream_entries=entries)
+    task_components = components.sequential(stream_entries=entries)
     calls = [
-        (task_rows, task_centres, block, tile_rows, targets, weights, scale)
+        (task_rows, task_components, block, tile_rows, targets, weights, scale)
         + ((None, None) if whitening is None else (whitening.kind, whitening.matrix))
         for block in blocks
     ]
@@ -251,7 +251,7 @@ def normal_equations(
 
 def _normal_equations_task(
     operator: GramOperator,
-    centres: GramOperator,
+    components: GramOperator,
     block: slice,
     tile_rows: int,
     targets: np.ndarray,
@@ -268,7 +268,7 @@ def _normal_equations_task(
     gram = None
     rhs = None
     for tile in tiles(block, tile_rows):
-        K = np.ascontiguousarray(centres.cross(operator.take(tile)), dtype=np.float64)
+        K = np.ascontiguousarray(components.cross(operator.take(tile)), dtype=np.float64)
         K /= scale
         y = targets[tile]
         if weights is not None:

@@ -1,14 +1,14 @@
-"""Which training rows are the centres of Nyström kernel ridge regression.
+"""Which training rows are the components of Nyström kernel ridge regression.
 
 ``HyperKernelRegressor(solver="nystrom", center_selection=...)``:
 
-* ``"uniform"``: :func:`uniform_centers`, the draw of scikit-learn's
+* ``"uniform"``: :func:`uniform_components`, the draw of scikit-learn's
   :class:`~sklearn.kernel_approximation.Nystroem`;
-* ``"rpcholesky"``: :func:`rpcholesky_centers` (randomly pivoted Cholesky) on
+* ``"rpcholesky"``: :func:`rpcholesky_components` (randomly pivoted Cholesky) on
   the weighted kernel matrix of a uniform pool of candidate rows;
 * an array of row indices, used as given.
 
-:func:`select_centers` applies the rule to a
+:func:`select_components` applies the rule to a
 :class:`~._operator.GramOperator` of the training rows.
 """
 
@@ -27,26 +27,26 @@ from .._operator.gram_operator import GramOperator
 __all__ = [
     "NYSTROM_DEFAULT_COMPONENTS",
     "RPCHOLESKY_POOL_FACTOR",
-    "n_centers",
-    "rpcholesky_centers",
-    "select_centers",
-    "uniform_centers",
+    "resolve_n_components",
+    "rpcholesky_components",
+    "select_components",
+    "uniform_components",
 ]
 
-#: ``n_components=None`` uses ``min(n_samples, this)`` centres.
+#: ``n_components=None`` uses ``min(n_samples, this)`` components.
 NYSTROM_DEFAULT_COMPONENTS = 2000
 
 #: ``center_selection="rpcholesky"`` runs randomly pivoted Cholesky on at most
 #: this many times ``n_components`` training rows drawn uniformly (its factor
-#: takes ``8 * pool * n_components`` bytes while the centres are chosen).
+#: takes ``8 * pool * n_components`` bytes while the components are chosen).
 RPCHOLESKY_POOL_FACTOR = 10
 
 #: Candidates drawn per round of accelerated RPCholesky.
 _RPCHOLESKY_BLOCK = 64
 
 
-def n_centers(n_components: int | None, n_samples: int) -> int:
-    """The number of centres: ``n_components``, its default, or ``n_samples`` at most.
+def resolve_n_components(n_components: int | None, n_samples: int) -> int:
+    """The number of components: ``n_components``, its default, or ``n_samples`` at most.
 
     Warns
     -----
@@ -68,7 +68,7 @@ def n_centers(n_components: int | None, n_samples: int) -> int:
     return int(n_components)
 
 
-def uniform_centers(
+def uniform_components(
     n_samples: int, n_components: int, random_state: np.random.RandomState
 ) -> np.ndarray:
     """``n_components`` row indices drawn uniformly without replacement.
@@ -79,7 +79,7 @@ def uniform_centers(
     return random_state.permutation(n_samples)[:n_components]
 
 
-def rpcholesky_centers(
+def rpcholesky_components(
     diagonal: np.ndarray,
     columns: Callable[[np.ndarray], np.ndarray],
     n_components: int,
@@ -170,7 +170,7 @@ def rpcholesky_centers(
     return np.asarray(pivots, dtype=np.intp)
 
 
-def _given_centers(selection: Any, n_samples: int) -> np.ndarray:
+def _given_components(selection: Any, n_samples: int) -> np.ndarray:
     """Validated row indices of ``center_selection`` given as an array."""
     index = check_array(selection, ensure_2d=False, dtype=None, input_name="center_selection")
     if index.ndim != 1 or index.shape[0] == 0 or not np.issubdtype(index.dtype, np.integer):
@@ -187,14 +187,14 @@ def _given_centers(selection: Any, n_samples: int) -> np.ndarray:
     return np.asarray(index, dtype=np.intp) % n_samples
 
 
-def select_centers(
+def select_components(
     operator: GramOperator,
     sample_weight: np.ndarray | None,
     selection: str | Any,
     n_components: int | None,
     random_state: Any,
 ) -> np.ndarray:
-    """Indices of the training rows used as centres.
+    """Indices of the training rows used as components.
 
     Parameters
     ----------
@@ -205,7 +205,7 @@ def select_centers(
         ``"rpcholesky"`` works on the weighted kernel ``W^1/2 K W^1/2``.
     selection : {"uniform", "rpcholesky"} or array-like of int
     n_components : int or None
-        See :func:`n_centers`; ignored for an array of indices.
+        See :func:`resolve_n_components`; ignored for an array of indices.
     random_state : int, RandomState or None
 
     Returns
@@ -216,13 +216,13 @@ def select_centers(
     """
     n_samples = operator.n_rows
     if not isinstance(selection, str):
-        return _given_centers(selection, n_samples)
-    n_components = n_centers(n_components, n_samples)
+        return _given_components(selection, n_samples)
+    n_components = resolve_n_components(n_components, n_samples)
     random_state = check_random_state(random_state)
     if selection == "uniform":
-        return uniform_centers(n_samples, n_components, random_state)
+        return uniform_components(n_samples, n_components, random_state)
     # randomly pivoted Cholesky on the weighted kernel of a uniform pool
-    pool = uniform_centers(
+    pool = uniform_components(
         n_samples, min(n_samples, RPCHOLESKY_POOL_FACTOR * n_components), random_state
     )
     diagonal = operator.diagonal[pool]
@@ -237,7 +237,7 @@ def select_centers(
             K *= np.sqrt(pool_weight[index])[None, :]
         return K
 
-    pivots = rpcholesky_centers(pool_diagonal, columns, n_components, random_state)
+    pivots = rpcholesky_components(pool_diagonal, columns, n_components, random_state)
     if pivots.shape[0] < n_components:
         warnings.warn(
             f"center_selection='rpcholesky' found {pivots.shape[0]} centres instead of "

@@ -1,8 +1,8 @@
-"""The ``m x m`` system of Nyström kernel ridge regression, solved in the span of the centres.
+"""The ``m x m`` system of Nyström kernel ridge regression, solved in the span of the components.
 
 With ``K_nm`` the kernel between the ``n`` training rows and the ``m``
-centres, ``K_mm`` the centres' Gram, ``W`` the sample weights and ``r_j`` the
-ridge of target ``j``, the coefficients of the centres solve::
+components, ``K_mm`` the components' Gram, ``W`` the sample weights and ``r_j`` the
+ridge of target ``j``, the coefficients of the components solve::
 
     (K_nm^T W K_nm + r_j K_mm) beta_j = K_nm^T W y_j
 
@@ -12,7 +12,7 @@ fails), and :func:`solve_normal_equations` solves the whitened system
 ``(T^-1 K_nm^T W K_nm T^-T + r_j I) w_j = T^-1 K_nm^T W y_j``,
 ``beta_j = T^-T w_j``: the ridge regression on the features ``K_nm T^-T``
 (scikit-learn's ``Nystroem`` features, up to an orthogonal rotation).
-:func:`centre_space_threads` sets the BLAS threads of these factorisations.
+:func:`component_space_threads` sets the BLAS threads of these factorisations.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..config import get_config
 __all__ = [
     "WHITEN_BLOCKS_BELOW_RCOND",
     "Whitening",
-    "centre_space_threads",
+    "component_space_threads",
     "solve_normal_equations",
 ]
 
@@ -41,9 +41,9 @@ __all__ = [
 WHITEN_BLOCKS_BELOW_RCOND = 1e-6
 
 
-def centre_space_threads(m: int) -> threadpool_limits:
+def component_space_threads(m: int) -> threadpool_limits:
     """BLAS threads for the ``m x m`` factorisations: one up to
-    ``nystrom_single_thread_solve_max`` centres (:mod:`sklearn_hyperkernel.config`),
+    ``nystrom_single_thread_solve_max`` components (:mod:`sklearn_hyperkernel.config`),
     the library's default beyond.
 
     On the two-core development machine OpenBLAS's threaded ``dpotrf`` and
@@ -63,7 +63,7 @@ class Whitening:
 
     ``kind="cholesky"``: ``T`` is the lower Cholesky factor (``matrix``).
     ``kind="eigh"`` (``K_mm`` not numerically positive definite: duplicated or
-    nearly duplicated centres): ``T^-T`` is ``U_k S_k^-1/2`` (``matrix``), from
+    nearly duplicated components): ``T^-T`` is ``U_k S_k^-1/2`` (``matrix``), from
     the eigenvalues above ``m * eps * max``; the span loses only directions
     that no row of ``K_nm`` can see (a null vector of ``K_mm`` is one of
     ``K_nm`` too, for a PSD kernel).
@@ -85,13 +85,13 @@ class Whitening:
     whiten_blocks: bool
 
     @classmethod
-    def of(cls, centre_gram: np.ndarray) -> Whitening:
+    def of(cls, component_gram: np.ndarray) -> Whitening:
         """The whitening of a symmetric ``K_mm`` (not modified)."""
-        m = centre_gram.shape[0]
-        factor, rcond = guarded_cholesky(centre_gram)
+        m = component_gram.shape[0]
+        factor, rcond = guarded_cholesky(component_gram)
         if factor is not None:
             return cls("cholesky", factor, m, rcond, rcond < WHITEN_BLOCKS_BELOW_RCOND)
-        values, vectors = linalg.eigh(centre_gram, check_finite=False)
+        values, vectors = linalg.eigh(component_gram, check_finite=False)
         kept = values > m * np.finfo(float).eps * max(
             float(np.max(np.abs(values), initial=0.0)), 0.0
         )
@@ -107,7 +107,7 @@ class Whitening:
         return self.matrix.T @ A
 
     def back(self, w: np.ndarray) -> np.ndarray:
-        """``T^-T w``: coefficients of the centres from whitened ones."""
+        """``T^-T w``: coefficients of the components from whitened ones."""
         if self.kind == "cholesky":
             return linalg.solve_triangular(
                 self.matrix, w, lower=True, trans="T", check_finite=False

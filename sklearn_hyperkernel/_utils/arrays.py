@@ -5,6 +5,9 @@
   input (:func:`in_place_allowed`), when every operation is out of place.
   :func:`scale`, :func:`shift`, :func:`sqrt` and :func:`clip_correlations`
   take that decision as an argument.
+* Scale-safe root mean squares of rows (:func:`scale_safe_root`): computed
+  on the rows divided by their largest absolute value, so that no square
+  under- or overflows.
 * Pairwise quantities of two sets of rows, exact for equal rows (see
   :mod:`._utils.rows`): cosine correlations (:func:`row_correlations`, exactly 1)
   and squared distances (:func:`squared_distances`, exactly 0).
@@ -14,6 +17,8 @@ Pure numpy and array API: no scikit-learn.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,6 +35,7 @@ __all__ = [
     "clip_correlations",
     "like",
     "safe_inverse",
+    "scale_safe_root",
     "row_correlations",
     "squared_distances",
 ]
@@ -99,6 +105,52 @@ def safe_inverse(values: Array, xp: Any) -> Array:
     """1 / values where values > 0, else 0 (a zero row has zero correlation)."""
     positive = values > 0
     return xp.where(positive, 1.0 / xp.where(positive, values, xp.ones_like(values)), 0.0 * values)
+
+
+#: rows per chunk of :func:`scale_safe_root` (its maximum and its chunked statistic)
+_SCALE_SAFE_CHUNK_ROWS = 4096
+
+
+def scale_safe_root(
+    rows: np.ndarray, mean_square: Callable[[np.ndarray], float], *, chunked: bool = False
+) -> float:
+    """``peak * sqrt(mean_square(rows / peak))`` with ``peak = max |rows|``.
+
+    A root mean square of rows (a norm, an RMS, a spread) that neither
+    underflows for tiny rows nor overflows for huge ones: ``mean_square``
+    sees the rows divided by their largest absolute value, so every square
+    it takes is at most 1 and the largest is exactly 1.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n_rows, n_columns)
+        Finite values.
+    mean_square : callable
+        Maps an array of shape (n, n_columns) of scaled rows to a
+        non-negative number (a mean or a maximum of squares).
+    chunked : bool, default=False
+        Pass ``rows / peak`` to ``mean_square`` 4096 rows at a time and keep
+        the largest result: for a maximum over the rows, without a copy of
+        all of them. ``peak`` itself is always found chunk by chunk.
+
+    Returns
+    -------
+    root : float
+        0.0 for no rows, no columns or all-zero rows (``mean_square`` is
+        then not called).
+    """
+    if rows.size == 0:
+        return 0.0
+    step = _SCALE_SAFE_CHUNK_ROWS
+    starts = range(0, rows.shape[0], step)
+    peak = max(float(np.max(np.abs(rows[start : start + step]))) for start in starts)
+    if not peak > 0:
+        return 0.0
+    if chunked:
+        value = max(float(mean_square(rows[start : start + step] / peak)) for start in starts)
+    else:
+        value = float(mean_square(rows / peak))
+    return peak * math.sqrt(value)
 
 
 def row_correlations(

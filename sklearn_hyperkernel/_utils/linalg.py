@@ -4,8 +4,11 @@ The exact solve (:mod:`._solvers.dense`) and the Nyström solve
 (:mod:`._solvers.nystrom_system`) work on symmetric matrices held as one triangle,
 factorise them with a Cholesky factorisation guarded by its condition number,
 and choose how many BLAS threads LAPACK may use; the Gram engine fills a
-symmetric matrix from blocks of its upper block triangle and multiplies by one
-without holding it. Each of these exists once, here. Arrays only (numpy and
+symmetric matrix from blocks of its upper block triangle, and the product of
+such a matrix with vectors (:func:`upper_triangle_matvec`, the one ``K @ V``
+loop: the Gram engine's for the hypernetwork kernels and the operator's for
+any other kernel) streams over that triangle without holding it. Each of these
+exists once, here. Arrays only (numpy and
 scipy; the block product also torch, through the array API): nothing here
 knows about kernels or estimators.
 """
@@ -13,6 +16,7 @@ knows about kernels or estimators.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -22,15 +26,19 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from ..config import get_config
+from ..progress import ProgressLog
+from .scheduling import run_tasks
 
 __all__ = [
     "blas_threads",
+    "block_contribution",
     "guarded_cholesky",
     "max_abs_row_sum",
     "mirror_below",
     "mirror_leading_square",
     "symmetrize",
     "upper_block_product",
+    "upper_triangle_matvec",
 ]
 
 
@@ -41,7 +49,7 @@ def blas_threads(size: int, *, one_thread_up_to: int = 0) -> threadpool_limits:
     guard: the bundled OpenBLAS crashed in threaded ``dpotrf`` from 16,000
     rows up, see :mod:`sklearn_hyperkernel.config`) and up to
     ``one_thread_up_to`` (where threads are slower, see
-    :func:`._solvers.nystrom_system.centre_space_threads`); the library's default
+    :func:`._solvers.nystrom_system.component_space_threads`); the library's default
     otherwise.
     """
     one = size > get_config()["one_blas_thread_above"] or size <= one_thread_up_to
@@ -107,6 +115,92 @@ def upper_block_product(block: Any, vectors: Any, diagonal: Any, out: Any = None
     out[:size] += square @ vectors[:size] + rest @ vectors[size:]
     out[size:] += rest.T @ vectors[:size]
     return out
+
+
+def block_contribution(
+    tiles: Iterable[tuple[slice, Any]], start: int, vectors: Any, diagonal: Any
+) -> Any:
+    """What one block ``K[i:j, i:]`` of the upper block triangle gives to ``K @ V``.
+
+    The sum of :func:`upper_block_product` over the block's tiles, in their
+    order; a tile ``(rows, value)`` holds ``K[rows, rows.start:]`` (its rows
+    consecutive, the first at ``start``).
+
+    Parameters
+    ----------
+    tiles : iterable of (slice, array of shape (len(rows), n - rows.start))
+    start : int
+        ``i``, the block's first row.
+    vectors : array of shape (n - i, k)
+        ``V[i:]``.
+    diagonal : array of shape (n,)
+        ``diag(K)``, all of it.
+
+    Returns
+    -------
+    array of shape (n - i, k)
+        The contribution to ``(K @ V)[i:]``, in the namespace of ``vectors``.
+    """
+    contribution = array_namespace(vectors).zeros_like(vectors)
+    for rows, value in tiles:
+        offset = rows.start - start
+        upper_block_product(value, vectors[offset:], diagonal[rows], contribution[offset:])
+    return contribution
+
+
+def upper_triangle_matvec(
+    task: Callable[..., tuple[int, np.ndarray]],
+    calls: list[tuple],
+    vectors: np.ndarray,
+    n_jobs: int | None,
+    *,
+    progress: ProgressLog | None = None,
+    sequential_locally: bool = False,
+) -> np.ndarray:
+    """``K @ V`` of a symmetric ``K`` from the blocks of its upper block triangle: the one loop.
+
+    ``task(*call)`` evaluates one block ``K[i:j, i:]`` (the blocks of
+    ``calls`` tile the rows ``0..n`` in order) and returns ``(i,
+    block_contribution(...))`` as a float64 numpy array. The tasks are run
+    by :func:`._utils.scheduling.run_tasks` (threads, Dask) and their
+    contributions summed in the order of ``calls``, so the product does not
+    depend on the number of workers (on local threads).
+
+    Parameters
+    ----------
+    task : callable
+        A module-level function (see :func:`._utils.scheduling.run_tasks`).
+    calls : list of tuple
+        The arguments of each block's task, in the order of the blocks.
+    vectors : ndarray of shape (n, k)
+        ``V``, float64; the product takes its shape.
+    n_jobs : int or None
+        As :func:`._utils.scheduling.run_tasks`.
+    progress : ProgressLog, optional
+        Stepped once per block.
+    sequential_locally : bool, default=False
+        One block at a time unless on Dask (torch parallelises inside a block).
+
+    Returns
+    -------
+    ndarray of shape (n, k)
+    """
+    product = np.zeros_like(vectors)
+
+    def consume(result: tuple[int, np.ndarray]) -> None:
+        start, contribution = result
+        product[start:] += contribution
+
+    run_tasks(
+        task,
+        calls,
+        n_jobs,
+        consume,
+        progress=progress,
+        sequential_locally=sequential_locally,
+        ordered=True,
+    )
+    return product
 
 
 def symmetrize(matrix: np.ndarray, filled: str = "lower") -> np.ndarray:
