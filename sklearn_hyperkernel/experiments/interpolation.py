@@ -354,8 +354,9 @@ def plot(results: dict, args, path: str) -> None:
                     else:
                         axis.set_title(f"t = {results['ts'][column - 1]:.2f}", fontsize=7)
             row[0].set_ylabel(f"{KERNEL_LABELS[name]}\n{a} -> {b}", fontsize=7)
-    f_name = "dense f" if args.f_architecture == "dense" else f"conv f ({args.filter_size}x"
-    f_name += "" if args.f_architecture == "dense" else f"{args.filter_size} filters)"
+    f_name = "dense f"
+    if args.f_architecture == "conv":
+        f_name = f"conv f, {args.filter_size}x{args.filter_size} filters"
     fig.suptitle(
         f"Interpolating kernel feature vectors, decoded by Eq. 18 (N = {args.n_train} "
         f"images x {args.pixels_per_image} pixels, {f_name})",
