@@ -96,11 +96,100 @@ def test_table1_depth_one_kernels_coincide_and_are_fitted_once(monkeypatch):
     for kernel in ("ntk", "nngp"):
         for f_depth in (1, 2):
             params = {"f_depth": f_depth, "g_depth": 1, "length_scale": 2.0, "ridge": 0.1}
+            params["filter_size"] = 3
             table1._cached(
                 cache, (None, None, "representation"), kernel, "fourier", params, args, 0
             )
     # ntk depth 1, ntk depth 2, nngp depth 2: at depth 1 the NNGP reuses the hyperkernel's fit
     assert calls == ["ntk", "ntk", "nngp"] and len(cache) == 3
+
+
+def _table1_quick_args(*options):
+    args = table1._parser().parse_args(["--quick", "--source", "digits", "--seeds", "1", *options])
+    table1._quick_overrides(args)
+    return args
+
+
+def test_table1_conv_f_at_depth_one_is_the_dense_f():
+    # f_depth=1: the conv f is its dense readout, and inpainting's masked image
+    # (bottom half 0) gives the dense f on the top half the same kernel up to a factor
+    options = ["--tasks", "inpainting", "--f-depth", "1", "--no-select", "--hn-epochs", "0"]
+    dense = table1.run(_table1_quick_args(*options))["errors"]
+    conv = table1.run(_table1_quick_args(*options, "--f-architecture", "conv"))["errors"]
+    assert set(conv) == set(dense)
+    for key in dense:
+        assert np.allclose(conv[key], dense[key], rtol=1e-6, atol=0.0), key
+    # deeper, the two f differ (a 3x3 conv is not a dense layer)
+    options[3] = "3"
+    dense = table1.run(_table1_quick_args(*options))["errors"]
+    conv = table1.run(_table1_quick_args(*options, "--f-architecture", "conv"))["errors"]
+    key = "inpainting|hyper-nngp|fourier|20"
+    assert abs(conv[key][0] - dense[key][0]) > 1e-6
+
+
+def test_table1_quick_conv_rows_and_ridge_reselection(tmp_path):
+    options = ["--f-architecture", "conv", "--select-filter-sizes", "3", "5"]
+    options += ["--select-ridge-images", "20", "--out", str(tmp_path)]
+    assert table1.main(["--quick", "--source", "digits", "--seeds", "1", *options]) == 0
+    table = (tmp_path / "table1.md").read_text()
+    assert "f=conv 3x3" in table and "filter size [3, 5]" in table
+    saved = json.loads((tmp_path / "table1.json").read_text())
+    errors, chosen = saved["errors"], saved["selected_params"]
+    for task in ("representation", "inpainting"):
+        for n in (10, 20):
+            baseline = errors[f"{task}|mean-predictor|-|{n}"][0]
+            for model in ("hyperkernel", "hyper-nngp"):
+                assert 0.0 < errors[f"{task}|{model}|fourier|{n}"][0] < baseline
+            # the trained conv hypernetwork's row exists and is a finite error
+            assert np.isfinite(errors[f"{task}|hypernetwork|fourier|{n}"][0])
+            for key in (
+                f"{task}|hyperkernel|selected-cv|{n}",
+                f"{task}|hyper-nngp|selected-ml|{n}",
+            ):
+                assert 0.0 < errors[key][0] < baseline
+                (point,) = chosen[key]
+                assert point["filter_size"] in (3, 5) and point["n_images"] == 10
+                # the ridge is chosen again on all N when N exceeds the 10 selection images
+                assert point["n_ridge_images"] == n
+                assert ("ridge_on_select_images" in point) is (n == 20)
+                assert point["ridge"] in (1e-9, 1e-1)
+
+
+def test_table1_ridge_reselection_maximises_the_score_on_more_images():
+    from sklearn_hyperkernel.datasets import load_images
+
+    images, _ = load_images("digits")
+    args = _table1_quick_args("--select-ridge-images", "16")
+    args.select_ridges = [1e-9, 1e-3, 1e-1, 1.0]
+    chosen = table1._select(images[:16], "representation", "nngp", "fourier", "ml", args, 0)
+    assert chosen["n_images"] == 10 and chosen["n_ridge_images"] == 16
+    U, y = table1._training_rows(images[:16], "representation", args, 20_000)
+    values = [chosen[name] for name in ("f_depth", "g_depth", "length_scale")]
+    gram = table1._kernel("nngp", "fourier", *values, {})(U)
+    scores = table1.log_marginal_likelihoods(gram, y, args.select_ridges)
+    assert chosen["ridge"] == args.select_ridges[int(np.argmax(scores))]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "name"),
+    [("--filter-size", "4", "filter_size"), ("--select-filter-sizes", "0", "filter_size")],
+)
+def test_table1_bad_conv_options_name_the_parameter(option, value, name):
+    with pytest.raises(ValueError, match=name):
+        table1.run(_table1_quick_args("--f-architecture", "conv", option, value))
+
+
+def test_table1_conv_hypernetwork_is_convolutional():
+    args = _table1_quick_args("--f-architecture", "conv", "--filter-size", "5")
+    params = table1.paper_hypernetwork(args, 0, (8, 8)).get_params()
+    assert (params["f_architecture"], params["image_shape"], params["filter_size"]) == (
+        "conv",
+        (8, 8),
+        5,
+    )
+    assert table1.paper_hypernetwork(_table1_quick_args(), 0).get_params()["f_architecture"] == (
+        "dense"
+    )
 
 
 def test_fig1_quick_variances_and_closed_form(tmp_path, capsys):
@@ -239,6 +328,27 @@ def test_interpolation_quick_writes_figure_and_endpoints_beat_the_mean(tmp_path)
         # beats the constant mean (measured 0.050 / 0.115 / 0.058 against 0.059 / 0.135 / 0.065)
         assert 0.0 < errors["hyperkernel"][digit] < errors["mean-predictor"][digit]
         assert errors["hypernetwork"][digit] > 0.0
+
+
+@pytest.mark.filterwarnings("ignore:The network did not learn")
+def test_interpolation_quick_conv_writes_figure_and_endpoints_beat_the_mean(tmp_path):
+    options = ["interpolation", "--quick", "--f-architecture", "conv", "--out", str(tmp_path)]
+    assert dispatcher.main(options) == 0
+    assert _png_ok(tmp_path / "interpolation.png")
+    summary = json.loads((tmp_path / "interpolation.json").read_text())
+    assert summary["args"]["f_architecture"] == "conv" and summary["linearity_gap"] < 1e-10
+    errors = summary["endpoint_mse"]
+    for digit in ("5", "6", "7"):
+        # measured 0.052 / 0.116 / 0.058 against the mean's 0.059 / 0.135 / 0.065
+        assert 0.0 < errors["hyperkernel"][digit] < errors["mean-predictor"][digit]
+        assert errors["hypernetwork"][digit] > 0.0
+
+
+def test_interpolation_without_hypernetwork_has_the_hyperkernel_rows_only():
+    interpolation, args, results = _interpolation_quick_run("--hn-epochs", "0")
+    assert list(results["interpolants"]) == ["hyperkernel"]
+    assert set(results["endpoint_mse"]) == {"hyperkernel", "mean-predictor"}
+    assert results["models"]["hypernetwork"] is None
 
 
 @pytest.mark.filterwarnings("ignore:The network did not learn")

@@ -43,6 +43,22 @@ def parse_command(
     return args, prepare_out(args.out)
 
 
+def f_options(args: argparse.Namespace, image_shape, filter_size: int) -> dict:
+    """The estimators' f parameters for ``args.f_architecture``.
+
+    ``{}`` for the dense f (the estimators' default); for ``"conv"``,
+    ``f_architecture``, ``image_shape`` (x's columns are the image flattened
+    row-major) and ``filter_size``.
+    """
+    if args.f_architecture != "conv":
+        return {}
+    return {
+        "f_architecture": "conv",
+        "image_shape": tuple(int(n) for n in image_shape),
+        "filter_size": int(filter_size),
+    }
+
+
 def save_figure(fig, path: str) -> None:
     """Lay out, write as PNG and close a matplotlib figure."""
     fig.tight_layout()

@@ -7,19 +7,26 @@ the pixel value); every model predicts all pixels of the held-out images and
 the test MSE is their mean squared error.
 
 Protocol (the authors' code, each choice an option): x is the unit-norm image
-("representation") or its top half ("inpainting"); the Fourier z kernel is a
+("representation") or its top half ("inpainting"); with the convolutional f
+(``--f-architecture conv``, the authors' own f) inpainting's x is instead the
+whole image with its unobserved bottom half set to 0 (their "sparse image
+containing the context points"), read as an image of the data's shape with
+``filter_size`` x ``filter_size`` filters; the Fourier z kernel is a
 Gaussian of raw integer pixel coordinates with length scale ``sqrt(2)``; the
 ridge is ``1e-9`` times the Gram diagonal; each kernel prediction averages
 ``draws`` regressions fitted on independent pixel draws.
 
-The "selected" rows choose depths, length scale and ridge on the training
-images only, never on a test image: "selected-cv" by K-fold cross-validation
+The "selected" rows choose depths, filter size (conv f), length scale and ridge on the
+training images only, never on a test image: "selected-cv" by K-fold cross-validation
 with folds grouped by image, "selected-ml" (hyper-NNGP only) by the Gaussian
 process log marginal likelihood of ``c * HyperNNGP + noise`` (the grid point
 with the highest likelihood, the scale ``c`` profiled out, the noise ``c``
 times the ridge). Each is chosen separately for every N, on the first
 ``min(N, select_images)`` training images, then refit on all N training images
-to predict the test images.
+to predict the test images. With ``select_ridge_images`` above
+``select_images`` the ridge alone is then chosen again (same method, the other
+values kept) on the first ``min(N, select_ridge_images)`` training images, so
+that a ridge chosen on few images does not regularise many too strongly.
 
 Run ``python -m sklearn_hyperkernel.experiments table1 --help``.
 """
@@ -37,7 +44,7 @@ from sklearn.model_selection import GroupKFold
 from ..datasets import load_images, pixel_regression
 from ..kernel_ridge import HyperKernelRegressor
 from ..kernels import HyperKernel, HyperNNGP
-from ._common import Clock, base_parser, parse_command, pyplot, write_json
+from ._common import Clock, base_parser, f_options, parse_command, pyplot, write_json
 
 __all__ = ["PAPER_TABLE1", "log_marginal_likelihoods", "main", "run"]
 
@@ -54,7 +61,8 @@ PAPER_TABLE1 = {
 KERNEL_NAMES = {"ntk": "hyperkernel", "nngp": "hyper-nngp"}
 TASKS = ("representation", "inpainting")
 SELECT_METHODS = ("cv", "ml")
-PARAM_NAMES = ("f_depth", "g_depth", "length_scale", "ridge")
+PARAM_NAMES = ("f_depth", "g_depth", "length_scale", "ridge", "filter_size")
+F_ARCHITECTURES = ("dense", "conv")
 #: Default selection grid: every value the previous, narrower grid picked lies inside it.
 SELECT_F_DEPTHS = [1, 2, 3, 4]
 SELECT_G_DEPTHS = [1, 2, 3]
@@ -76,6 +84,14 @@ def _parser():
     add("--encodings", nargs="+", default=["linear", "fourier"], choices=("linear", "fourier"))
     add("--length-scale", type=float, default=math.sqrt(2.0), help="Fourier length scale of z.")
     add("--f-depth", type=int, default=3)
+    add(
+        "--f-architecture",
+        default="dense",
+        choices=F_ARCHITECTURES,
+        help="f of every model: dense, or conv (reads x as an image; inpainting's x is then "
+        "the whole image with its bottom half set to 0).",
+    )
+    add("--filter-size", type=int, default=3, help="conv f: odd filter size.")
     add("--g-depth", type=int, default=2)
     add("--ridge", type=float, default=1e-9, help="Ridge, relative to the Gram diagonal.")
     add("--draws", type=int, default=5, help="Pixel draws averaged per kernel prediction.")
@@ -94,9 +110,23 @@ def _parser():
         "likelihood (hyper-NNGP only).",
     )
     add("--select-images", type=int, default=50, help="Selection on the first min(N, this).")
+    add(
+        "--select-ridge-images",
+        type=int,
+        default=0,
+        help="If above --select-images: re-choose the ridge alone (same method, the other values "
+        "kept) on the first min(N, this) training images (0: off).",
+    )
     add("--select-folds", type=int, default=3, help="Folds (grouped by image) of the CV selection.")
     add("--select-f-depths", type=int, nargs="+", default=SELECT_F_DEPTHS)
     add("--select-g-depths", type=int, nargs="+", default=SELECT_G_DEPTHS)
+    add(
+        "--select-filter-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="conv f: filter sizes of the grid (default: --filter-size alone).",
+    )
     add("--select-length-scales", type=float, nargs="+", default=SELECT_LENGTH_SCALES)
     add("--select-ridges", type=float, nargs="+", default=SELECT_RIDGES, help="ml: noise/scale.")
     return parser
@@ -120,41 +150,67 @@ def _quick_overrides(args) -> None:
     args.select_ridges = [1e-9, 1e-1]
 
 
+def _check_args(args) -> None:
+    """ValueError naming a bad f option (the estimators check the rest)."""
+    if args.f_architecture not in F_ARCHITECTURES:
+        raise ValueError(
+            f"f_architecture must be one of {F_ARCHITECTURES}; got {args.f_architecture!r}."
+        )
+    for size in [args.filter_size, *(args.select_filter_sizes or [])]:
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"filter_size must be a positive odd integer; got {size}.")
+
+
+def _filter_sizes(args) -> list[int]:
+    """The filter sizes of the selection grid (conv f; one placeholder for the dense f)."""
+    if args.f_architecture != "conv":
+        return [args.filter_size]
+    return list(args.select_filter_sizes or [args.filter_size])
+
+
+def _pixel_rows(images, task, args, **options):
+    """:func:`pixel_regression` rows of ``images``; the conv f reads inpainting's x masked."""
+    inpainting_x = "masked" if args.f_architecture == "conv" else "top-half"
+    return pixel_regression(
+        images, task=task, coordinates=args.coordinates, inpainting_x=inpainting_x, **options
+    )
+
+
 def _training_rows(images, task, args, random_state):
     """``pixels_per_image`` random pixels of each image: rows ``[x | z]`` and their values."""
-    return pixel_regression(
-        images,
-        task=task,
-        pixels_per_image=args.pixels_per_image,
-        coordinates=args.coordinates,
-        random_state=random_state,
+    return _pixel_rows(
+        images, task, args, pixels_per_image=args.pixels_per_image, random_state=random_state
     )
 
 
 def _fit_predict_kernel(train_images, test_images, task, kernel, encoding, params, args, seed):
     """Mean over ``draws`` pixel draws of the kernel regression prediction of all test pixels."""
-    U_test, y_test = pixel_regression(test_images, task=task, coordinates=args.coordinates)
+    U_test, y_test = _pixel_rows(test_images, task, args)
+    f_kwargs = f_options(args, train_images.shape[1:], params["filter_size"])
     predictions = []
     for draw in range(args.draws):
         U, y = _training_rows(train_images, task, args, 1000 * seed + draw)
-        model = _regressor(kernel, encoding, params)
+        model = _regressor(kernel, encoding, params, f_kwargs)
         predictions.append(model.fit(U, y).predict(U_test))
     return np.mean(predictions, axis=0), y_test
 
 
 def _cached(cache, data, kernel, encoding, params, args, seed):
     """``_fit_predict_kernel``, once per distinct (kernel, encoding, values) in ``cache``;
-    at f depth = g depth = 1 the two kernels are the same (tested), fitted once."""
+    at f depth = g depth = 1 the two kernels are the same (tested), fitted once; at f depth 1
+    the conv f is its dense readout, whatever the filter size."""
     same = params["f_depth"] == params["g_depth"] == 1
-    key = ("nngp" if same else kernel, encoding) + tuple(params[name] for name in PARAM_NAMES)
+    values = {**params, "filter_size": params["filter_size"] if params["f_depth"] > 1 else 0}
+    key = ("nngp" if same else kernel, encoding) + tuple(values[name] for name in PARAM_NAMES)
     if key not in cache:
         cache[key] = _fit_predict_kernel(*data, kernel, encoding, params, args, seed)
     return cache[key]
 
 
-def _regressor(kernel, encoding, params):
+def _regressor(kernel, encoding, params, f_kwargs):
     """The paper's kernel regression: ridge ``params['ridge']`` times the mean Gram diagonal,
-    raw x and targets (``normalize_x=False, normalize_y=False``), no biases."""
+    raw x and targets (``normalize_x=False, normalize_y=False``), no biases; f as in
+    ``f_kwargs`` (:func:`._common.f_options`)."""
     return HyperKernelRegressor(
         kernel,
         alpha=params["ridge"],
@@ -168,10 +224,11 @@ def _regressor(kernel, encoding, params):
         g_bias_variance=0.0,
         normalize_x=False,
         normalize_y=False,
+        **f_kwargs,
     )
 
 
-def _kernel(kernel, encoding, f_depth, g_depth, length_scale):
+def _kernel(kernel, encoding, f_depth, g_depth, length_scale, f_kwargs):
     kernel_class = HyperKernel if kernel == "ntk" else HyperNNGP
     return kernel_class(
         z_dim=2,
@@ -182,17 +239,22 @@ def _kernel(kernel, encoding, f_depth, g_depth, length_scale):
         f_bias_variance=0.0,
         g_bias_variance=0.0,
         normalize_x=False,
+        **f_kwargs,
     )
 
 
-def _grid_grams(U, kernel, encoding, args):
-    """(f_depth, g_depth, length_scale) of the grid and the Gram of ``U`` under each."""
+def _grid_grams(U, kernel, encoding, args, image_shape):
+    """(f_depth, g_depth, length_scale, filter_size) of the grid and the Gram of ``U`` under
+    each; the filter size varies only for the conv f deeper than 1 (at f depth 1 it is unused)."""
     length_scales = args.select_length_scales if encoding == "fourier" else [1.0]
     for f_depth, g_depth, length_scale in itertools.product(
         args.select_f_depths, args.select_g_depths, length_scales
     ):
-        gram = _kernel(kernel, encoding, f_depth, g_depth, length_scale)(U)
-        yield (f_depth, g_depth, length_scale), np.asarray(gram, dtype=np.float64)
+        for filter_size in _filter_sizes(args) if f_depth > 1 else _filter_sizes(args)[:1]:
+            f_kwargs = f_options(args, image_shape, filter_size)
+            gram = _kernel(kernel, encoding, f_depth, g_depth, length_scale, f_kwargs)(U)
+            point = (f_depth, g_depth, length_scale, filter_size)
+            yield point, np.asarray(gram, dtype=np.float64)
 
 
 def log_marginal_likelihoods(gram, y, ridges):
@@ -238,23 +300,44 @@ def _cv_errors(gram, y, folds, ridges):
     return errors
 
 
+def _ridge_scores(gram, y, n_images, method, args):
+    """Score of each ridge of ``args.select_ridges`` (higher is better) on one Gram.
+
+    ``method="cv"``: minus the grouped-CV MSE, folds of whole images (the rows of
+    an image are consecutive, ``pixels_per_image`` each); ``method="ml"``: the
+    GP log marginal likelihood.
+    """
+    if method == "ml":
+        return log_marginal_likelihoods(gram, y, args.select_ridges)
+    groups = np.repeat(np.arange(n_images), args.pixels_per_image)
+    splitter = GroupKFold(n_splits=min(args.select_folds, n_images))
+    folds = list(splitter.split(gram, y, groups))
+    return -_cv_errors(gram, y, folds, args.select_ridges)
+
+
 def _select(train_images, task, kernel, encoding, method, args, seed):
     """Grid point chosen on (at most ``select_images``) training images, and its score.
 
     ``method="cv"``: the lowest grouped-CV MSE (folds = whole images);
-    ``method="ml"``: the highest GP log marginal likelihood.
+    ``method="ml"``: the highest GP log marginal likelihood. With
+    ``args.select_ridge_images`` above ``select_images``, the ridge alone is
+    then chosen again, by the same method with the other values kept, on the
+    first ``min(N, select_ridge_images)`` training images (a ridge chosen on
+    few images can be too large for many); ``n_ridge_images`` records how
+    many; ``ridge_on_select_images`` the ridge it replaced.
     """
+    chosen = _select_on_grid(train_images, task, kernel, encoding, method, args, seed)
+    return _reselect_ridge(train_images, task, kernel, encoding, method, args, seed, chosen)
+
+
+def _select_on_grid(train_images, task, kernel, encoding, method, args, seed):
+    """The grid point of :func:`_select`, on the first ``select_images`` training images."""
     images = train_images[: args.select_images]
     U, y = _training_rows(images, task, args, 10_000 + seed)
-    if method == "cv":
-        groups = np.repeat(np.arange(len(images)), args.pixels_per_image)
-        folds = list(GroupKFold(n_splits=min(args.select_folds, len(images))).split(U, y, groups))
     best = None
-    for (f_depth, g_depth, length_scale), gram in _grid_grams(U, kernel, encoding, args):
-        if method == "cv":
-            scores = -_cv_errors(gram, y, folds, args.select_ridges)
-        else:
-            scores = log_marginal_likelihoods(gram, y, args.select_ridges)
+    grid = _grid_grams(U, kernel, encoding, args, images.shape[1:])
+    for (f_depth, g_depth, length_scale, filter_size), gram in grid:
+        scores = _ridge_scores(gram, y, len(images), method, args)
         i = int(np.argmax(scores))
         if best is None or scores[i] > best[0]:
             params = {
@@ -262,13 +345,35 @@ def _select(train_images, task, kernel, encoding, method, args, seed):
                 "g_depth": g_depth,
                 "length_scale": length_scale,
                 "ridge": args.select_ridges[i],
+                "filter_size": filter_size,
             }
             best = (float(scores[i]), params)
-    return {**best[1], "score": best[0], "n_images": len(images)}
+    return {**best[1], "score": best[0], "n_images": len(images), "n_ridge_images": len(images)}
 
 
-def paper_hypernetwork(args, random_state):
-    """The trained hypernetwork of the table: the paper's network on the raw rows."""
+def _reselect_ridge(train_images, task, kernel, encoding, method, args, seed, chosen):
+    """``chosen`` (of :func:`_select_on_grid`) with the ridge chosen again on the first
+    ``select_ridge_images`` training images, if they are more than it was chosen on."""
+    chosen = dict(chosen)
+    ridge_images = train_images[: args.select_ridge_images]
+    if len(ridge_images) > chosen["n_images"]:
+        U, y = _training_rows(ridge_images, task, args, 20_000 + seed)
+        f_kwargs = f_options(args, ridge_images.shape[1:], chosen["filter_size"])
+        values = [chosen[name] for name in ("f_depth", "g_depth", "length_scale")]
+        gram = np.asarray(_kernel(kernel, encoding, *values, f_kwargs)(U), dtype=np.float64)
+        scores = _ridge_scores(gram, y, len(ridge_images), method, args)
+        chosen["ridge_on_select_images"] = chosen["ridge"]
+        chosen["ridge"] = args.select_ridges[int(np.argmax(scores))]
+        chosen["n_ridge_images"] = len(ridge_images)
+    return chosen
+
+
+def paper_hypernetwork(args, random_state, image_shape=None):
+    """The trained hypernetwork of the table: the paper's network on the raw rows.
+
+    With ``args.f_architecture == "conv"`` f is convolutional (``args.hn_f_width``
+    channels, ``args.filter_size`` filters) on images of ``image_shape``.
+    """
     from ..hypernetwork import HypernetworkRegressor
 
     return HypernetworkRegressor(
@@ -291,19 +396,21 @@ def paper_hypernetwork(args, random_state):
         n_iter_no_change=max(args.hn_epochs, 1),
         random_state=random_state,
         device="cpu",
+        **f_options(args, image_shape, args.filter_size),
     )
 
 
 def _fit_predict_hypernetwork(train_images, test_images, task, args, seed):
     U, y = _training_rows(train_images, task, args, 1000 * seed)
-    U_test, y_test = pixel_regression(test_images, task=task, coordinates=args.coordinates)
-    model = paper_hypernetwork(args, seed)
+    U_test, y_test = _pixel_rows(test_images, task, args)
+    model = paper_hypernetwork(args, seed, train_images.shape[1:])
     model.fit(U, y)
     return np.clip(model.predict(U_test), 0.0, 1.0), y_test
 
 
 def run(args) -> dict:
     """Run the experiment described by parsed ``args``; returns the results dictionary."""
+    _check_args(args)
     clock = Clock()
     images, _ = load_images(args.source)
     n_needed = max(args.sizes) + args.n_test
@@ -314,6 +421,7 @@ def run(args) -> dict:
         "g_depth": args.g_depth,
         "length_scale": args.length_scale,
         "ridge": args.ridge,
+        "filter_size": args.filter_size,
     }
     errors: dict[str, list] = {}
     selected_params: dict[str, list] = {}
@@ -353,12 +461,26 @@ def run(args) -> dict:
                 for kernel, method in itertools.product(("ntk", "nngp"), methods):
                     if method == "ml" and kernel != "nngp":
                         continue
-                    n_select = min(n_train, args.select_images)
-                    if (kernel, method, n_select) not in selections:
-                        selections[(kernel, method, n_select)] = _select(
+                    # the grid's choice on min(N, select_images) images, then its ridge on
+                    # min(N, select_ridge_images): each computed once per distinct count
+                    grid_key = (kernel, method, min(n_train, args.select_images))
+                    if grid_key not in selections:
+                        selections[grid_key] = _select_on_grid(
                             train_images, task, kernel, "fourier", method, args, seed
                         )
-                    chosen = selections[(kernel, method, n_select)]
+                    key = (*grid_key, min(n_train, args.select_ridge_images))
+                    if key not in selections:
+                        selections[key] = _reselect_ridge(
+                            train_images,
+                            task,
+                            kernel,
+                            "fourier",
+                            method,
+                            args,
+                            seed,
+                            selections[grid_key],
+                        )
+                    chosen = selections[key]
                     selected_params.setdefault(
                         f"{task}|{KERNEL_NAMES[kernel]}|selected-{method}|{n_train}", []
                     ).append(chosen)
@@ -393,6 +515,22 @@ def run(args) -> dict:
         "pictures": pictures,
         "seconds": float(str(clock).strip("[]s")),
     }
+
+
+def _f_label(args) -> str:
+    """``dense``, or ``conv k x k`` with the filter size."""
+    if args.f_architecture != "conv":
+        return "dense"
+    return f"conv {args.filter_size}x{args.filter_size}"
+
+
+def _chosen_label(chosen: dict, args) -> str:
+    """``(f_depth,g_depth,length scale,ridge[,filter size])`` of one selection."""
+    values = f"{chosen['f_depth']},{chosen['g_depth']},{chosen['length_scale']:.3g}"
+    values += f",{chosen['ridge']:g}"
+    if args.f_architecture == "conv":
+        values += f",{chosen['filter_size']}"
+    return f"({values})"
 
 
 def _cell(values) -> str:
@@ -434,6 +572,7 @@ def markdown_table(results: dict, args) -> str:
         )
         + f"(source={args.source}, {args.pixels_per_image} pixels per training image, "
         f"coordinates={args.coordinates}, Fourier length scale={args.length_scale:.4g}, "
+        f"f={_f_label(args)}, "
         f"f_depth={args.f_depth}, g_depth={args.g_depth}, ridge={args.ridge:g} x diag, "
         f"draws={args.draws}, hypernetwork epochs={args.hn_epochs}).",
         "",
@@ -471,14 +610,17 @@ def markdown_table(results: dict, args) -> str:
             f"cv: {args.select_folds}-fold CV grouped by image, ml: GP log marginal likelihood) "
             f"over f_depth {args.select_f_depths}, g_depth {args.select_g_depths}, "
             f"length scale {[round(v, 4) for v in args.select_length_scales]}, "
-            f"relative ridge {args.select_ridges}, as (f_depth, g_depth, length scale, ridge):",
+            f"relative ridge {args.select_ridges}"
+            + (
+                f", filter size {_filter_sizes(args)}, as (f_depth, g_depth, length scale, "
+                "ridge, filter size):"
+                if args.f_architecture == "conv"
+                else ", as (f_depth, g_depth, length scale, ridge):"
+            ),
             "",
         ]
         for key, chosen in results["selected_params"].items():
-            summary = ", ".join(
-                f"({p['f_depth']},{p['g_depth']},{p['length_scale']:.3g},{p['ridge']:g})"
-                for p in chosen
-            )
+            summary = ", ".join(_chosen_label(p, args) for p in chosen)
             lines.append(f"- {key.replace('|', ', ')}: {summary}")
         lines.append("")
     return "\n".join(lines)
