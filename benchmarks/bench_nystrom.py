@@ -137,7 +137,7 @@ def run_method(args: argparse.Namespace, method: str, output: str) -> None:
             **NTK,
             solver="nystrom",
             n_components=int(m),
-            center_selection=rule,
+            component_selection=rule,
             random_state=args.seed,
             n_jobs=args.n_jobs,
             verbose=1,
@@ -187,10 +187,10 @@ def run_method(args: argparse.Namespace, method: str, output: str) -> None:
 def side_by_side(args: argparse.Namespace) -> str:
     methods = ["exact"] if not args.skip_exact else []
     first_m = args.n_components[0]
-    methods += [f"nystrom-{rule}-{first_m}" for rule in args.center_selection]
+    methods += [f"nystrom-{rule}-{first_m}" for rule in args.component_selection]
     if not args.skip_sklearn:
         methods += [f"sklearn-{first_m}", f"sklearn-defaults-{first_m}"]
-    methods += [f"nystrom-{args.center_selection[0]}-{m}" for m in args.n_components[1:]]
+    methods += [f"nystrom-{args.component_selection[0]}-{m}" for m in args.n_components[1:]]
     methods.append("mean")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -249,7 +249,7 @@ def side_by_side(args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     exact = results.get("exact")
-    ours = results.get(f"nystrom-{args.center_selection[0]}-{first_m}")
+    ours = results.get(f"nystrom-{args.component_selection[0]}-{first_m}")
     for method in methods:
         r = results[method]
         mse_ratio = f"{r['mse'] / exact['mse']:.4f}" if exact else "-"
@@ -279,8 +279,9 @@ def side_by_side(args: argparse.Namespace) -> str:
         )
         lines.append("")
         lines.append(
-            f"Largest difference between the predictions of Nystroem ({args.center_selection[0]}) "
-            f"and the scikit-learn pipeline (same centres, same ridge): {difference:.2e}."
+            "Largest difference between the predictions of Nystroem "
+            f"({args.component_selection[0]}) and the scikit-learn pipeline (same components, "
+            f"same ridge): {difference:.2e}."
         )
     return "\n".join(lines)
 
@@ -312,7 +313,7 @@ def million_rows(args: argparse.Namespace) -> str:
         **NTK,
         solver="nystrom",
         n_components=args.n_components[0],
-        center_selection=args.center_selection[0],
+        component_selection=args.component_selection[0],
         random_state=args.seed,
         n_jobs=args.n_jobs,
         verbose=2,
@@ -331,7 +332,7 @@ def million_rows(args: argparse.Namespace) -> str:
         f"N = {X.shape[0]:,} training rows ({n_images} images x {per_image} pixels, "
         f"{X.nbytes / 1e9:.2f} GB float64), {X_test.shape[0]:,} predicted rows, "
         f"m = {model.n_components_} "
-        f"({args.center_selection[0]}), n_jobs = {args.n_jobs}; load average at the end "
+        f"({args.component_selection[0]}), n_jobs = {args.n_jobs}; load average at the end "
         f"{os.getloadavg()[0]:.1f}",
         "",
         "| fit (s) | predict (s) | total (s) | test MSE | mean predictor MSE | "
@@ -368,7 +369,7 @@ def main() -> None:
         help="m (default: the regressor's); in (a), more values add Nystroem rows at those m",
     )  # fmt: skip
     parser.add_argument(
-        "--center-selection",
+        "--component-selection",
         nargs="+",
         default=["uniform", "rpcholesky"],
         choices=["uniform", "rpcholesky"],

@@ -20,7 +20,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, MultiOutputMixin, RegressorMixin, clone
 from sklearn.gaussian_process.kernels import Kernel
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._operator.gram_operator import gram_operator
@@ -199,9 +199,10 @@ _OWN_PARAMETERS = """\
         ``min(n_samples, NYSTROM_DEFAULT_COMPONENTS)`` (2000: minutes for a
         million rows on two cores; raise it as time allows). A value above
         ``n_samples`` is reduced to it with a warning, as ``Nystroem`` does.
-    center_selection : {"uniform", "rpcholesky"} or array-like of int, \
+    component_selection : {"uniform", "rpcholesky"} or array-like of int, \
             default="uniform"
-        How ``solver="nystrom"`` chooses its components (the parameter keeps Falkon's name).
+        How ``solver="nystrom"`` chooses its components (named ``center_selection``,
+        Falkon's name, before 0.2.0).
         ``"uniform"``: the first ``n_components`` of
         ``random_state.permutation(n_samples)``, ``Nystroem``'s draw.
         ``"rpcholesky"``: randomly pivoted Cholesky (Chen, Epperly, Tropp and
@@ -239,6 +240,12 @@ _OWN_PARAMETERS = """\
         when available. The solves run in float64 numpy.
     dtype : {"float64", "float32"}, default="float64"
         Precision of the constructed kernel; the solve is float64 either way.
+    center_selection : {"uniform", "rpcholesky"} or array-like of int, \
+            default="deprecated"
+        Deprecated since 0.2.0, to be removed in 0.4.0: the former name of
+        ``component_selection`` (one word, components, for Nyström, as
+        scikit-learn's ``n_components`` / ``components_``). A value given here
+        is used in its place, with a ``FutureWarning`` at ``fit``.
 
     Attributes
     ----------
@@ -351,7 +358,12 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         "block_size": [Interval(Integral, 1, None, closed="left"), None],
         "solver": [StrOptions({"auto", "cholesky", "cg", "nystrom"})],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "center_selection": [StrOptions({"uniform", "rpcholesky"}), "array-like"],
+        "component_selection": [StrOptions({"uniform", "rpcholesky"}), "array-like"],
+        "center_selection": [
+            StrOptions({"uniform", "rpcholesky"}),
+            "array-like",
+            Hidden(StrOptions({"deprecated"})),
+        ],
         "random_state": ["random_state"],
         "tol": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -388,12 +400,13 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         max_iter: int = 1000,
         cg_rank: int = 300,
         n_components: int | None = None,
-        center_selection: str | np.ndarray = "uniform",
+        component_selection: str | np.ndarray = "uniform",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
         n_jobs: int | None = None,
         device: str | None = None,
         dtype: str = "float64",
+        center_selection: str | np.ndarray = "deprecated",
     ) -> None:
         self.kernel = kernel
         self.alpha = alpha
@@ -418,6 +431,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
         self.max_iter = max_iter
         self.cg_rank = cg_rank
         self.n_components = n_components
+        self.component_selection = component_selection
         self.center_selection = center_selection
         self.random_state = random_state
         self.verbose = verbose
@@ -453,7 +467,27 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
     def __setstate__(self, state: dict) -> None:
         # an older pickle gains the parameters added since, at their old values,
         # or is refused naming both versions (InconsistentVersionWarning either way)
-        super().__setstate__(upgrade_state(type(self), state, REGRESSOR_HISTORY))
+        upgraded = upgrade_state(type(self), state, REGRESSOR_HISTORY)
+        if "component_selection" not in state and "center_selection" in state:
+            # before 0.2.0 the rule was center_selection: it moves to its new name
+            upgraded["component_selection"] = upgraded["center_selection"]
+            upgraded["center_selection"] = "deprecated"
+        super().__setstate__(upgraded)
+
+    def _component_selection(self, warn: bool = False):
+        """``component_selection``, or the deprecated ``center_selection`` where one was given."""
+        legacy = self.center_selection
+        if isinstance(legacy, str) and legacy == "deprecated":
+            return self.component_selection
+        if warn:
+            warnings.warn(
+                "center_selection was renamed component_selection in 0.2.0 and will be "
+                "removed in 0.4.0; its value is used for now: pass "
+                "component_selection instead.",
+                FutureWarning,
+                stacklevel=3,
+            )
+        return legacy
 
     # --------------------------------------------------------------- fitting
     def fit(self, X, y, sample_weight=None) -> HyperKernelRegressor:
@@ -474,6 +508,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             The fitted estimator.
         """
         self._validate_params()
+        self._component_selection(warn=True)
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
         targets = y.reshape(-1, 1) if y.ndim == 1 else y
@@ -662,7 +697,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             targets,
             self.ridge_,
             weights,
-            center_selection=self.center_selection,
+            component_selection=self._component_selection(),
             n_components=self.n_components,
             random_state=self.random_state,
             block_size=self.block_size,

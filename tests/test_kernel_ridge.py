@@ -736,7 +736,7 @@ def test_auto_solver_says_what_it_chose_at_verbose_1(regression_data, monkeypatc
         ({"solver": "cg", "max_iter": 1, "cg_rank": 0}, {}, "CG did not reach tol"),
         ({"solver": "nystrom", "n_components": 500}, {}, "n_components=500 > n_samples"),
         (
-            {"solver": "nystrom", "n_components": 20, "center_selection": "rpcholesky"},
+            {"solver": "nystrom", "n_components": 20, "component_selection": "rpcholesky"},
             {"duplicate": "many"},
             "found 15 centres",
         ),

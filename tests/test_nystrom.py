@@ -126,7 +126,7 @@ def test_few_centres_approximate_and_improve_with_m():
                 normalize_x=True,
                 solver="nystrom",
                 n_components=m,
-                center_selection=selection,
+                component_selection=selection,
                 random_state=0,
             )
             errors.append(np.mean((model.fit(X, y).predict(X_test) - y_test) ** 2))
@@ -151,7 +151,7 @@ def test_rpcholesky_approximates_the_kernel_better_than_uniform():
                 kernel=RBF(1.0),
                 solver="nystrom",
                 n_components=30,
-                center_selection=selection,
+                component_selection=selection,
                 random_state=seed,
             ).fit(X, y)
             C = K[:, model.component_indices_]
@@ -229,11 +229,11 @@ def test_integer_weights_equal_repeated_rows(data):
     # the repeated data's first copy of each centre row
     first_copy = np.searchsorted(repeated, centres)
     weighted = HyperKernelRegressor(
-        solver="nystrom", center_selection=centres, alpha_scale="absolute"
+        solver="nystrom", component_selection=centres, alpha_scale="absolute"
     )
     weighted.fit(X, y, sample_weight=counts.astype(float))
     copied = HyperKernelRegressor(
-        solver="nystrom", center_selection=first_copy, alpha_scale="absolute"
+        solver="nystrom", component_selection=first_copy, alpha_scale="absolute"
     )
     copied.fit(X[repeated], y[repeated])
     assert weighted.n_components_ == centres.shape[0]
@@ -376,7 +376,7 @@ def test_centres_are_reproducible_with_random_state(data, selection):
     X, y, _ = data
     fits = [
         HyperKernelRegressor(
-            solver="nystrom", n_components=30, center_selection=selection, random_state=seed
+            solver="nystrom", n_components=30, component_selection=selection, random_state=seed
         ).fit(X, y)
         for seed in (0, 0, 1)
     ]
@@ -390,7 +390,7 @@ def test_centres_are_reproducible_with_random_state(data, selection):
         assert_array_equal(fit.components_, X[fit.component_indices_])
     rng = np.random.RandomState(0)
     a = HyperKernelRegressor(
-        solver="nystrom", n_components=30, center_selection=selection, random_state=rng
+        solver="nystrom", n_components=30, component_selection=selection, random_state=rng
     )
     assert a.fit(X, y).component_indices_.shape == (30,)
 
@@ -401,7 +401,7 @@ def test_rpcholesky_never_picks_duplicated_rows():
     y = target(X)
     with pytest.warns(UserWarning, match="found 15 centres"):
         model = HyperKernelRegressor(
-            solver="nystrom", n_components=20, center_selection="rpcholesky", random_state=0
+            solver="nystrom", n_components=20, component_selection="rpcholesky", random_state=0
         )
         model.fit(X, y)
     assert model.n_components_ == 15
@@ -414,8 +414,10 @@ def test_rpcholesky_never_picks_duplicated_rows():
 def test_duplicated_uniform_centres_use_the_eigen_whitening(data):
     X, y, X_test = data
     centres = np.array([0, 0, 5, 9, 9, 33, 70])
-    model = HyperKernelRegressor(solver="nystrom", center_selection=centres).fit(X, y)
-    distinct = HyperKernelRegressor(solver="nystrom", center_selection=np.unique(centres)).fit(X, y)
+    model = HyperKernelRegressor(solver="nystrom", component_selection=centres).fit(X, y)
+    distinct = HyperKernelRegressor(solver="nystrom", component_selection=np.unique(centres)).fit(
+        X, y
+    )
     assert model.n_components_ == 7
     assert relative_error(model.predict(X_test), distinct.predict(X_test)) < 1e-8
 
@@ -477,16 +479,16 @@ def test_default_n_components_and_other_solvers(data):
 @pytest.mark.parametrize(
     ("selection", "message"),
     [
-        ("kmeans", "center_selection"),
+        ("kmeans", "component_selection"),
         (np.array([0.5, 1.0]), "integer row indices"),
         (np.array([[0, 1]]), "integer row indices"),
         (np.array([0, 160]), "outside"),
     ],
 )
-def test_bad_center_selection_raises(data, selection, message):
+def test_bad_component_selection_raises(data, selection, message):
     X, y, _ = data
     with pytest.raises(ValueError, match=message):
-        HyperKernelRegressor(solver="nystrom", center_selection=selection).fit(X, y)
+        HyperKernelRegressor(solver="nystrom", component_selection=selection).fit(X, y)
 
 
 def test_nngp_and_predict_in_blocks(data):
@@ -524,3 +526,43 @@ def test_torch_device_equals_numpy(data):
     )
     torch_model.fit(X, y)
     assert relative_error(torch_model.predict(X_test), numpy_model.predict(X_test)) < 1e-10
+
+
+def test_center_selection_is_the_deprecated_name_of_component_selection(data):
+    """The former Falkon name still works, with a FutureWarning, and gives the same model;
+    the new name alone warns nothing; both are parameters (clone, get_params)."""
+    import pickle
+    import warnings
+
+    from sklearn.base import clone
+
+    X, y, _ = data
+    params = dict(solver="nystrom", n_components=30, random_state=0)
+    new = HyperKernelRegressor(component_selection="rpcholesky", **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        new.fit(X, y)
+    old = HyperKernelRegressor(center_selection="rpcholesky", **params)
+    with pytest.warns(FutureWarning, match="renamed component_selection"):
+        old.fit(X, y)
+    np.testing.assert_array_equal(old.component_indices_, new.component_indices_)
+    np.testing.assert_array_equal(old.predict(X), new.predict(X))
+    assert clone(old).get_params()["center_selection"] == "rpcholesky"
+    assert HyperKernelRegressor().get_params()["center_selection"] == "deprecated"
+    # a pickle that predates the new name (its state has only center_selection) loads
+    # with the rule moved to component_selection
+    from sklearn_hyperkernel import InconsistentVersionWarning
+    from sklearn_hyperkernel._utils.versioning import VERSION_KEY
+
+    state = new.__getstate__()
+    state["center_selection"] = state.pop("component_selection")
+    state[VERSION_KEY] = "0.1.0"
+    restored = HyperKernelRegressor.__new__(HyperKernelRegressor)
+    with pytest.warns(InconsistentVersionWarning):
+        restored.__setstate__(state)
+    assert restored.component_selection == "rpcholesky"
+    assert restored.center_selection == "deprecated"
+    np.testing.assert_array_equal(restored.predict(X), new.predict(X))
+    assert pickle.loads(pickle.dumps(old)).center_selection == "rpcholesky"
+    with pytest.raises(ValueError, match="center_selection"):
+        HyperKernelRegressor(center_selection="kmeans", **params).fit(X, y)

@@ -68,7 +68,7 @@ def fit_nystrom(
     ridges: np.ndarray,
     sample_weight: np.ndarray | None,
     *,
-    center_selection: Any,
+    component_selection: Any,
     n_components: int | None,
     random_state: Any,
     block_size: int | None,
@@ -87,7 +87,7 @@ def fit_nystrom(
     targets : ndarray of shape (n, n_targets)
     ridges : ndarray of shape (n_targets,)
     sample_weight : ndarray of shape (n,) or None
-    center_selection, n_components, random_state
+    component_selection, n_components, random_state
         See :func:`._solvers.nystrom_components.select_components`.
     block_size : int or None
         Rows per block of ``K_nm`` (see :func:`._operator.gram_operator.block_partition`).
@@ -109,12 +109,12 @@ def fit_nystrom(
     """
     started = time.perf_counter()
     component_index = select_components(
-        operator, sample_weight, center_selection, n_components, random_state
+        operator, sample_weight, component_selection, n_components, random_state
     )
     m = component_index.shape[0]
     components = operator.take(component_index)
     if verbose:
-        rule = center_selection if isinstance(center_selection, str) else "given"
+        rule = component_selection if isinstance(component_selection, str) else "given"
         log(source, f"{m} Nystroem centres ({rule}) chosen in {time.perf_counter() - started:.1f}s")
     component_gram = np.require(components.gram(), dtype=np.float64, requirements=["C", "W", "O"])
     symmetrize(component_gram, "lower")  # exactly symmetric, whatever the kernel

@@ -1,6 +1,6 @@
 """Which training rows are the components of Nyström kernel ridge regression.
 
-``HyperKernelRegressor(solver="nystrom", center_selection=...)``:
+``HyperKernelRegressor(solver="nystrom", component_selection=...)``:
 
 * ``"uniform"``: :func:`uniform_components`, the draw of scikit-learn's
   :class:`~sklearn.kernel_approximation.Nystroem`;
@@ -36,7 +36,7 @@ __all__ = [
 #: ``n_components=None`` uses ``min(n_samples, this)`` components.
 NYSTROM_DEFAULT_COMPONENTS = 2000
 
-#: ``center_selection="rpcholesky"`` runs randomly pivoted Cholesky on at most
+#: ``component_selection="rpcholesky"`` runs randomly pivoted Cholesky on at most
 #: this many times ``n_components`` training rows drawn uniformly (its factor
 #: takes ``8 * pool * n_components`` bytes while the components are chosen).
 RPCHOLESKY_POOL_FACTOR = 10
@@ -171,17 +171,17 @@ def rpcholesky_components(
 
 
 def _given_components(selection: Any, n_samples: int) -> np.ndarray:
-    """Validated row indices of ``center_selection`` given as an array."""
-    index = check_array(selection, ensure_2d=False, dtype=None, input_name="center_selection")
+    """Validated row indices of ``component_selection`` given as an array."""
+    index = check_array(selection, ensure_2d=False, dtype=None, input_name="component_selection")
     if index.ndim != 1 or index.shape[0] == 0 or not np.issubdtype(index.dtype, np.integer):
         raise ValueError(
-            "center_selection must be 'uniform', 'rpcholesky' or a non-empty 1-d "
+            "component_selection must be 'uniform', 'rpcholesky' or a non-empty 1-d "
             f"array of integer row indices; got an array of shape {index.shape} "
             f"and dtype {index.dtype}."
         )
     if index.min() < -n_samples or index.max() >= n_samples:
         raise ValueError(
-            f"center_selection has row indices outside [0, {n_samples}) for "
+            f"component_selection has row indices outside [0, {n_samples}) for "
             f"{n_samples} training rows."
         )
     return np.asarray(index, dtype=np.intp) % n_samples
@@ -240,7 +240,7 @@ def select_components(
     pivots = rpcholesky_components(pool_diagonal, columns, n_components, random_state)
     if pivots.shape[0] < n_components:
         warnings.warn(
-            f"center_selection='rpcholesky' found {pivots.shape[0]} centres instead of "
+            f"component_selection='rpcholesky' found {pivots.shape[0]} centres instead of "
             f"n_components={n_components}: the kernel matrix of the candidate rows has "
             "that numerical rank.",
             UserWarning,

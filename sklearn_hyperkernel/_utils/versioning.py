@@ -143,6 +143,9 @@ REGRESSOR_HISTORY = (
     AddedParameter("normalize_y", "0.1.0", False),
     AddedParameter("n_components", "0.1.0", None),
     AddedParameter("center_selection", "0.1.0", "uniform"),
+    # center_selection's new name (0.2.0); HyperKernelRegressor.__setstate__ moves an
+    # older pickle's rule to it
+    AddedParameter("component_selection", "0.2.0", "uniform"),
     AddedParameter("random_state", "0.1.0", None),
     *BIAS_PARAMETERS,
     *F_INPUT_PARAMETERS,
