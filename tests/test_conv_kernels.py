@@ -62,6 +62,17 @@ def rows(n_rows: int = 23, seed: int = 0, shape: tuple = IMAGE) -> np.ndarray:
     return out
 
 
+def _prepared(A: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, z)`` of rows ``A``, x as the kernel reads it: with ``normalize_x`` each non-zero
+    image rescaled to ``|x|^2 / n0 = 1``."""
+    n_x = A.shape[1] - Z_DIM
+    x = A[:, :n_x].copy()
+    if params["normalize_x"]:
+        s = np.sum(x * x, axis=1) / n_x
+        x[s > 0] /= np.sqrt(s[s > 0])[:, None]
+    return x, A[:, n_x:]
+
+
 def _composed(X, Y, kernel) -> np.ndarray:
     """conv-rec's closed forms of f composed with g's recursion by hand, on all pairs.
 
@@ -70,20 +81,13 @@ def _composed(X, Y, kernel) -> np.ndarray:
     """
     p = kernel.get_params()
     height, width, channels = (*p["image_shape"], 1)[:3]
-    n_x = X.shape[1] - Z_DIM
-
-    def prepared(A):
-        x = A[:, :n_x].copy()
-        if p["normalize_x"]:
-            s = np.sum(x * x, axis=1) / n_x
-            x[s > 0] /= np.sqrt(s[s > 0])[:, None]
-        return x.reshape(-1, height, width, channels), A[:, n_x:]
-
-    (a, z_a), (b, z_b) = prepared(X), prepared(Y)
+    (a, z_a), (b, z_b) = _prepared(X, p), _prepared(Y, p)
+    a, b = (x.reshape(-1, height, width, channels) for x in (a, b))
     L, k, bf = p["f_depth"], p["filter_size"], p["f_bias_variance"]
     slope = 0.0 if p["activation"] == "relu" else p["negative_slope"]
     var_a = conv_recursion.conv_variances(a, k, L, bf)
     var_b = conv_recursion.conv_variances(b, k, L, bf)
+    n_x = X.shape[1] - Z_DIM
     same = np.all(X[:, None, :n_x] == Y[None, :, :n_x], axis=2)
     f = conv_recursion.conv_correlations(
         a, b, var_a, var_b, k, L, slope, need_ntk=True, bias_variance=bf, same=same
@@ -106,16 +110,7 @@ def _literal(X, Y, kernel) -> np.ndarray:
     import reference
 
     p = kernel.get_params()
-    n_x = X.shape[1] - Z_DIM
-
-    def prepared(A):
-        x = A[:, :n_x].copy()
-        if p["normalize_x"]:
-            s = np.sum(x * x, axis=1) / n_x
-            x[s > 0] /= np.sqrt(s[s > 0])[:, None]
-        return x, A[:, n_x:]
-
-    (x_a, z_a), (x_b, z_b) = prepared(X), prepared(Y)
+    (x_a, z_a), (x_b, z_b) = _prepared(X, p), _prepared(Y, p)
     nngp, ntk = reference.hyper_grams(
         x_a,
         z_a,
