@@ -104,9 +104,8 @@ def check_training_memory(estimator: BaseEstimator, module: Any) -> None:
     raise ValueError(
         f"This network has {n_parameters:,} parameters: training it keeps {copies} copies "
         f"({needed / 2**30:.1f} GiB in {estimator.dtype}), more than half of this machine's "
-        f"{memory / 2**30:.1f} GiB of memory.{readout} Reduce f_width={module.f_width} (or "
-        f"g_width={module.g_layer_sizes[1] if len(module.g_layer_sizes) > 2 else 'n/a'}, "
-        "n_fourier_features), or use dtype='float32'."
+        f"{memory / 2**30:.1f} GiB of memory.{readout} Reduce f_width={estimator.f_width} (or "
+        f"g_width={estimator.g_width}, n_fourier_features), or use dtype='float32'."
     )
 
 
