@@ -170,6 +170,88 @@ def test_table1_ridge_reselection_maximises_the_score_on_more_images():
     assert chosen["ridge"] == args.select_ridges[int(np.argmax(scores))]
 
 
+def test_table1_union_of_draws_is_one_regression_on_their_pixels():
+    from sklearn_hyperkernel import HyperKernelRegressor, config_context
+    from sklearn_hyperkernel.datasets import load_images, pixel_regression
+
+    images, _ = load_images("digits")
+    train, test = images[:12], images[12:15]
+    args = _table1_quick_args("--combine-draws", "union")
+    args.draws = 3  # --quick's is 1
+    params = {"f_depth": 3, "g_depth": 2, "length_scale": 2.0, "ridge": 1e-2, "filter_size": 3}
+    prediction, y_test = table1._fit_predict_kernel(
+        train, test, "inpainting", "nngp", "fourier", params, args, 4
+    )
+    # by hand: the three draws' rows (seeds 1000 * seed + draw) stacked, one Cholesky fit
+    options = {"task": "inpainting", "coordinates": "pixel"}
+    rows = [
+        pixel_regression(train, pixels_per_image=20, random_state=4000 + d, **options)
+        for d in range(3)
+    ]
+    U, y = np.vstack([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+    model = HyperKernelRegressor(
+        "nngp", alpha=1e-2, alpha_scale="relative", z_dim=2, f_depth=3, g_depth=2,
+        z_encoding="fourier", length_scale=2.0, f_bias_variance=0.0, g_bias_variance=0.0,
+        normalize_x=False, normalize_y=False,
+    )  # fmt: skip
+    U_test, expected_y = pixel_regression(test, **options)
+    assert np.array_equal(y_test, expected_y)
+    expected = model.fit(U, y).predict(U_test)
+    assert model.solver_ == "cholesky" and len(y) == 720
+    assert np.allclose(prediction, expected, rtol=1e-10, atol=1e-12)
+    # one regression on all the pixels is not the mean of one regression per draw
+    args.combine_draws = "average"
+    averaged, _ = table1._fit_predict_kernel(
+        train, test, "inpainting", "nngp", "fourier", params, args, 4
+    )
+    assert np.max(np.abs(averaged - expected)) > 1e-3
+    # beyond the Cholesky size the union is solved by CG (never Nystrom), to its tolerance
+    args.combine_draws, args.cg_tol = "union", 1e-8
+    with config_context(auto_cholesky_max_gram_bytes=8 * 700**2):
+        assert table1._solver_options(720, args) == {"solver": "cg", "tol": 1e-8, "cg_rank": 1000}
+        assert table1._solver_options(700, args) == {}
+        by_cg, _ = table1._fit_predict_kernel(
+            train, test, "inpainting", "nngp", "fourier", params, args, 4
+        )
+    assert np.allclose(by_cg, expected, rtol=0.0, atol=1e-6)
+
+
+def test_table1_kernels_and_no_fixed_choose_the_rows():
+    options = ["--tasks", "inpainting", "--hn-epochs", "0", "--select-methods", "cv", "ml"]
+    errors = table1.run(_table1_quick_args(*options, "--kernels", "nngp", "--no-fixed"))["errors"]
+    assert {key.rsplit("|", 1)[0] for key in errors} == {
+        "inpainting|mean-predictor|-",
+        "inpainting|hyper-nngp|selected-cv",
+        "inpainting|hyper-nngp|selected-ml",
+    }
+    both = table1.run(_table1_quick_args(*options))["errors"]
+    # the rows that remain are the full run's, value for value
+    for key, values in errors.items():
+        assert values == both[key], key
+    assert "inpainting|hyperkernel|fourier|20" in both
+
+
+def test_table1_union_selection_scores_all_draws_grouped_by_image():
+    from sklearn_hyperkernel.datasets import load_images
+
+    images, _ = load_images("digits")
+    args = _table1_quick_args("--combine-draws", "union")
+    args.draws = 2
+    U, y = table1._selection_rows(images[:5], "representation", args, 10_000)
+    one, _ = table1._training_rows(images[:5], "representation", args, 10_000)
+    # the first draw is the one-draw selection's, the second another draw of the same images
+    assert U.shape[0] == 2 * one.shape[0] == 200
+    assert np.array_equal(U[:100], one) and not np.array_equal(U[100:, -2:], one[:, -2:])
+    assert np.array_equal(U[100:, :-2], one[:, :-2])
+    # CV folds hold out whole images: both draws' rows of an image are in one fold
+    args.select_ridges = [1e-3]
+    gram = table1._kernel("nngp", "fourier", 2, 2, 2.0, {})(U)
+    score = table1._ridge_scores(gram, y, 5, "cv", args)
+    groups = np.tile(np.repeat(np.arange(5), 20), 2)
+    folds = list(table1.GroupKFold(n_splits=2).split(gram, y, groups))
+    assert np.allclose(-score, table1._cv_errors(gram, y, folds, [1e-3]), rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("option", "value", "name"),
     [("--filter-size", "4", "filter_size"), ("--select-filter-sizes", "0", "filter_size")],

@@ -14,7 +14,12 @@ containing the context points"), read as an image of the data's shape with
 ``filter_size`` x ``filter_size`` filters; the Fourier z kernel is a
 Gaussian of raw integer pixel coordinates with length scale ``sqrt(2)``; the
 ridge is ``1e-9`` times the Gram diagonal; each kernel prediction averages
-``draws`` regressions fitted on independent pixel draws.
+``draws`` regressions fitted on independent pixel draws. With
+``--combine-draws union`` the same draws are instead the rows of one
+regression (``draws * pixels_per_image`` pixels of every training image, the
+pixels the averaged regressions see together), solved exactly: Cholesky up to
+the configuration's ``auto_cholesky_max_gram_bytes``, conjugate gradients
+(``--cg-tol``, ``--cg-rank``) beyond it.
 
 The "selected" rows choose depths, filter size (conv f), length scale and ridge on the
 training images only, never on a test image: "selected-cv" by K-fold cross-validation
@@ -41,6 +46,7 @@ import numpy as np
 from scipy.linalg import eigh
 from sklearn.model_selection import GroupKFold
 
+from ..config import get_config
 from ..datasets import load_images, pixel_regression
 from ..kernel_ridge import HyperKernelRegressor
 from ..kernels import HyperKernel, HyperNNGP
@@ -63,6 +69,7 @@ TASKS = ("representation", "inpainting")
 SELECT_METHODS = ("cv", "ml")
 PARAM_NAMES = ("f_depth", "g_depth", "length_scale", "ridge", "filter_size")
 F_ARCHITECTURES = ("dense", "conv")
+COMBINE_DRAWS = ("average", "union")
 #: Default selection grid: every value the previous, narrower grid picked lies inside it.
 SELECT_F_DEPTHS = [1, 2, 3, 4]
 SELECT_G_DEPTHS = [1, 2, 3]
@@ -94,7 +101,25 @@ def _parser():
     add("--filter-size", type=int, default=3, help="conv f: odd filter size.")
     add("--g-depth", type=int, default=2)
     add("--ridge", type=float, default=1e-9, help="Ridge, relative to the Gram diagonal.")
-    add("--draws", type=int, default=5, help="Pixel draws averaged per kernel prediction.")
+    add("--draws", type=int, default=5, help="Pixel draws per kernel prediction.")
+    add(
+        "--combine-draws",
+        default="average",
+        choices=COMBINE_DRAWS,
+        help="average: one regression per draw, predictions averaged (the authors' code); "
+        "union: one regression on the rows of all draws (the same pixels; the selection then "
+        "also draws --draws times).",
+    )
+    add("--cg-tol", type=float, default=1e-3, help="union: CG tolerance beyond the Cholesky size.")
+    add("--cg-rank", type=int, default=1000, help="union: rank of CG's preconditioner.")
+    add("--no-fixed", action="store_true", help="Skip the rows at fixed (the paper's) settings.")
+    add(
+        "--kernels",
+        nargs="+",
+        default=list(KERNEL_NAMES),
+        choices=list(KERNEL_NAMES),
+        help="Kernels of the fixed and selected rows: ntk (the hyperkernel), nngp (hyper-NNGP).",
+    )
     add("--hn-epochs", type=int, default=100, help="Hypernetwork epochs (0: skip it).")
     add("--hn-f-width", type=int, default=256)
     add("--hn-g-width", type=int, default=32)
@@ -183,16 +208,52 @@ def _training_rows(images, task, args, random_state):
     )
 
 
+def _draw_states(args, seed) -> list[int]:
+    """The random states of a split's ``draws`` training pixel draws."""
+    return [1000 * seed + draw for draw in range(args.draws)]
+
+
+def _union_rows(images, task, args, random_states):
+    """The rows of one draw per entry of ``random_states``, stacked draw after draw."""
+    draws = [_training_rows(images, task, args, state) for state in random_states]
+    return np.vstack([U for U, _ in draws]), np.concatenate([y for _, y in draws])
+
+
+def _selection_rows(images, task, args, random_state):
+    """Rows a selection scores: one draw, or with ``--combine-draws union`` ``draws``
+    draws stacked (the first the one-draw case's, the others seeded apart from it)."""
+    if args.combine_draws != "union":
+        return _training_rows(images, task, args, random_state)
+    states = [random_state + 100_000 * draw for draw in range(args.draws)]
+    return _union_rows(images, task, args, states)
+
+
 def _fit_predict_kernel(train_images, test_images, task, kernel, encoding, params, args, seed):
-    """Mean over ``draws`` pixel draws of the kernel regression prediction of all test pixels."""
+    """The kernel regression prediction of all test pixels from ``draws`` pixel draws:
+    the mean of one regression per draw, or one regression on all draws' rows
+    (``--combine-draws union``)."""
     U_test, y_test = _pixel_rows(test_images, task, args)
     f_kwargs = f_options(args, train_images.shape[1:], params["filter_size"])
+    states = _draw_states(args, seed)
+    if args.combine_draws == "union":
+        U, y = _union_rows(train_images, task, args, states)
+        model = _regressor(kernel, encoding, params, f_kwargs, _solver_options(len(y), args))
+        return model.fit(U, y).predict(U_test), y_test
     predictions = []
-    for draw in range(args.draws):
-        U, y = _training_rows(train_images, task, args, 1000 * seed + draw)
+    for state in states:
+        U, y = _training_rows(train_images, task, args, state)
         model = _regressor(kernel, encoding, params, f_kwargs)
         predictions.append(model.fit(U, y).predict(U_test))
     return np.mean(predictions, axis=0), y_test
+
+
+def _solver_options(n_rows: int, args) -> dict:
+    """The exact solver for ``n_rows``: the estimator's default (Cholesky) while the Gram
+    fits ``auto_cholesky_max_gram_bytes``, preconditioned CG beyond it (never Nystrom's
+    approximation, which ``solver="auto"`` would choose there)."""
+    if 8 * n_rows**2 <= get_config()["auto_cholesky_max_gram_bytes"]:
+        return {}
+    return {"solver": "cg", "tol": args.cg_tol, "cg_rank": args.cg_rank}
 
 
 def _cached(cache, data, kernel, encoding, params, args, seed):
@@ -207,10 +268,10 @@ def _cached(cache, data, kernel, encoding, params, args, seed):
     return cache[key]
 
 
-def _regressor(kernel, encoding, params, f_kwargs):
+def _regressor(kernel, encoding, params, f_kwargs, solver_kwargs=None):
     """The paper's kernel regression: ridge ``params['ridge']`` times the mean Gram diagonal,
     raw x and targets (``normalize_x=False, normalize_y=False``), no biases; f as in
-    ``f_kwargs`` (:func:`._common.f_options`)."""
+    ``f_kwargs`` (:func:`._common.f_options`), the solver as in ``solver_kwargs``."""
     return HyperKernelRegressor(
         kernel,
         alpha=params["ridge"],
@@ -225,6 +286,7 @@ def _regressor(kernel, encoding, params, f_kwargs):
         normalize_x=False,
         normalize_y=False,
         **f_kwargs,
+        **(solver_kwargs or {}),
     )
 
 
@@ -304,12 +366,14 @@ def _ridge_scores(gram, y, n_images, method, args):
     """Score of each ridge of ``args.select_ridges`` (higher is better) on one Gram.
 
     ``method="cv"``: minus the grouped-CV MSE, folds of whole images (the rows of
-    an image are consecutive, ``pixels_per_image`` each); ``method="ml"``: the
-    GP log marginal likelihood.
+    an image are consecutive, ``pixels_per_image`` each, and with
+    ``--combine-draws union`` the draws follow each other in the same image
+    order); ``method="ml"``: the GP log marginal likelihood.
     """
     if method == "ml":
         return log_marginal_likelihoods(gram, y, args.select_ridges)
     groups = np.repeat(np.arange(n_images), args.pixels_per_image)
+    groups = np.tile(groups, len(y) // len(groups))  # union rows: draw after draw
     splitter = GroupKFold(n_splits=min(args.select_folds, n_images))
     folds = list(splitter.split(gram, y, groups))
     return -_cv_errors(gram, y, folds, args.select_ridges)
@@ -333,7 +397,7 @@ def _select(train_images, task, kernel, encoding, method, args, seed):
 def _select_on_grid(train_images, task, kernel, encoding, method, args, seed):
     """The grid point of :func:`_select`, on the first ``select_images`` training images."""
     images = train_images[: args.select_images]
-    U, y = _training_rows(images, task, args, 10_000 + seed)
+    U, y = _selection_rows(images, task, args, 10_000 + seed)
     best = None
     grid = _grid_grams(U, kernel, encoding, args, images.shape[1:])
     for (f_depth, g_depth, length_scale, filter_size), gram in grid:
@@ -357,7 +421,7 @@ def _reselect_ridge(train_images, task, kernel, encoding, method, args, seed, ch
     chosen = dict(chosen)
     ridge_images = train_images[: args.select_ridge_images]
     if len(ridge_images) > chosen["n_images"]:
-        U, y = _training_rows(ridge_images, task, args, 20_000 + seed)
+        U, y = _selection_rows(ridge_images, task, args, 20_000 + seed)
         f_kwargs = f_options(args, ridge_images.shape[1:], chosen["filter_size"])
         values = [chosen[name] for name in ("f_depth", "g_depth", "length_scale")]
         gram = np.asarray(_kernel(kernel, encoding, *values, f_kwargs)(U), dtype=np.float64)
@@ -401,7 +465,12 @@ def paper_hypernetwork(args, random_state, image_shape=None):
 
 
 def _fit_predict_hypernetwork(train_images, test_images, task, args, seed):
-    U, y = _training_rows(train_images, task, args, 1000 * seed)
+    """The trained hypernetwork's prediction: trained once, on the first draw's rows, or on
+    all draws' rows with ``--combine-draws union``."""
+    if args.combine_draws == "union":
+        U, y = _union_rows(train_images, task, args, _draw_states(args, seed))
+    else:
+        U, y = _training_rows(train_images, task, args, _draw_states(args, seed)[0])
     U_test, y_test = _pixel_rows(test_images, task, args)
     model = paper_hypernetwork(args, seed, train_images.shape[1:])
     model.fit(U, y)
@@ -450,7 +519,8 @@ def run(args) -> dict:
                     pictures[(task, "mean predictor")] = np.full(
                         test_images.size, train_images.mean()
                     )
-                for kernel, encoding in itertools.product(("ntk", "nngp"), args.encodings):
+                fixed = [] if args.no_fixed else args.encodings
+                for kernel, encoding in itertools.product(args.kernels, fixed):
                     prediction, y_test = _cached(cache, data, kernel, encoding, base, args, seed)
                     record(
                         f"{task}|{KERNEL_NAMES[kernel]}|{encoding}|{n_train}",
@@ -458,7 +528,7 @@ def run(args) -> dict:
                     )
                     if show and encoding == "fourier":
                         pictures[(task, KERNEL_NAMES[kernel])] = prediction
-                for kernel, method in itertools.product(("ntk", "nngp"), methods):
+                for kernel, method in itertools.product(args.kernels, methods):
                     if method == "ml" and kernel != "nngp":
                         continue
                     # the grid's choice on min(N, select_images) images, then its ridge on
@@ -524,6 +594,13 @@ def _f_label(args) -> str:
     return f"conv {args.filter_size}x{args.filter_size}"
 
 
+def _draws_label(args) -> str:
+    """How the draws' pixels make a prediction."""
+    if args.combine_draws == "union":
+        return "one regression on all draws' pixels"
+    return "predictions averaged"
+
+
 def _chosen_label(chosen: dict, args) -> str:
     """``(f_depth,g_depth,length scale,ridge[,filter size])`` of one selection."""
     values = f"{chosen['f_depth']},{chosen['g_depth']},{chosen['length_scale']:.3g}"
@@ -574,7 +651,7 @@ def markdown_table(results: dict, args) -> str:
         f"coordinates={args.coordinates}, Fourier length scale={args.length_scale:.4g}, "
         f"f={_f_label(args)}, "
         f"f_depth={args.f_depth}, g_depth={args.g_depth}, ridge={args.ridge:g} x diag, "
-        f"draws={args.draws}, hypernetwork epochs={args.hn_epochs}).",
+        f"draws={args.draws} ({_draws_label(args)}), hypernetwork epochs={args.hn_epochs}).",
         "",
     ]
     for task in args.tasks:
