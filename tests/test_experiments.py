@@ -261,6 +261,22 @@ def test_table1_bad_conv_options_name_the_parameter(option, value, name):
         table1.run(_table1_quick_args("--f-architecture", "conv", option, value))
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "name"),
+    [("--draws", "0", "draws"), ("--cg-rank", "-1", "cg_rank"), ("--cg-tol", "0", "cg_tol")],
+)
+def test_table1_bad_draw_and_cg_options_name_the_parameter(option, value, name):
+    args = table1._parser().parse_args(["--combine-draws", "union", option, value])
+    with pytest.raises(ValueError, match=name):
+        table1._check_args(args)
+
+
+def test_table1_quick_union_keeps_two_draws():
+    # --quick's one draw would make the union the average; it keeps two draws for the union
+    assert _table1_quick_args("--combine-draws", "union").draws == 2
+    assert _table1_quick_args().draws == 1
+
+
 def test_table1_conv_hypernetwork_is_convolutional():
     args = _table1_quick_args("--f-architecture", "conv", "--filter-size", "5")
     params = table1.paper_hypernetwork(args, 0, (8, 8)).get_params()

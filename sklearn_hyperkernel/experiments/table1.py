@@ -118,7 +118,8 @@ def _parser():
         nargs="+",
         default=list(KERNEL_NAMES),
         choices=list(KERNEL_NAMES),
-        help="Kernels of the fixed and selected rows: ntk (the hyperkernel), nngp (hyper-NNGP).",
+        help="Kernels of the fixed and selected rows: ntk (the hyperkernel), nngp (hyper-NNGP; "
+        "the only kernel of the ml selection).",
     )
     add("--hn-epochs", type=int, default=100, help="Hypernetwork epochs (0: skip it).")
     add("--hn-f-width", type=int, default=256)
@@ -162,7 +163,7 @@ def _quick_overrides(args) -> None:
     args.seeds = min(args.seeds, 2)
     args.sizes = [10, 20]
     args.n_test = 4
-    args.draws = 1
+    args.draws = 2 if args.combine_draws == "union" else 1  # a union of one draw is no union
     args.hn_epochs = min(args.hn_epochs, 5)
     args.hn_f_width = 16
     args.hn_g_width = 8
@@ -176,11 +177,16 @@ def _quick_overrides(args) -> None:
 
 
 def _check_args(args) -> None:
-    """ValueError naming a bad f option (the estimators check the rest)."""
+    """ValueError naming a bad f, draw or CG option (the estimators check the rest)."""
     if args.f_architecture not in F_ARCHITECTURES:
         raise ValueError(
             f"f_architecture must be one of {F_ARCHITECTURES}; got {args.f_architecture!r}."
         )
+    for name, value, low in (("draws", args.draws, 1), ("cg_rank", args.cg_rank, 0)):
+        if value < low:
+            raise ValueError(f"{name} must be an integer >= {low}; got {value}.")
+    if not args.cg_tol > 0:
+        raise ValueError(f"cg_tol must be positive; got {args.cg_tol}.")
     for size in [args.filter_size, *(args.select_filter_sizes or [])]:
         if size < 1 or size % 2 == 0:
             raise ValueError(f"filter_size must be a positive odd integer; got {size}.")
@@ -650,8 +656,12 @@ def markdown_table(results: dict, args) -> str:
         + f"(source={args.source}, {args.pixels_per_image} pixels per training image, "
         f"coordinates={args.coordinates}, Fourier length scale={args.length_scale:.4g}, "
         f"f={_f_label(args)}, "
-        f"f_depth={args.f_depth}, g_depth={args.g_depth}, ridge={args.ridge:g} x diag, "
-        f"draws={args.draws} ({_draws_label(args)}), hypernetwork epochs={args.hn_epochs}).",
+        + (
+            "no rows at fixed settings, "
+            if args.no_fixed
+            else f"f_depth={args.f_depth}, g_depth={args.g_depth}, ridge={args.ridge:g} x diag, "
+        )
+        + f"draws={args.draws} ({_draws_label(args)}), hypernetwork epochs={args.hn_epochs}).",
         "",
     ]
     for task in args.tasks:
@@ -814,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args)
     table = markdown_table(results, args)
     with open(os.path.join(out, "table1.md"), "w", encoding="utf-8") as handle:
-        handle.write("# Table 1: pixel regression on MNIST\n\n" + table)
+        handle.write(f"# Table 1: pixel regression on {args.source}\n\n" + table)
     write_json(
         os.path.join(out, "table1.json"),
         {
