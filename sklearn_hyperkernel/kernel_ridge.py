@@ -549,7 +549,7 @@ class HyperKernelRegressor(MultiOutputMixin, RegressorMixin, BaseEstimator):
             return self.solver
         gib = 8 * n_samples**2 / 2**30
         limit = get_config()["auto_cholesky_max_gram_bytes"] / 2**30
-        if gib <= limit:
+        if cholesky_fits(n_samples):
             chosen, why = "cholesky", f"the exact solve: its Gram takes {gib:.3g} GiB <= {limit:g}"
         else:
             chosen = "nystrom"
@@ -780,6 +780,13 @@ LENGTH_SCALE_PER_Z_SPREAD = 0.45
 #: How many times the largest training row's |x| a row to predict may have before
 #: predict warns (see ``_warn_if_x_is_far_outside_the_training_rows``).
 X_EXTRAPOLATION_WARNING = 10.0
+
+
+def cholesky_fits(n_samples: int) -> bool:
+    """Whether ``solver="auto"`` solves ``n_samples`` rows exactly (Cholesky): their float64
+    Gram, ``8 n_samples^2`` bytes, within the configuration's
+    ``auto_cholesky_max_gram_bytes``; beyond it ``"auto"`` chooses Nystrom."""
+    return 8 * n_samples**2 <= get_config()["auto_cholesky_max_gram_bytes"]
 
 
 def _largest_rms(x: np.ndarray) -> float:

@@ -46,9 +46,8 @@ import numpy as np
 from scipy.linalg import eigh
 from sklearn.model_selection import GroupKFold
 
-from ..config import get_config
 from ..datasets import load_images, pixel_regression
-from ..kernel_ridge import HyperKernelRegressor
+from ..kernel_ridge import HyperKernelRegressor, cholesky_fits
 from ..kernels import HyperKernel, HyperNNGP
 from ._common import Clock, base_parser, f_options, parse_command, pyplot, write_json
 
@@ -257,7 +256,7 @@ def _solver_options(n_rows: int, args) -> dict:
     """The exact solver for ``n_rows``: the estimator's default (Cholesky) while the Gram
     fits ``auto_cholesky_max_gram_bytes``, preconditioned CG beyond it (never Nystrom's
     approximation, which ``solver="auto"`` would choose there)."""
-    if 8 * n_rows**2 <= get_config()["auto_cholesky_max_gram_bytes"]:
+    if cholesky_fits(n_rows):
         return {}
     return {"solver": "cg", "tol": args.cg_tol, "cg_rank": args.cg_rank}
 
