@@ -231,6 +231,25 @@ def test_table1_kernels_and_no_fixed_choose_the_rows():
     assert "inpainting|hyperkernel|fourier|20" in both
 
 
+def test_table1_header_names_only_the_fixed_settings_a_row_used():
+    args = _table1_quick_args("--length-scale", "3", "--f-depth", "2", "--ridge", "0.01")
+    assert (
+        "Fourier length scale=3, f_depth=2, g_depth=2, ridge=0.01 x diag, "
+        in table1._fixed_label(args)
+    )
+    args.no_fixed = True  # the hypernetwork still reads the length scale and depths
+    assert table1._fixed_label(args) == (
+        "no kernel rows at fixed settings, the hypernetwork's "
+        "Fourier length scale=3, f_depth=2, g_depth=2, "
+    )
+    args.hn_epochs = 0  # nothing used them: none is listed
+    assert table1._fixed_label(args) == "no rows at fixed settings, "
+    options = ["--tasks", "inpainting", "--hn-epochs", "0", "--no-fixed", "--kernels", "nngp"]
+    args = _table1_quick_args(*options, "--select-methods", "cv")
+    table = table1.markdown_table(table1.run(args), args)
+    assert "no rows at fixed settings, draws=" in table and "length scale=" not in table
+
+
 def test_table1_union_selection_scores_all_draws_grouped_by_image():
     from sklearn_hyperkernel.datasets import load_images
 

@@ -642,6 +642,20 @@ def _same_row_note(results: dict, keys: list[str], earlier: str | None, task: st
     return f"= {earlier}"
 
 
+def _fixed_label(args) -> str:
+    """The fixed settings the run used: those of the kernel rows at fixed settings and of the
+    trained hypernetwork (the same length scale and depths); none when neither ran."""
+    shared = (
+        f"Fourier length scale={args.length_scale:.4g}, "
+        f"f_depth={args.f_depth}, g_depth={args.g_depth}, "
+    )
+    if not args.no_fixed:
+        return shared + f"ridge={args.ridge:g} x diag, "
+    if args.hn_epochs > 0:
+        return "no kernel rows at fixed settings, the hypernetwork's " + shared
+    return "no rows at fixed settings, "
+
+
 def markdown_table(results: dict, args) -> str:
     """Markdown of our MSEs (mean ± std over seeds) beside the paper's."""
     errors = results["errors"]
@@ -653,13 +667,7 @@ def markdown_table(results: dict, args) -> str:
             else "one seed (no error bars) "
         )
         + f"(source={args.source}, {args.pixels_per_image} pixels per training image, "
-        f"coordinates={args.coordinates}, Fourier length scale={args.length_scale:.4g}, "
-        f"f={_f_label(args)}, "
-        + (
-            "no rows at fixed settings, "
-            if args.no_fixed
-            else f"f_depth={args.f_depth}, g_depth={args.g_depth}, ridge={args.ridge:g} x diag, "
-        )
+        f"coordinates={args.coordinates}, f={_f_label(args)}, {_fixed_label(args)}"
         + f"draws={args.draws} ({_draws_label(args)}), hypernetwork epochs={args.hn_epochs}).",
         "",
     ]
